@@ -1,0 +1,277 @@
+// The command line: help and version, print and verify on real models, exit codes, and every
+// error the CLI itself raises (flag values, usage), in text and in --json form.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { readModel } from '../compiler/onnx-codec.js';
+import { ensureBuilt, runBin, runCli } from './helpers/cli.js';
+import { Rng } from './helpers/fuzz.js';
+import { REPO_ROOT, fixtureModels } from './helpers/models.js';
+
+const HELLO = path.join(REPO_ROOT, 'node_modules', 'openwakeword-js', 'models', 'hello_deepa.onnx');
+const VERSION = (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const STACK_LINE = /^\s+at .+/m;
+
+let tmp: string;
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-cli-'));
+});
+
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('help and version', () => {
+  it('--help lists the commands and exits 0', async () => {
+    const run = await runCli(['--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('Usage: slicec');
+    for (const command of ['print', 'verify', 'compile']) expect(run.stdout).toContain(command);
+    expect(run.stderr).toBe('');
+  });
+
+  it('compile --help lists its flags', async () => {
+    const run = await runCli(['compile', '--help']);
+    expect(run.code).toBe(0);
+    for (const flag of ['--groups', '--rates', '--out', '--round-to', '--explain', '--print-before', '--print-after', '--stats', '--json']) {
+      expect(run.stdout).toContain(flag);
+    }
+  });
+
+  it('--version prints the package version', async () => {
+    const run = await runCli(['--version']);
+    expect(run.code).toBe(0);
+    expect(run.stdout.trim()).toBe(VERSION);
+  });
+
+  it('no arguments prints help to stderr and exits 2', async () => {
+    const run = await runCli([]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('Usage: slicec');
+  });
+});
+
+describe('print', () => {
+  it('prints a real model deterministically', async () => {
+    const first = await runCli(['print', HELLO]);
+    expect(first.code).toBe(0);
+    expect(first.stderr).toBe('');
+    expect(first.stdout).toMatch(/^model ir_version=/);
+    expect(first.stdout).toMatch(/^\s+input %/m);
+    expect(first.stdout).toMatch(/^\s+output %/m);
+    expect(first.stdout).toContain('= Gemm(');
+    const second = await runCli(['print', HELLO]);
+    expect(second.stdout).toBe(first.stdout);
+  });
+
+  it('--json summarizes inputs, outputs, counts and opsets', async () => {
+    const run = await runCli(['print', HELLO, '--json']);
+    expect(run.code).toBe(0);
+    const summary = JSON.parse(run.stdout) as Record<string, unknown>;
+    const model = readModel(HELLO);
+    expect(summary.nodes).toBe(model.graph.nodes.length);
+    expect(summary.initializers).toBe(model.graph.initializers.length);
+    expect(summary.opset).toEqual({ '': model.opset() });
+    const inputs = summary.inputs as { name: string; dtype: string; shape: unknown[] }[];
+    expect(inputs.map((i) => i.name)).toEqual(model.graph.inputs.map((v) => v.name));
+    expect(inputs[0]!.dtype).toBe('f32');
+    expect((summary.outputs as unknown[]).length).toBe(model.graph.outputs.length);
+  });
+
+  it('prints every fixture', async () => {
+    for (const fixture of fixtureModels()) {
+      const run = await runCli(['print', fixture.file]);
+      expect(run.code, `${fixture.name}: ${run.stderr}`).toBe(0);
+      expect(run.stdout).toMatch(/^model ir_version=/);
+    }
+  });
+});
+
+describe('verify', () => {
+  it('reports node and initializer counts', async () => {
+    const model = readModel(HELLO);
+    const run = await runCli(['verify', HELLO]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`ok: ${model.graph.nodes.length} nodes, ${model.graph.initializers.length} initializers\n`);
+  });
+
+  it('--json', async () => {
+    const run = await runCli(['verify', HELLO, '--json']);
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ ok: true });
+  });
+});
+
+describe('user errors exit 1 with a code and no stack', () => {
+  it('missing file: SLC001', async () => {
+    const run = await runCli(['verify', path.join(tmp, 'missing.onnx')]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('error SLC001');
+    expect(run.stderr).toContain('expected:');
+    expect(run.stderr).not.toMatch(STACK_LINE);
+    expect(run.stdout).toBe('');
+  });
+
+  it('missing file through the default compile command: SLC001', async () => {
+    const run = await runCli([path.join(tmp, 'missing.onnx'), '--groups', '2', '-o', path.join(tmp, 'never')]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('error SLC001');
+    expect(run.stderr).not.toMatch(STACK_LINE);
+  });
+
+  it('a directory: SLC001', async () => {
+    const run = await runCli(['print', tmp]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('error SLC001');
+  });
+
+  it('random bytes: SLC002', async () => {
+    const file = path.join(tmp, 'random.onnx');
+    const rng = new Rng(7);
+    const bytes = new Uint8Array(4096);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(rng.next() * 256);
+    fs.writeFileSync(file, bytes);
+    const run = await runCli(['print', file]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('error SLC002');
+    expect(run.stderr).not.toMatch(STACK_LINE);
+  });
+
+  it('an empty file: SLC002', async () => {
+    const file = path.join(tmp, 'empty.onnx');
+    fs.writeFileSync(file, new Uint8Array(0));
+    const run = await runCli(['verify', file]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('error SLC002');
+  });
+
+  it('--json prints the error as JSON on stdout', async () => {
+    const run = await runCli(['verify', path.join(tmp, 'missing.onnx'), '--json']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe('');
+    const body = JSON.parse(run.stdout) as { error: { code: string; message: string; expected?: string } };
+    expect(body.error.code).toBe('SLC001');
+    expect(body.error.message).toContain('missing.onnx');
+    expect(body.error.expected).toBeTruthy();
+  });
+});
+
+describe('usage errors exit 2', () => {
+  it('unknown flag', async () => {
+    const run = await runCli(['print', HELLO, '--bogus']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("unknown option '--bogus'");
+    expect(run.stderr).toContain('slicec --help');
+    expect(run.stdout).toBe('');
+  });
+
+  it('unknown flag with --json', async () => {
+    const run = await runCli(['verify', HELLO, '--bogus', '--json']);
+    expect(run.code).toBe(2);
+    const body = JSON.parse(run.stdout) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe('USAGE');
+    expect(body.error.message).toContain('--bogus');
+  });
+
+  it('missing model argument', async () => {
+    const run = await runCli(['print']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("missing required argument 'model'");
+  });
+
+  it('missing --groups', async () => {
+    const run = await runCli([HELLO]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('--groups');
+  });
+
+  it('a flag without its value', async () => {
+    const run = await runCli([HELLO, '--groups']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("argument missing");
+  });
+
+  const badValues: [string[], string][] = [
+    [['--groups', '0'], '--groups expects an integer ≥ 1, got "0"'],
+    [['--groups', 'x'], '--groups expects an integer ≥ 1, got "x"'],
+    [['--groups', '1.5'], '--groups expects an integer ≥ 1, got "1.5"'],
+    [['--groups', '-3'], '--groups expects an integer ≥ 1, got "-3"'],
+    [['--groups', '2', '--rates', '1.5'], '--rates expects comma-separated numbers in (0,1], got "1.5"'],
+    [['--groups', '2', '--rates', '0'], '--rates expects comma-separated numbers in (0,1], got "0"'],
+    [['--groups', '2', '--rates', '0.5,,1'], '--rates expects comma-separated numbers in (0,1], got "0.5,,1"'],
+    [['--groups', '2', '--rates', 'half'], '--rates expects comma-separated numbers in (0,1], got "half"'],
+    [['--groups', '2', '--rates', '0.5,0.5'], '--rates expects comma-separated numbers in (0,1], each once, got "0.5,0.5"'],
+    [['--groups', '2', '--round-to', '0'], '--round-to expects an integer ≥ 1, got "0"'],
+    [['--groups', '2', '--print-after', ''], '--print-after expects a step name or "all"'],
+    [['--groups', '2', '--print-before', 'read,'], '--print-before expects a step name or "all"'],
+  ];
+
+  for (const [flags, message] of badValues) {
+    it(`${flags.join(' ')}: SLC007`, async () => {
+      const run = await runCli([HELLO, ...flags]);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toContain('error SLC007');
+      expect(run.stderr).toContain(message);
+      expect(run.stderr).toContain('found:');
+      expect(run.stderr).not.toMatch(STACK_LINE);
+    });
+  }
+
+  it('bad flag value with --json', async () => {
+    const run = await runCli([HELLO, '--groups', '0', '--json']);
+    expect(run.code).toBe(2);
+    const body = JSON.parse(run.stdout) as { error: { code: string; expected: string; found: string } };
+    expect(body.error).toMatchObject({ code: 'SLC007', expected: 'an integer ≥ 1', found: '"0"' });
+  });
+});
+
+describe('internal errors exit 70 with a stack', () => {
+  it('a bug in a command prints the stack and asks for a report', async () => {
+    vi.resetModules();
+    vi.doMock('../compiler/printer.js', () => ({
+      printModel: () => {
+        throw new Error('printer exploded');
+      },
+    }));
+    try {
+      const { main } = await import('../compiler/cli.js');
+      let stderr = '';
+      const code = await main(['print', HELLO], { stdout: () => {}, stderr: (t) => (stderr += t) });
+      expect(code).toBe(70);
+      expect(stderr).toContain('internal error');
+      expect(stderr).toContain('printer exploded');
+      expect(stderr).toMatch(STACK_LINE);
+    } finally {
+      vi.doUnmock('../compiler/printer.js');
+      vi.resetModules();
+    }
+  });
+});
+
+describe('bin/slicec.js', () => {
+  beforeAll(() => {
+    ensureBuilt();
+  });
+
+  it('prints the version from the built CLI', () => {
+    const run = runBin(['--version']);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout.trim()).toBe(VERSION);
+  });
+
+  it('sets the exit code of a user error', () => {
+    const run = runBin(['verify', path.join(tmp, 'missing.onnx')]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('error SLC001');
+    expect(run.stderr).not.toMatch(STACK_LINE);
+  });
+
+  it('sets the exit code of a usage error', () => {
+    const run = runBin(['verify', HELLO, '--bogus']);
+    expect(run.code).toBe(2);
+  });
+});
