@@ -253,3 +253,28 @@ export function describeCrash(file: string, seed: number, mutation: Mutation, ou
   const err = outcome.error instanceof Error ? (outcome.error.stack ?? outcome.error.message) : String(outcome.error);
   return `${file} seed=${seed} mutation=${mutation.kind} (${mutation.detail}) crashed in ${outcome.stage}:\n${err}`;
 }
+
+/** Offsets where a top-level field of a protobuf message ends (cutting there leaves a valid message). */
+export function topLevelFieldEnds(bytes: Uint8Array): number[] {
+  const ends: number[] = [];
+  let at = 0;
+  while (at < bytes.length) {
+    const tag = readVarint(bytes, at);
+    if (!tag) break;
+    at = tag.end;
+    const wire = Number(tag.value & 7n);
+    if (wire === 0) {
+      const v = readVarint(bytes, at);
+      if (!v) break;
+      at = v.end;
+    } else if (wire === 1) at += 8;
+    else if (wire === 5) at += 4;
+    else if (wire === 2) {
+      const len = readVarint(bytes, at);
+      if (!len) break;
+      at = len.end + Number(len.value);
+    } else break;
+    ends.push(at);
+  }
+  return ends;
+}
