@@ -1,0 +1,231 @@
+// couple-channels: which channel axes must be sliced together.
+//
+// Walks the graph once in topological order and tracks, for each tensor, the one axis that
+// carries channels (axis 1 of a Conv output, the last axis of a Gemm/MatMul output) and the
+// space on it (see channel-space.ts). Each op has one rule (table in couple-rules.ts): producers
+// open a new union; channel-keeping ops pass the space on; broadcasting ops link the spaces of
+// their operands; Concat stitches segments; Flatten/Reshape scale a space into blocks. Constant
+// operands (weights, biases, norm vectors, shape constants) are recorded with the space of each
+// axis they must be cut on. Anything the rules do not understand pins the unions it touches, with
+// a reason, so it is never sliced wrongly. Graph inputs are not tracked (their width is fixed)
+// and graph outputs pin what reaches them.
+
+import type { Graph, Model, Node, Value } from '../compiler/ir.js';
+import { coupleRules } from './couple-rules.js';
+import { Union, denominatorOf, find, lcm, resolve, resolveSpace, spaceWidth, type Space } from './channel-space.js';
+
+export interface Tracked {
+  axis: number;
+  space: Space;
+}
+
+export interface ParamAxis {
+  axis: number;
+  space: Space;
+}
+
+export interface GroupedConv {
+  node: Node;
+  /** Space of the conv output; kept output channels / outPerGroup = new `group`. */
+  outSpace: Space;
+  outPerGroup: number;
+}
+
+export interface ShapeRewrite {
+  /** The Reshape (or similar) whose constant shape input holds a sliced size. */
+  node: Node;
+  inputIndex: number;
+  /** Entry of the shape constant to rewrite. */
+  entry: number;
+  space: Space;
+}
+
+export interface ChannelAnalysis {
+  unions: Union[];
+  tracked: Map<Value, Tracked>;
+  /** Constant values and the axes they are cut on. */
+  params: Map<Value, ParamAxis[]>;
+  groupedConvs: GroupedConv[];
+  shapeRewrites: ShapeRewrite[];
+  /** Producer layers in graph order, with the union of their outputs. */
+  layers: { node: Node; union: Union; channels: number }[];
+}
+
+/** What a rule may do; passed to every per-op rule. */
+export class CouplingContext {
+  readonly graph: Graph;
+  readonly opset: number;
+  readonly analysis: ChannelAnalysis;
+  /** (node, input index) pairs a rule claimed as sliced parameters. */
+  private readonly claimedUses = new Set<string>();
+  private nodeIds = new Map<Node, number>();
+
+  constructor(model: Model) {
+    this.graph = model.graph;
+    this.opset = model.opset();
+    this.analysis = { unions: [], tracked: new Map(), params: new Map(), groupedConvs: [], shapeRewrites: [], layers: [] };
+    model.graph.nodes.forEach((n, i) => this.nodeIds.set(n, i));
+  }
+
+  newUnion(width: number): Union {
+    const u = new Union(this.analysis.unions.length, width);
+    this.analysis.unions.push(u);
+    return u;
+  }
+
+  /** A new union produced by a layer, returned as a one-segment space. */
+  produce(node: Node, width: number): Space {
+    const u = this.newUnion(width);
+    u.producers.push(node);
+    this.analysis.layers.push({ node, union: u, channels: width });
+    return [{ union: u, perFine: 1 }];
+  }
+
+  /** A pinned union standing for channels slicec does not slice (e.g. a constant in a Concat). */
+  fixed(width: number, reason: string): Space {
+    const u = this.newUnion(width);
+    u.pinned = reason;
+    return [{ union: u, perFine: 1 }];
+  }
+
+  get(value: Value | null | undefined): Tracked | undefined {
+    return value ? this.analysis.tracked.get(value) : undefined;
+  }
+
+  track(value: Value | undefined, axis: number, space: Space): void {
+    if (!value || !value.name) return;
+    this.analysis.tracked.set(value, { axis, space });
+  }
+
+  pin(space: Space | undefined, reason: string): void {
+    if (!space) return;
+    for (const seg of space) {
+      const root = find(seg.union).root;
+      if (!root.pinned) root.pinned = reason;
+    }
+  }
+
+  pinValue(value: Value | null | undefined, reason: string): void {
+    this.pin(this.get(value)?.space, reason);
+  }
+
+  /** Pin every tracked input of a node (the node is not understood). */
+  pinInputs(node: Node, reason: string): void {
+    for (const v of [...node.inputs, ...node.captures]) this.pinValue(v, reason);
+  }
+
+  /** Identity coupling: channel i of `a` is channel i of `b`. Returns the space to use. */
+  link(a: Space, b: Space, reason: string): Space {
+    const ra = resolveSpace(a);
+    const rb = resolveSpace(b);
+    if (ra.length === 1 && rb.length === 1) {
+      const [x, y] = [ra[0]!, rb[0]!];
+      if (x.root === y.root) {
+        if (Math.abs(x.perFine - y.perFine) > 1e-9) this.pin(a, `${reason}: channels are coupled inconsistently`);
+        return a;
+      }
+      // fold y's root under x's root: one fine channel of x.root stands for x.perFine / y.perFine of y.root
+      const ratio = x.perFine / y.perFine;
+      const yUnitInX = y.root.unit / ratio;
+      const q = denominatorOf(yUnitInX);
+      const pinned = x.root.pinned ?? y.root.pinned;
+      if (q === 0) {
+        this.pin(a, `${reason}: channel blocks do not line up`);
+        this.pin(b, `${reason}: channel blocks do not line up`);
+        return a;
+      }
+      y.root.parent = x.root;
+      y.root.ratio = ratio;
+      x.root.unit = lcm(x.root.unit, Math.round(yUnitInX * q));
+      x.root.pinned = pinned;
+      return a;
+    }
+    const same = ra.length === rb.length && ra.every((s, i) => s.root === rb[i]!.root && Math.abs(s.perFine - rb[i]!.perFine) < 1e-9);
+    if (!same) {
+      this.pin(a, `${reason}: a concatenation meets differently composed channels`);
+      this.pin(b, `${reason}: a concatenation meets differently composed channels`);
+    }
+    return a;
+  }
+
+  /** Record that constant input `index` of `node` is cut on `axis` by `space`. */
+  param(node: Node, index: number, axis: number, space: Space): void {
+    const value = node.inputs[index];
+    if (!value) return;
+    if (!value.const) {
+      this.pin(space, `${node.label()} reads a weight computed at run time (${value.name})`);
+      return;
+    }
+    if (value.const.dims[axis] !== spaceWidth(space)) {
+      this.pin(space, `${node.label()} reads ${value.name}, whose size on axis ${axis} does not match its channels`);
+      return;
+    }
+    this.claimedUses.add(`${this.nodeIds.get(node)}:${index}`);
+    const list = this.analysis.params.get(value) ?? [];
+    const existing = list.find((p) => p.axis === axis);
+    if (existing) {
+      this.link(existing.space, space, `shared weight ${value.name}`);
+    } else {
+      list.push({ axis, space });
+      this.analysis.params.set(value, list);
+    }
+  }
+
+  /** After the walk: a sliced constant read by a use no rule claimed would break that use. */
+  checkParamUses(): void {
+    for (const [value, axes] of this.analysis.params) {
+      for (const use of value.uses) {
+        if (!this.claimedUses.has(`${this.nodeIds.get(use.node)}:${use.index}`)) {
+          for (const p of axes) this.pin(p.space, `weight ${value.name} is also read by ${use.node.label()}`);
+        }
+      }
+      if (this.graph.outputs.includes(value)) for (const p of axes) this.pin(p.space, `weight ${value.name} is a graph output`);
+    }
+  }
+}
+
+/** Normalize a possibly negative axis. */
+export function normAxis(axis: number, rank: number): number {
+  return axis < 0 ? axis + rank : axis;
+}
+
+export function coupleChannels(model: Model): ChannelAnalysis {
+  const ctx = new CouplingContext(model);
+  for (const node of model.graph.nodes) {
+    const rule = node.domain === '' || node.domain === 'ai.onnx' ? coupleRules[node.op] : undefined;
+    if (rule) {
+      rule(node, ctx);
+    } else {
+      ctx.pinInputs(node, node.domain ? `reaches ${node.domain}::${node.op}, an op of a custom domain` : `reaches ${node.op}, which slicec does not slice through`);
+    }
+  }
+  for (const out of model.graph.outputs) ctx.pinValue(out, `reaches graph output ${out.name}`);
+  ctx.checkParamUses();
+  return ctx.analysis;
+}
+
+/** Root unions that can be sliced: unpinned, with at least one producer layer. */
+export function sliceableRoots(analysis: ChannelAnalysis): Union[] {
+  const roots = new Set<Union>();
+  for (const u of analysis.unions) {
+    const root = find(u).root;
+    if (!root.pinned && root.fineWidth / root.unit >= 2 && hasProducer(analysis, root)) roots.add(root);
+  }
+  return [...roots].sort((a, b) => a.id - b.id);
+}
+
+function hasProducer(analysis: ChannelAnalysis, root: Union): boolean {
+  return analysis.layers.some((l) => find(l.union).root === root);
+}
+
+/** Per-layer explanation: sliced or why not. */
+export function explainLayers(analysis: ChannelAnalysis): { node: Node; channels: number; union: number; sliced: boolean; reason?: string }[] {
+  const sliceable = new Set(sliceableRoots(analysis));
+  return analysis.layers.map((l) => {
+    const root = resolve({ union: l.union, perFine: 1 }).root;
+    const sliced = sliceable.has(root);
+    let reason: string | undefined;
+    if (!sliced) reason = root.pinned ?? (root.fineWidth / root.unit < 2 ? 'too few channels to split' : 'no producer');
+    return { node: l.node, channels: l.channels, union: root.id, sliced, reason };
+  });
+}

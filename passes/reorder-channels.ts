@@ -1,0 +1,68 @@
+// reorder-channels: permute each sliceable union's channels so the most important lead.
+//
+// Slicing keeps leading groups, so what leads matters. Importance of a slicing unit is the L1
+// mass of every constant cut with the union (producer filters, biases, norm vectors, consumer
+// columns), each tensor normalized by its own total so no single tensor dominates. Units are
+// sorted by importance, descending and stable. Applying one permutation to every constant that
+// is cut on the union's axes is function-preserving: the producers emit channels in the new
+// order and every consumer reads them in that order (rate 1 equals the original model).
+
+import type { Graph } from '../compiler/ir.js';
+import { gatherAxis, isIdentity, l1PerIndex } from '../compiler/tensor-ops.js';
+import type { ChannelAnalysis } from './couple-channels.js';
+import { permutedIndices, resolve, type Union } from './channel-space.js';
+import type { Partition } from './partition-channels.js';
+
+export interface Reordering {
+  /** Per union: units in their new order (new position i holds old unit perm[i]). */
+  perms: Map<Union, number[]>;
+}
+
+export function unitImportance(analysis: ChannelAnalysis, roots: Set<Union>): Map<Union, Float64Array> {
+  const scores = new Map<Union, Float64Array>();
+  for (const root of roots) scores.set(root, new Float64Array(root.fineWidth / root.unit));
+  for (const [value, axes] of analysis.params) {
+    const tensor = value.const!;
+    for (const p of axes) {
+      const sums = l1PerIndex(tensor, p.axis);
+      let total = 0;
+      for (const s of sums) total += s;
+      if (total === 0) continue;
+      let offset = 0;
+      for (const seg of p.space) {
+        const r = resolve(seg);
+        const full = Math.round(r.root.fineWidth * r.perFine);
+        const score = scores.get(r.root);
+        if (score) {
+          const block = Math.round(r.root.unit * r.perFine);
+          for (let u = 0; u < score.length; u++) {
+            let s = 0;
+            for (let j = 0; j < block; j++) s += sums[offset + u * block + j]!;
+            score[u]! += s / total;
+          }
+        }
+        offset += full;
+      }
+    }
+  }
+  return scores;
+}
+
+export function reorderChannels(graph: Graph, analysis: ChannelAnalysis, partition: Partition): Reordering {
+  const roots = new Set(partition.unions.map((g) => g.union));
+  const scores = unitImportance(analysis, roots);
+  const perms = new Map<Union, number[]>();
+  for (const [root, score] of scores) {
+    const order = [...score.keys()].sort((a, b) => score[b]! - score[a]! || a - b);
+    if (!isIdentity(order, order.length)) perms.set(root, order);
+  }
+  for (const [value, axes] of analysis.params) {
+    let tensor = value.const!;
+    for (const p of axes) {
+      const indices = permutedIndices(p.space, perms);
+      if (!isIdentity(indices, tensor.dims[p.axis]!)) tensor = gatherAxis(tensor, p.axis, indices);
+    }
+    if (tensor !== value.const) graph.setConstant(value, tensor);
+  }
+  return { perms };
+}
