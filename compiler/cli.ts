@@ -149,7 +149,9 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         stats: opts.stats === true,
       };
       // Loaded on demand: print and verify do not need the passes.
-      const { compile } = await import('./pipeline.js');
+      const { compile, STEPS } = await import('./pipeline.js');
+      checkStepNames('--print-before', opts.printBefore, STEPS);
+      checkStepNames('--print-after', opts.printAfter, STEPS);
       const result = await compile(options);
       if (opts.json) {
         writeJson(io, result);
@@ -230,6 +232,14 @@ function collectSteps(flag: string): (value: string, previous: string[] | undefi
   };
 }
 
+function checkStepNames(flag: string, names: string[] | undefined, steps: readonly string[]): void {
+  for (const name of names ?? []) {
+    if (name !== 'all' && !steps.includes(name)) {
+      throw badFlag(flag, `"all" or a step name: ${steps.join(', ')}`, name);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- print and verify
 
 /** Read, verify as an input model, and infer shapes: what `print` shows. */
@@ -283,7 +293,7 @@ function formatCompileSummary(result: CompileResult): string {
     displayPath(result.outDir, r.file),
   ]);
   const table = formatTable(['rate', 'groups', 'params', 'MACs', 'MACs/rate1', 'file'], rows, [false, true, true, true, true, false]);
-  return `wrote ${result.outDir} (manifest: ${displayPath(result.outDir, result.manifestFile)})\n${table}`;
+  return `wrote ${displayDir(result.outDir)} (manifest: ${displayPath(result.outDir, result.manifestFile)})\n${table}`;
 }
 
 function formatExplanation(result: CompileResult): string {
@@ -313,6 +323,12 @@ function formatRate(rate: number): string {
 
 function formatCount(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
+
+/** A folder below the working directory as a relative path, any other as given. */
+function displayDir(dir: string): string {
+  const relative = path.relative(process.cwd(), dir);
+  return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : dir;
 }
 
 function displayPath(outDir: string, file: string): string {

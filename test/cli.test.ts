@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readModel } from '../compiler/onnx-codec.js';
+import type { CompileResult } from '../compiler/pipeline-types.js';
 import { ensureBuilt, runBin, runCli } from './helpers/cli.js';
 import { Rng } from './helpers/fuzz.js';
 import { REPO_ROOT, fixtureModels } from './helpers/models.js';
@@ -225,6 +226,93 @@ describe('usage errors exit 2', () => {
     expect(run.code).toBe(2);
     const body = JSON.parse(run.stdout) as { error: { code: string; expected: string; found: string } };
     expect(body.error).toMatchObject({ code: 'SLC007', expected: 'an integer ≥ 1', found: '"0"' });
+  });
+});
+
+describe('compile', () => {
+  const RESNET = path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx');
+
+  it('writes one file per default rate and prints the summary table', async () => {
+    const out = path.join(tmp, 'resnet-default');
+    const run = await runCli([RESNET, '--groups', '4', '-o', out]);
+    expect(run.code, run.stderr).toBe(0);
+    const lines = run.stdout.trimEnd().split('\n');
+    expect(lines[0]).toBe(`wrote ${out} (manifest: manifest.json)`);
+    expect(lines[1]).toMatch(/^rate\s+groups\s+params\s+MACs\s+MACs\/rate1\s+file$/);
+    expect(lines.slice(2).map((l) => l.split(/\s+/)[0])).toEqual(['0.25', '0.5', '0.75', '1']);
+    expect(lines.at(-1)).toMatch(/^1\s+4\s+[\d,]+\s+[\d,]+\s+1\.000\s+slices\/\S+\.onnx$/);
+    for (const line of lines.slice(2)) {
+      expect(fs.existsSync(path.join(out, line.split(/\s+/).at(-1)!))).toBe(true);
+    }
+    expect(fs.existsSync(path.join(out, 'manifest.json'))).toBe(true);
+  });
+
+  it('`compile` and the default command agree; --json gives the result', async () => {
+    const viaDefault = await runCli([RESNET, '--groups', '2', '--rates', '0.5,1', '-o', path.join(tmp, 'a'), '--json']);
+    const viaCompile = await runCli(['compile', RESNET, '--groups', '2', '--rates', '0.5,1', '-o', path.join(tmp, 'b'), '--json']);
+    expect(viaDefault.code, viaDefault.stderr).toBe(0);
+    expect(viaCompile.code, viaCompile.stderr).toBe(0);
+    const a = JSON.parse(viaDefault.stdout) as CompileResult;
+    const b = JSON.parse(viaCompile.stdout) as CompileResult;
+    expect(a.outDir).toBe(path.join(tmp, 'a'));
+    expect(a.rates.map((r) => r.rate)).toEqual([0.5, 1]);
+    expect(a.rates).toEqual(b.rates);
+    expect(a.layers).toEqual(b.layers);
+    expect(a.layers.length).toBeGreaterThan(0);
+  });
+
+  it('--explain prints the per-layer table', async () => {
+    const run = await runCli([RESNET, '--groups', '2', '-o', path.join(tmp, 'explain'), '--explain']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^layer\s+op\s+channels\s+sliced\s+reason$/m);
+    expect(run.stdout).toMatch(/^\S+\s+Conv\s+16\s+yes$/m);
+    expect(run.stdout).toMatch(/^\S+\s+Gemm\s+10\s+no\s+\S.*$/m);
+  });
+
+  it('--print-after, --print-before and --stats write to stderr', async () => {
+    const run = await runCli([RESNET, '--groups', '2', '-o', path.join(tmp, 'dumps'), '--print-before', 'read', '--print-after', 'reorder-channels,prune-to-rate', '--stats']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toContain('// before read\nmodel ir_version=');
+    expect(run.stderr).toContain('// after reorder-channels\nmodel ir_version=');
+    expect(run.stderr.match(/\/\/ after prune-to-rate/g)).toHaveLength(2);
+    expect(run.stderr).toMatch(/^step\s+ms\s+nodes$/m);
+    expect(run.stderr).toMatch(/^couple-channels\s+[\d.]+\s+\d+$/m);
+    expect(run.stdout).not.toContain('model ir_version=');
+  });
+
+  it('an unknown step name: SLC007 listing the steps', async () => {
+    const run = await runCli([RESNET, '--groups', '2', '-o', path.join(tmp, 'never'), '--print-after', 'reorder']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('error SLC007: --print-after expects "all" or a step name: read, ');
+    expect(run.stderr).toContain('reorder-channels');
+    expect(fs.existsSync(path.join(tmp, 'never'))).toBe(false);
+  });
+
+  it('an output path that is a file: SLC008', async () => {
+    const file = path.join(tmp, 'taken');
+    fs.writeFileSync(file, 'not a folder');
+    const run = await runCli([RESNET, '--groups', '2', '-o', file]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('error SLC008');
+    expect(run.stderr).not.toMatch(STACK_LINE);
+    expect(fs.readFileSync(file, 'utf8')).toBe('not a folder');
+  });
+
+  it('an output folder slicec did not write: SLC008, in JSON', async () => {
+    const dir = path.join(tmp, 'someone-elses');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'notes.txt'), 'keep me');
+    const run = await runCli([RESNET, '--groups', '2', '-o', dir, '--json']);
+    expect(run.code).toBe(1);
+    expect((JSON.parse(run.stdout) as { error: { code: string } }).error.code).toBe('SLC008');
+    expect(fs.readdirSync(dir)).toEqual(['notes.txt']);
+  });
+
+  it('compiles the openwakeword model', async () => {
+    const run = await runCli([HELLO, '--groups', '4', '-o', path.join(tmp, 'hello'), '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as CompileResult;
+    expect(result.rates).toHaveLength(4);
   });
 });
 
