@@ -30,10 +30,11 @@
 // - Attributes: `{name=value, ...}` sorted by name; ints exact, floats with up to 6 significant
 //   digits, strings as JSON strings, lists as `[a,b]`, tensors as `<type> <value>`, subgraphs and
 //   other opaque attributes by their summary (`graph(body: 12 nodes)`).
-// - Tensor values: scalars bare (`7`), up to 16 numeric elements inline (`[1, 2, 3]`, int64
-//   exact, floats with up to 6 significant digits, `nan`, `inf`, `-inf`, bools `true`/`false`),
-//   larger or non-numeric data as `#` + 8 hex digits of the sha256 of the little-endian bytes;
-//   data that cannot be decoded as `<bad data>`.
+// - Tensor values: scalars bare (`7`), up to 16 elements inline (`[1, 2, 3]`; integers exact,
+//   floats (f16/bf16/f32/f64) with up to 6 significant digits, `nan`, `inf`, `-inf`, bools
+//   `true`/`false`, strings as JSON strings); larger tensors and packed or exotic types (f8, i4,
+//   complex) as `#` + 8 hex digits of the sha256 of the little-endian bytes; data that does not
+//   match its dims as `<bad data>`.
 // - Constant nodes print their value in place of arguments: `%c: i64[2] = Constant [1, 2]`.
 
 import { createHash } from 'node:crypto';
