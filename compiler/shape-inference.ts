@@ -503,6 +503,10 @@ export function inferNode(node: Node, opset: number, known: KnownValues = new Ma
       const rois = shapeOf(node.inputs[1]);
       return [tt(xe, [rois?.[0] ?? null, xs?.[1] ?? null, node.attrInt('output_height', 1), node.attrInt('output_width', 1)])];
     }
+    case 'BlackmanWindow':
+    case 'HammingWindow':
+    case 'HannWindow':
+      return [tt(node.attrInt('output_datatype', DataType.FLOAT), [constInts(x, known)?.[0] ?? null])];
     case 'RNN':
     case 'GRU':
     case 'LSTM':

@@ -22,7 +22,7 @@ interface Outcome {
 const UNSUPPORTED = new Set([
   'If', 'Loop', 'Scan', 'NonZero', 'NonMaxSuppression', 'Compress', 'Unique', 'StringNormalizer',
   'TfIdfVectorizer', 'NegativeLogLikelihoodLoss', 'SoftmaxCrossEntropyLoss', 'Adagrad', 'Adam', 'Momentum',
-  'BlackmanWindow', 'HammingWindow', 'HannWindow', 'DFT', 'STFT', 'MelWeightMatrix',
+  'DFT', 'STFT', 'MelWeightMatrix',
 ]);
 
 function modelFiles(set: string): string[] {
