@@ -1,0 +1,197 @@
+// The slicing compiler end to end: every emitted graph runs with the original's signature, the
+// rate-1 graph equals the original, pruned graphs compute exactly the sub-network, and the
+// manifest's MAC counts match an independent count of the emitted graphs.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compile } from '../compiler/pipeline.js';
+import type { Manifest } from '../compiler/artifacts.js';
+import { decodeModel, encodeModel, readModel } from '../compiler/onnx-codec.js';
+import type { Model } from '../compiler/ir.js';
+import { inferShapes } from '../compiler/shape-inference.js';
+import { gatherAxis } from '../compiler/tensor-ops.js';
+import { Tensor } from '../compiler/tensor.js';
+import { coupleChannels } from '../passes/couple-channels.js';
+import { keptIndices } from '../passes/channel-space.js';
+import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
+import { reorderChannels } from '../passes/reorder-channels.js';
+import { pruneToRate } from '../passes/prune-to-rate.js';
+import { fixtureModels, openwakewordModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-compile-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const paddleDir = path.join(REPO_ROOT, 'node_modules', '@gutenye', 'ocr-models', 'assets');
+const realModels = [
+  ...openwakewordModels().map((m) => m.file),
+  path.join(paddleDir, 'ch_ppocr_mobile_v2.0_cls_infer.onnx'),
+  path.join(paddleDir, 'ch_PP-OCRv4_det_infer.onnx'),
+];
+const models = [...fixtureModels().map((m) => m.file), ...realModels];
+
+async function run(model: string | Uint8Array, feeds: Feeds): Promise<Record<string, ort.Tensor>> {
+  const session = await ort.InferenceSession.create(model as string, { intraOpNumThreads: 1, logSeverityLevel: 4 });
+  try {
+    const out = await session.run(feeds);
+    const result: Record<string, ort.Tensor> = {};
+    for (const name of session.outputNames) result[name] = out[name]!;
+    return result;
+  } finally {
+    await session.release();
+  }
+}
+
+function maxRelativeError(expected: ort.Tensor, actual: ort.Tensor): number {
+  const a = expected.data as Float32Array;
+  const b = actual.data as Float32Array;
+  let scale = 0;
+  for (const x of a) scale = Math.max(scale, Math.abs(x));
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
+  return worst;
+}
+
+/** An independent MAC count (per sample) from an emitted file's own shapes. */
+function countMacs(file: string): number {
+  const model = readModel(file);
+  inferShapes(model);
+  let macs = 0;
+  const num = (d: unknown): number => (typeof d === 'number' ? d : 1);
+  for (const node of model.graph.nodes) {
+    const out = node.outputs[0]?.shape?.map(num);
+    if (!out) continue;
+    const perSample = out.slice(1).reduce((p, d) => p * d, 1);
+    if (node.op === 'Conv') {
+      const w = node.inputs[1]!.shape!.map(num);
+      macs += perSample * w.slice(1).reduce((p, d) => p * d, 1);
+    } else if (node.op === 'ConvTranspose') {
+      // every input element is spread over (M/group)·kernel outputs
+      const x = node.inputs[0]!.shape!.map(num);
+      const w = node.inputs[1]!.shape!.map(num);
+      macs += x.slice(1).reduce((p, d) => p * d, 1) * w.slice(1).reduce((p, d) => p * d, 1);
+    } else if (node.op === 'Gemm' || node.op === 'MatMul') {
+      const x = node.inputs[0]!.shape!.map(num);
+      const k = node.op === 'Gemm' && node.attrInt('transA', 0) ? x[0]! : x[x.length - 1]!;
+      macs += perSample * k;
+    }
+  }
+  return macs;
+}
+
+describe('compile', () => {
+  for (const file of models) {
+    it(`${path.relative(REPO_ROOT, file)}: every rate runs with the original signature; rate 1 matches`, async () => {
+      const outDir = path.join(tmp, path.basename(file, '.onnx'));
+      const result = await compile({ model: file, groups: 4, outDir });
+      const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
+      expect(manifest.format).toBe('slicec/1');
+      expect(manifest.rates.map((r) => r.rate)).toEqual([0.25, 0.5, 0.75, 1]);
+      const original = readModel(file);
+      const feeds = randomFeeds(original, 7, 2)!;
+      const reference = await run(file, feeds);
+      for (const rate of manifest.rates) {
+        const emitted = path.join(outDir, rate.file);
+        const emittedModel = readModel(emitted);
+        expect(emittedModel.graph.inputs.map((v) => v.name)).toEqual(original.graph.inputs.map((v) => v.name));
+        expect(emittedModel.graph.outputs.map((v) => [v.name, v.type])).toEqual(original.graph.outputs.map((v) => [v.name, v.type]));
+        expect(emittedModel.opset()).toBe(original.opset());
+        const outputs = await run(emitted, feeds);
+        for (const [name, tensor] of Object.entries(reference)) {
+          expect(outputs[name]!.dims).toEqual(tensor.dims);
+          if (rate.rate === 1) expect(maxRelativeError(tensor, outputs[name]!)).toBeLessThan(1e-4);
+        }
+        expect(rate.macs).toBe(countMacs(emitted));
+      }
+    });
+  }
+
+  it('MACs at rate r are about r² of the full model on the conv fixtures', async () => {
+    for (const name of ['resnet-small', 'mobilenet-se', 'concat-net', 'lenet-bn']) {
+      const outDir = path.join(tmp, `${name}-macs`);
+      await compile({ model: path.join(REPO_ROOT, 'fixtures', `${name}.onnx`), groups: 8, rates: [0.5, 1], outDir });
+      const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as Manifest;
+      const half = manifest.rates.find((r) => r.rate === 0.5)!;
+      // first and last layers keep their input/output widths, so a little above 0.25
+      expect(half.macRatio).toBeGreaterThan(0.2);
+      expect(half.macRatio).toBeLessThan(0.4);
+    }
+  });
+});
+
+/** Run the analysis passes and return what pruning needs. */
+function analyse(file: string, groups: number) {
+  const model = readModel(file);
+  inferShapes(model);
+  const analysis = coupleChannels(model);
+  const partition = partitionChannels(analysis, groups);
+  reorderChannels(model.graph, analysis, partition);
+  return { model, analysis, partition, snapshot: encodeModel(model) };
+}
+
+/** Apply `change` to every dropped entry (per kept indices) of every sliced constant. */
+function editDropped(copy: Model, state: ReturnType<typeof analyse>, rate: number, change: (x: number, i: number) => number): void {
+  const kept = keptWidths(state.partition, rate);
+  const byName = copy.graph.valuesByName();
+  for (const [value, axes] of state.analysis.params) {
+    const target = byName.get(value.name)!;
+    const data = target.const!.data() as Float32Array;
+    const dims = target.const!.dims;
+    for (const p of axes) {
+      const keep = new Set(keptIndices(p.space, kept));
+      let inner = 1;
+      for (let i = p.axis + 1; i < dims.length; i++) inner *= dims[i]!;
+      for (let i = 0; i < data.length; i++) {
+        const index = Math.floor(i / inner) % dims[p.axis]!;
+        if (!keep.has(index)) data[i] = change(data[i]!, i);
+      }
+    }
+    copy.graph.setConstant(target, Tensor.fromTyped(target.const!.dtype, [...dims], data));
+  }
+}
+
+describe('pruning computes exactly the sub-network', () => {
+  for (const fixture of fixtureModels()) {
+    it(fixture.name, async () => {
+      const state = analyse(fixture.file, 4);
+      const rate = 0.5;
+      const feeds = randomFeeds(readModel(fixture.file), 3, 2)!;
+      const pruneFrom = async (model: Model): Promise<Record<string, ort.Tensor>> => {
+        pruneToRate(model, state.analysis, state.model.graph.nodes, keptWidths(state.partition, rate));
+        return run(encodeModel(model), feeds);
+      };
+      const pruned = await pruneFrom(decodeModel(state.snapshot, null));
+
+      // perturbing dropped weights changes nothing in the pruned graph
+      const perturbed = decodeModel(state.snapshot, null);
+      editDropped(perturbed, state, rate, (x, i) => x + Math.sin(i) * 10);
+      const prunedPerturbed = await pruneFrom(perturbed);
+      for (const name of Object.keys(pruned)) expect(Array.from(prunedPerturbed[name]!.data as Float32Array)).toEqual(Array.from(pruned[name]!.data as Float32Array));
+
+      // the full model with every dropped weight zeroed computes the same as the pruned graph
+      const masked = decodeModel(state.snapshot, null);
+      editDropped(masked, state, rate, () => 0);
+      const full = await run(encodeModel(masked), feeds);
+      for (const name of Object.keys(pruned)) expect(maxRelativeError(full[name]!, pruned[name]!)).toBeLessThan(1e-4);
+
+      // and something was actually dropped
+      const sliced = [...state.analysis.params.keys()].some((v) => {
+        const m = decodeModel(state.snapshot, null);
+        pruneToRate(m, state.analysis, state.model.graph.nodes, keptWidths(state.partition, rate));
+        return m.graph.valuesByName().get(v.name)!.const!.size < v.const!.size;
+      });
+      expect(sliced).toBe(true);
+    });
+  }
+});
+
+describe('gatherAxis', () => {
+  it('takes indices along a middle axis', () => {
+    const t = Tensor.float32([2, 3, 2], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    const g = gatherAxis(t, 1, [2, 0]);
+    expect(g.dims).toEqual([2, 2, 2]);
+    expect(Array.from(g.data() as Float32Array)).toEqual([4, 5, 0, 1, 10, 11, 6, 7]);
+  });
+});
