@@ -28,8 +28,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, isUserError, type ErrorCode } from '../compiler/diagnostics.js';
 import { decodeModel, decodeModelProto, encodeModel, modelProtoToJson, readModel } from '../compiler/onnx-codec.js';
 import { DataType } from '../compiler/tensor.js';
-import { Rng, topLevelFieldEnds } from './helpers/fuzz.js';
-import { diffMessages, openwakewordModels, randomFeeds, runOrt, outputDifference } from './helpers/models.js';
+import { topLevelFieldEnds } from './helpers/fuzz.js';
+import { Rng, diffMessages, openwakewordModels, outputDifference, randomFeeds, runOrt } from './helpers/models.js';
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-malformed-'));
 afterAll(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));

@@ -2,41 +2,16 @@
 // bench/fuzz.ts. A case is (corpus file, seed): the seed alone decides which mutation is applied
 // and where, so any failure is reproduced by rerunning that one seed on that one file.
 
-import { decodeModel, encodeModel } from '../../compiler/onnx-codec.js';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema, type TensorProto } from 'onnx-buf';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { decodeModel, encodeModel, readModel, writeModel } from '../../compiler/onnx-codec.js';
 import { isUserError, type ErrorCode } from '../../compiler/diagnostics.js';
+import { Rng, TESTDATA_ROOT, fixtureModels, openwakewordModels, requireTestdata } from './models.js';
 
-/** Small, fast, seedable PRNG (mulberry32). */
-export class Rng {
-  private state: number;
-
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-
-  /** Integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]!;
-  }
-
-  bytes(n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.int(256);
-    return out;
-  }
-}
+// the seeded PRNG lives with the other shared helpers; re-exported for tests that fuzz their own input
+export { Rng };
 
 /** Where a varint sits in a protobuf message, and what it encodes. */
 export interface VarintSpan {
@@ -140,7 +115,7 @@ const INTERESTING_VARINTS: bigint[] = [
   2n ** 63n - 1n, 2n ** 63n, 2n ** 64n - 1n,
 ];
 
-export const MUTATION_KINDS = ['flip', 'insert', 'delete', 'truncate', 'duplicate', 'varint'] as const;
+export const MUTATION_KINDS = ['flip', 'insert', 'delete', 'truncate', 'duplicate', 'varint', 'digits'] as const;
 export type MutationKind = (typeof MUTATION_KINDS)[number];
 
 export interface Mutation {
@@ -200,6 +175,29 @@ export function mutate(original: Uint8Array, seed: number, spans: VarintSpan[] =
       const copy = original.slice(from, from + count);
       return { kind, detail: `copy [${from}, ${from + count}) to ${to}`, bytes: splice(original, to, 0, copy) };
     }
+    case 'digits': {
+      // numbers stored as text (external data offsets and lengths): same length, so the
+      // protobuf framing stays valid and the reader's own checks are what gets exercised
+      const runs: [number, number][] = [];
+      for (let i = 0; i < n; i++) {
+        if (original[i]! < 0x30 || original[i]! > 0x39) continue;
+        let j = i;
+        while (j < n && original[j]! >= 0x30 && original[j]! <= 0x39) j++;
+        runs.push([i, j]);
+        i = j;
+      }
+      const out = new Uint8Array(original);
+      if (runs.length === 0) {
+        const at = rng.int(n);
+        out[at] = 0x30 + rng.int(10);
+        return { kind, detail: `digit at ${at}`, bytes: out };
+      }
+      // numbers written as text are mostly several digits long; favour those runs
+      const long = runs.filter(([a, b]) => b - a >= 2);
+      const [from, to] = long.length > 0 && rng.next() < 0.5 ? rng.pick(long) : rng.pick(runs);
+      for (let i = from; i < to; i++) out[i] = 0x30 + rng.int(10);
+      return { kind, detail: `digits [${from}, ${to}) := ${new TextDecoder().decode(out.subarray(from, to))}`, bytes: out };
+    }
     case 'varint': {
       const value = rng.next() < 0.7 ? rng.pick(INTERESTING_VARINTS) : BigInt(rng.int(1 << 30));
       if (spans.length === 0) {
@@ -223,6 +221,23 @@ export function mutate(original: Uint8Array, seed: number, spans: VarintSpan[] =
   }
 }
 
+/**
+ * One to three mutations in a row (most cases get one). Later steps re-walk the mutated bytes
+ * for varints when the file is small enough for that to be cheap.
+ */
+export function mutateStacked(original: Uint8Array, seed: number, spans: VarintSpan[] = varintSpans(original)): Mutation {
+  const rng = new Rng(seed ^ 0x5bd1e995);
+  const roll = rng.next();
+  const steps = roll < 0.6 ? 1 : roll < 0.85 ? 2 : 3;
+  let current = mutate(original, seed, spans);
+  for (let step = 1; step < steps && current.bytes.length > 0; step++) {
+    const subSeed = (seed + Math.imul(step, 0x85ebca6b)) >>> 0;
+    const next = mutate(current.bytes, subSeed, current.bytes.length <= 65536 ? varintSpans(current.bytes) : []);
+    current = { kind: current.kind, detail: `${current.detail}, then ${next.kind}: ${next.detail}`, bytes: next.bytes };
+  }
+  return current;
+}
+
 export type CaseOutcome =
   | { kind: 'accepted' }
   | { kind: 'user-error'; code: ErrorCode }
@@ -230,13 +245,13 @@ export type CaseOutcome =
 
 /**
  * The property every input must satisfy: decoding either succeeds (and then encoding the model
- * succeeds too) or throws a UserError. Anything else is a crash. `baseDir` is null, so external
+ * succeeds too) or throws a UserError. Anything else is a crash. With `baseDir` null, external
  * data references are rejected without touching the disk.
  */
-export function checkBytes(bytes: Uint8Array, source = 'fuzzed'): CaseOutcome {
+export function checkBytes(bytes: Uint8Array, source = 'fuzzed', baseDir: string | null = null): CaseOutcome {
   let model;
   try {
-    model = decodeModel(bytes, null, source);
+    model = decodeModel(bytes, baseDir, source);
   } catch (e) {
     if (isUserError(e)) return { kind: 'user-error', code: e.code };
     return { kind: 'crash', error: e, stage: 'decode' };
@@ -277,4 +292,88 @@ export function topLevelFieldEnds(bytes: Uint8Array): number[] {
     ends.push(at);
   }
   return ends;
+}
+
+export interface CorpusEntry {
+  name: string;
+  bytes: Uint8Array;
+  spans: VarintSpan[];
+  /** Folder external data is read from (only for models that have some). */
+  baseDir: string | null;
+}
+
+/** Real models that cover subgraphs, sequences, optionals, strings and Constant nodes. */
+export const TESTDATA_FUZZ_MODELS = [
+  'pytorch-operator/test_operator_conv',
+  'pytorch-converted/test_Conv2d',
+  'pytorch-converted/test_BatchNorm2d_eval',
+  'node/test_if',
+  'node/test_if_seq',
+  'node/test_loop11',
+  'node/test_scan_sum',
+  'node/test_constant',
+  'node/test_constantofshape_int_zeros',
+  'node/test_cast_FLOAT_to_STRING',
+  'node/test_slice_end_out_of_bounds',
+  'node/test_optional_get_element_sequence',
+  'node/test_sequence_insert_at_back',
+  'simple/test_sequence_model1',
+];
+
+/**
+ * The fuzz corpus: openwakeword models, our fixtures, the testdata models above, and two small
+ * models rewritten with external data into folders under `tmpDir`.
+ */
+export function fuzzCorpus(tmpDir: string): CorpusEntry[] {
+  requireTestdata();
+  const corpus: CorpusEntry[] = [];
+  for (const c of [...openwakewordModels(), ...fixtureModels()]) corpus.push(corpusEntry(c.name, new Uint8Array(fs.readFileSync(c.file))));
+  for (const name of TESTDATA_FUZZ_MODELS) {
+    corpus.push(corpusEntry(name, new Uint8Array(fs.readFileSync(path.join(TESTDATA_ROOT, name, 'model.onnx')))));
+  }
+  const conv = path.join(TESTDATA_ROOT, 'pytorch-converted', 'test_Conv2d', 'model.onnx');
+  const withLengths = fs.mkdtempSync(path.join(tmpDir, 'ext-'));
+  const withoutLengths = fs.mkdtempSync(path.join(tmpDir, 'ext-'));
+  corpus.push(externalDataEntry(conv, withLengths), externalDataEntry(conv, withoutLengths, { dropLengths: true }));
+  return corpus;
+}
+
+export function corpusEntry(name: string, bytes: Uint8Array, baseDir: string | null = null): CorpusEntry {
+  return { name, bytes, spans: varintSpans(bytes), baseDir };
+}
+
+/**
+ * `source` rewritten with every initializer in external data, into `dir`: mutations of its
+ * external_data entries exercise the offset/length/location checks against a real file.
+ */
+export function externalDataEntry(source: string, dir: string, opts: { dropLengths?: boolean } = {}): CorpusEntry {
+  const file = path.join(dir, 'external.onnx');
+  writeModel(readModel(source), file, { externalData: { threshold: 0 } });
+  let bytes = new Uint8Array(fs.readFileSync(file));
+  if (opts.dropLengths) {
+    // `length` is optional in ONNX (data runs to the end of the file): drop it from the last
+    // tensor in the file and cut the file's alignment padding so the model stays valid
+    const proto = fromBinary(ModelProtoSchema, bytes);
+    const entryOf = (t: TensorProto, key: string): string | undefined => t.externalData.find((e) => e.key === key)?.value;
+    let last: TensorProto | null = null;
+    for (const t of proto.graph!.initializer) {
+      if (!last || Number(entryOf(t, 'offset') ?? 0) > Number(entryOf(last, 'offset') ?? 0)) last = t;
+    }
+    if (last) {
+      const end = Number(entryOf(last, 'offset') ?? 0) + Number(entryOf(last, 'length') ?? 0);
+      fs.truncateSync(`${file}.data`, end);
+      last.externalData = last.externalData.filter((e) => e.key !== 'length');
+    }
+    bytes = toBinary(ModelProtoSchema, proto);
+  }
+  const label = `${path.basename(path.dirname(source))} (external data${opts.dropLengths ? ', no lengths' : ''})`;
+  return corpusEntry(label, bytes, dir);
+}
+
+/** Case `index` of a run: which corpus file, which seed, and the outcome. */
+export function runCase(corpus: CorpusEntry[], index: number, baseSeed: number): { entry: CorpusEntry; seed: number; mutation: Mutation; outcome: CaseOutcome } {
+  const entry = corpus[index % corpus.length]!;
+  const seed = (baseSeed + Math.imul(index, 0x9e3779b1)) >>> 0;
+  const mutation = mutateStacked(entry.bytes, seed, entry.spans);
+  return { entry, seed, mutation, outcome: checkBytes(mutation.bytes, `${entry.name}#${seed}`, entry.baseDir) };
 }

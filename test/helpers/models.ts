@@ -9,7 +9,6 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Model } from '../../compiler/ir.js';
 import { DataType, Tensor, type TensorSource } from '../../compiler/tensor.js';
-import { Rng } from './fuzz.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const TESTDATA_ROOT = '/usr/share/libonnx-testdata/data';
@@ -67,6 +66,41 @@ function onnxFilesIn(dir: string, label: string): ModelCase[] {
     .filter((f) => f.endsWith('.onnx'))
     .sort()
     .map((f) => ({ name: `${label}/${f}`, file: path.join(dir, f), dataDir: null }));
+}
+
+// ---------------------------------------------------------------- randomness
+
+/** Small, fast, seedable PRNG (mulberry32). */
+export class Rng {
+  private state: number;
+
+  constructor(seed: number) {
+    this.state = seed >>> 0;
+  }
+
+  /** Uniform in [0, 1). */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+
+  /** Integer in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(items.length)]!;
+  }
+
+  bytes(n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) out[i] = this.int(256);
+    return out;
+  }
 }
 
 // ---------------------------------------------------------------- feeds
