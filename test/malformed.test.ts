@@ -26,7 +26,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, isUserError, type ErrorCode } from '../compiler/diagnostics.js';
-import { decodeModel, decodeModelProto, encodeModel, modelProtoToJson, readModel } from '../compiler/onnx-codec.js';
+import { decodeModel, decodeModelProto, encodeModel, modelProtoToJson, readModel, writeModel } from '../compiler/onnx-codec.js';
 import { DataType } from '../compiler/tensor.js';
 import { topLevelFieldEnds } from './helpers/fuzz.js';
 import { Rng, diffMessages, openwakewordModels, outputDifference, randomFeeds, runOrt } from './helpers/models.js';
@@ -416,5 +416,49 @@ describe('external data', () => {
   it('rejects external data in a model read from memory', () => {
     const bytes = modelBytes({ initializer: [externalTensor('w', { location: 'w.bin' })] });
     expectUserError(() => decodeModel(bytes, null), ErrorCodes.BAD_EXTERNAL_DATA, /model's folder/);
+  });
+});
+
+// ---------------------------------------------------------------- output locations
+
+describe('unusable output locations', () => {
+  /** Files under `dir` (recursively) whose name marks an unfinished write. */
+  function leftovers(dir: string): string[] {
+    return fs.readdirSync(dir, { recursive: true }).map(String).filter((f) => f.includes('.tmp-'));
+  }
+
+  it('rejects an external data location outside the model folder', () => {
+    const dir = fs.mkdtempSync(path.join(tmpRoot, 'out-'));
+    for (const location of ['../w.bin', '/tmp/w.bin', 'a/../../w.bin']) {
+      expectUserError(() => writeModel(readModel(realModel.file), path.join(dir, 'm.onnx'), { externalData: { location, threshold: 0 } }), ErrorCodes.BAD_OUTPUT, /escapes/);
+    }
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('rejects an output folder that does not exist', () => {
+    const dir = fs.mkdtempSync(path.join(tmpRoot, 'out-'));
+    expectUserError(() => writeModel(readModel(realModel.file), path.join(dir, 'missing', 'm.onnx')), ErrorCodes.BAD_OUTPUT);
+  });
+
+  it('rejects an output path that is a folder, leaving nothing behind', () => {
+    const parent = fs.mkdtempSync(path.join(tmpRoot, 'out-'));
+    const target = path.join(parent, 'model.onnx');
+    fs.mkdirSync(target);
+    expectUserError(() => writeModel(readModel(realModel.file), target), ErrorCodes.BAD_OUTPUT);
+    expect(leftovers(parent)).toEqual([]);
+  });
+
+  it('writes external data into a subfolder, or refuses it cleanly', () => {
+    const dir = fs.mkdtempSync(path.join(tmpRoot, 'out-'));
+    const file = path.join(dir, 'm.onnx');
+    try {
+      writeModel(readModel(realModel.file), file, { externalData: { location: 'weights/m.bin', threshold: 0 } });
+      expect(fs.existsSync(path.join(dir, 'weights', 'm.bin'))).toBe(true);
+      expect(readModel(file).graph.initializers[0]!.const!.external?.location).toBe('weights/m.bin');
+    } catch (e) {
+      if (!isUserError(e)) throw new Error(`writing external data into a new subfolder crashed: ${(e as Error).stack}`);
+      expect(e.code).toBe(ErrorCodes.BAD_OUTPUT);
+    }
+    expect(leftovers(dir)).toEqual([]);
   });
 });
