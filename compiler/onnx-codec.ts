@@ -241,6 +241,7 @@ function readGraph(g: GraphProto, ctx: ReadContext): Graph {
   for (const vi of g.valueInfo) {
     const v = byName.get(vi.name);
     if (!v || graph.inputs.includes(v) || graph.outputs.includes(v)) {
+      if (vi.type) readType(vi.type, ctx); // validated even though it is kept as read
       strayValueInfo.push(vi);
       continue;
     }
@@ -483,6 +484,9 @@ function readExternal(tp: TensorProto, ctx: ReadContext): { bytes: Uint8Array; o
     ctx.externalCache.set(realFull, fileSize);
   }
   const offset = parseNumber('offset', 0);
+  if (offset > fileSize) {
+    throw fail(`external data offset ${offset} is past the end of ${location} (${fileSize} bytes)`, `offset ${offset}`);
+  }
   const length = parseNumber('length', fileSize - offset);
   if (offset + length > fileSize) {
     throw fail(`external data [${offset}, ${offset + length}) runs past the end of ${location} (${fileSize} bytes)`, `offset ${offset}, length ${length}`);
@@ -546,15 +550,35 @@ export function writeModel(model: Model, file: string, opts: WriteOptions = {}):
     external = { location, threshold: opts.externalData ? (opts.externalData.threshold ?? 1024) : 1024, chunks: [], offset: 0 };
   }
   const chunks = encodeChunks(model, { dropValueInfo: opts.dropValueInfo ?? false, external });
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeChunks(tmp, chunks);
-  if (external && external.chunks.length > 0) {
-    const dataFile = path.join(path.dirname(file), external.location);
-    const dataTmp = `${dataFile}.tmp-${process.pid}`;
-    writeChunks(dataTmp, external.chunks);
-    fs.renameSync(dataTmp, dataFile);
+  const folder = path.dirname(path.resolve(file));
+  if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) {
+    throw userError(ErrorCodes.BAD_OUTPUT, `cannot write ${file}: folder ${folder} does not exist`, { expected: 'an existing folder', found: 'none', hint: 'create the folder first' });
   }
-  fs.renameSync(tmp, file);
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) {
+    throw userError(ErrorCodes.BAD_OUTPUT, `cannot write ${file}: it is a directory`, { expected: 'a file path', found: 'a directory', hint: 'choose a file name' });
+  }
+  const written: string[] = [];
+  try {
+    const tmp = `${file}.tmp-${process.pid}`;
+    written.push(tmp);
+    writeChunks(tmp, chunks);
+    if (external && external.chunks.length > 0) {
+      const dataFile = path.join(folder, external.location);
+      fs.mkdirSync(path.dirname(dataFile), { recursive: true });
+      const dataTmp = `${dataFile}.tmp-${process.pid}`;
+      written.push(dataTmp);
+      writeChunks(dataTmp, external.chunks);
+      fs.renameSync(dataTmp, dataFile);
+    }
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    for (const f of written) fs.rmSync(f, { force: true });
+    const err = e as NodeJS.ErrnoException;
+    if (err.code) {
+      throw userError(ErrorCodes.BAD_OUTPUT, `cannot write ${file}`, { expected: 'a writable location', found: `${err.code}: ${err.message}`, hint: 'check the path and permissions' });
+    }
+    throw e;
+  }
 }
 
 function modelHasExternal(model: Model): boolean {
