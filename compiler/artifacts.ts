@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, userError } from './diagnostics.js';
+import type { NormalizationResult } from './pipeline-types.js';
 
 export const MANIFEST_FORMAT = 'slicec/1';
 
@@ -39,6 +40,7 @@ export interface Manifest {
   source: { name: string; sha256: string; bytes: number; irVersion: number; opset: number };
   groups: number;
   roundTo: number;
+  normalization: NormalizationResult;
   inputs: TensorSignature[];
   outputs: TensorSignature[];
   unions: ManifestUnion[];

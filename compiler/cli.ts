@@ -124,6 +124,8 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     .option('--rates <list>', 'comma-separated slice rates in (0,1] (default: k/groups for every k)', parseRates)
     .option('-o, --out <dir>', 'output directory (default: <model>.sliced/)')
     .option('--round-to <n>', 'round kept channel counts to multiples of n where possible', parseRoundTo)
+    .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is', parseNorm)
+    .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
     .option('--explain', 'print, per layer, whether it is sliced and why not')
     .option('--print-before <step|all>', 'print the model before a step (repeatable or a comma list)', collectSteps('--print-before'))
     .option('--print-after <step|all>', 'print the model after a step (repeatable or a comma list)', collectSteps('--print-after'))
@@ -143,6 +145,8 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         rates: opts.rates,
         outDir: opts.out,
         roundTo: opts.roundTo,
+        norm: opts.norm,
+        calibration: opts.calibration,
         printBefore: opts.printBefore,
         printAfter: opts.printAfter,
         log: (text) => io.stderr(withNewline(text)),
@@ -170,6 +174,8 @@ interface CompileFlags {
   rates?: number[];
   out?: string;
   roundTo?: number;
+  norm?: 'gn' | 'keep';
+  calibration?: string;
   explain?: boolean;
   printBefore?: string[];
   printAfter?: string[];
@@ -198,6 +204,11 @@ function parseIntegerAtLeastOne(flag: string, value: string): number {
 
 function parseGroups(value: string): number {
   return parseIntegerAtLeastOne('--groups', value);
+}
+
+function parseNorm(value: string): 'gn' | 'keep' {
+  if (value !== 'gn' && value !== 'keep') throw badFlag('--norm', 'gn or keep', value);
+  return value;
 }
 
 function parseRoundTo(value: string): number {

@@ -92,6 +92,23 @@ export function decodeModelProto(bytes: Uint8Array, source = 'model'): ModelProt
   return proto;
 }
 
+/** Read a serialized TensorProto (the `.pb` files of ONNX's test data layout). */
+export function decodeTensorProto(bytes: Uint8Array, source = 'tensor'): Tensor {
+  let proto: TensorProto;
+  try {
+    proto = fromBinary(TensorProtoSchema, bytes, { readUnknownFields: true });
+  } catch (e) {
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `${source} is not a serialized ONNX TensorProto`, {
+      expected: 'a TensorProto .pb file (as in ONNX test data)',
+      found: `${bytes.byteLength} bytes that fail to parse (${(e as Error).message})`,
+    });
+  }
+  if (proto.dataLocation === TensorProto_DataLocation.EXTERNAL) {
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `${source} refers to external data`, { expected: 'a self-contained TensorProto', found: 'data_location = EXTERNAL' });
+  }
+  return readTensor(proto, { baseDir: null, source, externalCache: new Map() });
+}
+
 /** Decoded message as JSON (bigints as strings), for comparing two files field by field. */
 export function modelProtoToJson(proto: ModelProto): unknown {
   return toJson(ModelProtoSchema, proto, { alwaysEmitImplicit: false });

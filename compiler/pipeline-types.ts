@@ -11,6 +11,15 @@ export interface CompileOptions {
   outDir?: string;
   /** Round kept channel counts to multiples of this where possible (1 = off). */
   roundTo?: number;
+  /** Normalization: 'gn' (default) group norms aligned with slice groups; 'keep' leaves norms as they are. */
+  norm?: 'gn' | 'keep';
+  /** Calibration batch for group-norm initialization (TensorProto .pb file or folder); synthetic when absent. */
+  calibration?: string;
+  /**
+   * Fit group-norm scales to the original model (default true). Off leaves γ = 1, β = 0 (or the
+   * replaced layer norm's own), e.g. for golden dumps that must not depend on float rounding.
+   */
+  calibrate?: boolean;
   /** Step names (or 'all') to print the model before / after. */
   printBefore?: string[];
   printAfter?: string[];
@@ -47,8 +56,22 @@ export interface StepStat {
   nodes: number;
 }
 
+export interface NormalizationResult {
+  mode: 'gn' | 'keep';
+  /** Group norms by kind (batchnorm, layernorm, inserted). */
+  sites: Record<string, number>;
+  skipped: { where: string; why: string }[];
+  calibration: {
+    source: 'file' | 'synthetic';
+    batch: number;
+    before: { relativeError: number; top1: number | null };
+    after: { relativeError: number; top1: number | null };
+  } | null;
+}
+
 export interface CompileResult {
   outDir: string;
+  normalization: NormalizationResult;
   manifestFile: string;
   rates: RateResult[];
   layers: LayerExplanation[];

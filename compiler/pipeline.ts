@@ -14,14 +14,21 @@ import { printModel, type PrintSection } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
 import { verifyModel } from './verifier.js';
-import type { CompileOptions, CompileResult, LayerExplanation, RateResult, StepStat } from './pipeline-types.js';
+import type { CompileOptions, CompileResult, LayerExplanation, NormalizationResult, RateResult, StepStat } from './pipeline-types.js';
 import { coupleChannels, explainLayers, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { find } from '../passes/channel-space.js';
 import { activeGroups, describePartition, keptWidths, partitionChannels, type Partition } from '../passes/partition-channels.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
+import { insertGroupNorm } from '../passes/insert-group-norm.js';
+import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
+import { runFloat } from '../runtime/session.js';
+import { loadCalibration, syntheticCalibration } from './calibration-data.js';
 
-export const STEPS = ['read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'prune-to-rate'] as const;
+export const STEPS = [
+  'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'insert-group-norm',
+  'calibrate-group-norm', 'prune-to-rate',
+] as const;
 
 export interface StepHook {
   (step: string, model: Model, sections: PrintSection[]): void;
@@ -30,6 +37,11 @@ export interface StepHook {
 export interface PipelineHooks {
   /** Called after every step with the model and the analyses so far (golden tests). */
   afterStep?: StepHook;
+}
+
+interface StepOptions<T> {
+  transform?: boolean;
+  sections?: (result: T) => PrintSection[];
 }
 
 class Stepper {
@@ -49,8 +61,8 @@ class Stepper {
     (this.options.log ?? ((t: string) => process.stderr.write(t)))(text);
   }
 
-  run<T>(step: string, model: Model, fn: () => T, opts: { transform?: boolean; sections?: (result: T) => PrintSection[] } = {}): T {
-    if (this.wants(this.options.printBefore, step)) this.log(`// before ${step}\n${printModel(model)}\n`);
+  run<T>(step: string, model: Model, fn: () => T, opts: StepOptions<T> = {}): T {
+    this.before(step, model);
     const start = performance.now();
     let result: T;
     try {
@@ -59,6 +71,27 @@ class Stepper {
     } catch (e) {
       throw withStep(step, e);
     }
+    return this.after(step, model, start, result, opts);
+  }
+
+  async runAsync<T>(step: string, model: Model, fn: () => Promise<T>, opts: StepOptions<T> = {}): Promise<T> {
+    this.before(step, model);
+    const start = performance.now();
+    let result: T;
+    try {
+      result = await fn();
+      if (opts.transform) verifyModel(model, { mode: 'pass', step });
+    } catch (e) {
+      throw withStep(step, e);
+    }
+    return this.after(step, model, start, result, opts);
+  }
+
+  private before(step: string, model: Model): void {
+    if (this.wants(this.options.printBefore, step)) this.log(`// before ${step}\n${printModel(model)}\n`);
+  }
+
+  private after<T>(step: string, model: Model, start: number, result: T, opts: StepOptions<T>): T {
     this.stats.push({ step, ms: performance.now() - start, nodes: model.graph.nodes.length });
     const sections = opts.sections?.(result) ?? [];
     if (this.wants(this.options.printAfter, step)) this.log(`// after ${step}\n${printModel(model, { sections })}\n`);
@@ -119,13 +152,15 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const model = readModel(options.model);
   steps.run('read', model, () => verifyModel(model, { mode: 'input', source: options.model }));
   steps.run('infer-shapes', model, () => inferShapes(model));
-  const analysis = steps.run('couple-channels', model, () => coupleChannels(model), {
+  const norm = options.norm ?? 'gn';
+  const analysis = steps.run('couple-channels', model, () => coupleChannels(model, { layerNorms: norm === 'gn' ? 'rewrite' : 'pin' }), {
     sections: (a) => [{ title: 'channel unions', lines: describeUnions(a) }],
   });
   const partition: Partition = steps.run('partition-channels', model, () => partitionChannels(analysis, groups, roundTo), {
     sections: (p) => [{ title: 'groups', lines: describePartition(p) }],
   });
   steps.run('reorder-channels', model, () => reorderChannels(model.graph, analysis, partition), { transform: true });
+  const normalization = await normalize(model, analysis, partition, options, steps);
 
   const snapshot = encodeModel(model);
   const stage = new OutputStage(outDir);
@@ -145,7 +180,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
         parameters: cost.parameters,
         macs: cost.macs,
         macRatio: 0,
-        slicedUnions: partition.unions.filter((g) => kept.get(g.union)! < g.union.fineWidth).map((g) => g.union.id),
+        slicedUnions: partition.unions.filter((g) => !g.groupAxis && kept.get(g.union)! < g.union.fineWidth).map((g) => g.union.id),
       });
     }
     const full = inferFullCost(model, rateResults);
@@ -170,6 +205,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       },
       groups,
       roundTo,
+      normalization,
       inputs: model.graph.inputs.filter((v) => !v.const).map(signature),
       outputs: model.graph.outputs.map(signature),
       unions: unionsOf(analysis, partition),
@@ -179,11 +215,37 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
     fs.writeFileSync(stage.file('manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     stage.commit();
     const results: RateResult[] = rateResults.map((r) => ({ rate: r.rate, activeGroups: r.activeGroups, file: r.file, parameters: r.parameters, macs: r.macs }));
-    return { outDir: path.resolve(outDir), manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, stats: steps.stats };
+    return { outDir: path.resolve(outDir), normalization, manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, stats: steps.stats };
   } catch (e) {
     stage.abandon();
     throw e;
   }
+}
+
+async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper): Promise<NormalizationResult> {
+  const mode = options.norm ?? 'gn';
+  if (mode === 'keep') return { mode, sites: {}, skipped: [], calibration: null };
+  const before = encodeModel(model);
+  const inserted = steps.run('insert-group-norm', model, () => insertGroupNorm(model, analysis, partition), {
+    transform: true,
+    sections: (r) => [{ title: 'group norms', lines: [
+      ...r.sites.map((s) => `${s.kind} ${s.form} on ${s.input.name}: ${s.groups} groups → ${s.output.name}`),
+      ...r.skipped.map((s) => `skipped ${s.where}: ${s.why}`),
+    ] }],
+  });
+  const sites: Record<string, number> = {};
+  for (const s of inserted.sites) sites[s.kind] = (sites[s.kind] ?? 0) + 1;
+  if (inserted.sites.length === 0 || options.calibrate === false) return { mode, sites, skipped: inserted.skipped, calibration: null };
+  const source = options.calibration ? 'file' : 'synthetic';
+  const feeds = options.calibration ? loadCalibration(options.calibration, model) : syntheticCalibration(model);
+  const report = await steps.runAsync('calibrate-group-norm', model, () =>
+    calibrateGroupNorm(model, before, inserted.sites, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs), source), { transform: true });
+  return {
+    mode,
+    sites,
+    skipped: inserted.skipped,
+    calibration: { source: report.source, batch: report.batch, before: report.before, after: report.after },
+  };
 }
 
 function readSource(file: string): Uint8Array {
@@ -201,8 +263,8 @@ function inferFullCost(model: Model, rates: ManifestRate[]): number {
 }
 
 function unionsOf(analysis: ChannelAnalysis, partition: Partition): Manifest['unions'] {
-  const sliced = new Map(partition.unions.map((g) => [g.union, g.boundaries]));
-  const seen = new Set<number>();
+  const sliced = new Map(partition.unions.filter((g) => !g.groupAxis).map((g) => [g.union, g.boundaries]));
+  const seen = new Set<number>(partition.unions.filter((g) => g.groupAxis).map((g) => g.union.id));
   const out: Manifest['unions'] = [];
   for (const u of analysis.unions) {
     const root = find(u).root;

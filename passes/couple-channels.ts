@@ -49,6 +49,25 @@ export interface ChannelAnalysis {
   shapeRewrites: ShapeRewrite[];
   /** Producer layers in graph order, with the union of their outputs. */
   layers: { node: Node; union: Union; channels: number }[];
+  /**
+   * Normalizations over the channel axis (LayerNormalization, decomposed layer norms) that are
+   * left sliceable because insert-group-norm will rewrite them into group norms.
+   */
+  layerNorms: LayerNormSite[];
+}
+
+export interface LayerNormSite {
+  /** The normalized tensor and the site's last node's output (before any γ/β). */
+  input: Value;
+  output: Value;
+  /** Nodes of the normalization itself, in graph order (γ/β Mul/Add excluded). */
+  nodes: Node[];
+  epsilon: number;
+}
+
+export interface CoupleOptions {
+  /** Layer norms over channels: 'rewrite' keeps them sliceable (they become group norms); 'pin' pins. */
+  layerNorms: 'rewrite' | 'pin';
 }
 
 /** What a rule may do; passed to every per-op rule. */
@@ -60,10 +79,15 @@ export class CouplingContext {
   private readonly claimedUses = new Set<string>();
   private nodeIds = new Map<Node, number>();
 
-  constructor(model: Model) {
+  readonly options: CoupleOptions;
+  /** Nodes a rule has already accounted for (the inner nodes of a decomposed layer norm). */
+  readonly handled = new Set<Node>();
+
+  constructor(model: Model, options: CoupleOptions) {
     this.graph = model.graph;
     this.opset = model.opset();
-    this.analysis = { unions: [], tracked: new Map(), params: new Map(), groupedConvs: [], shapeRewrites: [], layers: [] };
+    this.options = options;
+    this.analysis = { unions: [], tracked: new Map(), params: new Map(), groupedConvs: [], shapeRewrites: [], layers: [], layerNorms: [] };
     model.graph.nodes.forEach((n, i) => this.nodeIds.set(n, i));
   }
 
@@ -189,9 +213,10 @@ export function normAxis(axis: number, rank: number): number {
   return axis < 0 ? axis + rank : axis;
 }
 
-export function coupleChannels(model: Model): ChannelAnalysis {
-  const ctx = new CouplingContext(model);
+export function coupleChannels(model: Model, options: CoupleOptions = { layerNorms: 'pin' }): ChannelAnalysis {
+  const ctx = new CouplingContext(model, options);
   for (const node of model.graph.nodes) {
+    if (ctx.handled.has(node)) continue;
     const rule = node.domain === '' || node.domain === 'ai.onnx' ? coupleRules[node.op] : undefined;
     if (rule) {
       rule(node, ctx);

@@ -293,6 +293,7 @@ const reduce: Rule = (node, ctx) => {
     return;
   }
   const list = axes === undefined || axes.length === 0 ? (noop ? [] : [...Array(rank).keys()]) : axes.map((a) => normAxis(a, rank));
+  if (list.includes(t.axis) && node.op === 'ReduceMean' && ctx.options.layerNorms === 'rewrite' && list.length === 1 && matchLayerNorm(node, ctx)) return;
   if (list.includes(t.axis)) {
     ctx.pin(t.space, `${node.label()} reduces over the channel axis (statistics would change)`);
     return;
@@ -301,6 +302,40 @@ const reduce: Rule = (node, ctx) => {
   const axis = keep ? t.axis : t.axis - list.filter((a) => a < t.axis).length;
   ctx.track(node.outputs[0], axis, t.space);
 };
+
+/**
+ * A layer norm as PyTorch decomposes it before opset 17:
+ *   m = ReduceMean(x, [c]); d = Sub(x, m); p = Pow(d, 2) | Mul(d, d); v = ReduceMean(p, [c]);
+ *   s = Sqrt(Add(v, eps)); y = Div(d, s)
+ * Recorded as a site for insert-group-norm; the statistics nodes are marked handled.
+ */
+function matchLayerNorm(mean: Node, ctx: CouplingContext): boolean {
+  const x = mean.inputs[0]!;
+  const only = (v: Value | undefined, op: string): Node | null => {
+    const users = v?.consumers() ?? [];
+    return users.length === 1 && users[0]!.op === op ? users[0]! : null;
+  };
+  const sub = only(mean.outputs[0], 'Sub');
+  if (!sub || sub.inputs[0] !== x || sub.inputs[1] !== mean.outputs[0]) return false;
+  const d = sub.outputs[0]!;
+  const users = d.consumers();
+  const square = users.find((n) => (n.op === 'Pow' && constInts(n.inputs[1])?.[0] === 2) || (n.op === 'Mul' && n.inputs[0] === d && n.inputs[1] === d));
+  const div = users.find((n) => n.op === 'Div' && n.inputs[0] === d);
+  if (!square || !div || users.length !== 2) return false;
+  const mean2 = only(square.outputs[0], 'ReduceMean');
+  if (!mean2 || JSON.stringify(axesOf(mean2, 1)) !== JSON.stringify(axesOf(mean, 1)) || mean2.attrInt('keepdims', 1) !== 1 || mean.attrInt('keepdims', 1) !== 1) return false;
+  const add = only(mean2.outputs[0], 'Add');
+  const eps = add?.inputs[1]?.const?.numbers()[0];
+  if (!add || eps === undefined) return false;
+  const sqrt = only(add.outputs[0], 'Sqrt');
+  if (!sqrt || only(sqrt.outputs[0], 'Div') !== div || div.inputs[1] !== sqrt.outputs[0]) return false;
+  const t = ctx.get(x)!;
+  const nodes = [mean, sub, square, mean2, add, sqrt, div];
+  for (const n of nodes) ctx.handled.add(n);
+  ctx.analysis.layerNorms.push({ input: x, output: div.outputs[0]!, nodes, epsilon: eps });
+  ctx.track(div.outputs[0], t.axis, t.space);
+  return true;
+}
 
 const argReduce = axisSensitive((node, t, rank) => normAxis(node.attrInt('axis', 0), rank) === t.axis, 'picks an index over the channel axis');
 
@@ -581,7 +616,14 @@ const layerNorm: Rule = (node, ctx) => {
   }
   const axis = normAxis(node.attrInt('axis', -1), rank);
   if (t.axis >= axis) {
-    ctx.pin(t.space, `${node.label()} normalizes over the channel axis (needs a group-norm rewrite)`);
+    if (ctx.options.layerNorms === 'rewrite' && axis === rank - 1 && t.axis === rank - 1) {
+      // becomes a group norm; γ and β are cut with the channels
+      for (const i of [1, 2]) if (node.inputs[i]) ctx.param(node, i, 0, t.space);
+      ctx.analysis.layerNorms.push({ input: node.inputs[0]!, output: node.outputs[0]!, nodes: [node], epsilon: node.attrFloat('epsilon', 1e-5) });
+      ctx.track(node.outputs[0], t.axis, t.space);
+      return;
+    }
+    ctx.pin(t.space, `${node.label()} normalizes over the channel axis (a group-norm rewrite needs --norm gn)`);
     return;
   }
   ctx.track(node.outputs[0], t.axis, t.space);

@@ -14,6 +14,8 @@ export interface UnionGroups {
   union: Union;
   /** G+1 ascending boundaries in fine channels: 0 = b0 < b1 ≤ ... ≤ bG = width. */
   boundaries: number[];
+  /** The union counts a group norm's groups, not channels (added by insert-group-norm). */
+  groupAxis?: boolean;
 }
 
 export interface Partition {

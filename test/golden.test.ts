@@ -22,7 +22,8 @@ describe('golden dumps per step', () => {
       const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-golden-'));
       try {
         await compile(
-          { model: fixture.file, groups: 4, rates: [0.5, 1], outDir: path.join(outDir, 'out') },
+          // calibration is left out: fitted scales depend on float rounding of the machine
+          { model: fixture.file, groups: 4, rates: [0.5, 1], outDir: path.join(outDir, 'out'), calibrate: false },
           { afterStep: (step, model, sections) => dumps.push({ step, text: printModel(model, { sections }) }) },
         );
       } finally {
