@@ -41,6 +41,8 @@ export interface Manifest {
   groups: number;
   roundTo: number;
   normalization: NormalizationResult;
+  /** One graph for every rate: the model's inputs plus a float scalar `rateInput`. */
+  elastic: { file: string; rateInput: string; opset: number };
   inputs: TensorSignature[];
   outputs: TensorSignature[];
   unions: ManifestUnion[];

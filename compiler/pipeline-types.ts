@@ -72,6 +72,7 @@ export interface NormalizationResult {
 export interface CompileResult {
   outDir: string;
   normalization: NormalizationResult;
+  elasticFile: string;
   manifestFile: string;
   rates: RateResult[];
   layers: LayerExplanation[];

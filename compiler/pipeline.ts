@@ -21,13 +21,14 @@ import { activeGroups, describePartition, keptWidths, partitionChannels, type Pa
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
+import { makeElastic } from '../passes/make-elastic.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { runFloat } from '../runtime/session.js';
 import { loadCalibration, syntheticCalibration } from './calibration-data.js';
 
 export const STEPS = [
   'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'insert-group-norm',
-  'calibrate-group-norm', 'prune-to-rate',
+  'calibrate-group-norm', 'make-elastic', 'prune-to-rate',
 ] as const;
 
 export interface StepHook {
@@ -140,6 +141,8 @@ export function describeUnions(analysis: ChannelAnalysis): string[] {
   return lines;
 }
 
+const ELASTIC_FILE = 'elastic.onnx';
+
 function rateFileName(rate: number): string {
   return `slices/rate-${rate.toFixed(3)}.onnx`;
 }
@@ -183,6 +186,9 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
         slicedUnions: partition.unions.filter((g) => !g.groupAxis && kept.get(g.union)! < g.union.fineWidth).map((g) => g.union.id),
       });
     }
+    const elastic = decodeModel(snapshot, model.baseDir, options.model);
+    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, analysis, partition, model.graph.nodes), { transform: true });
+    writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
     const full = inferFullCost(model, rateResults);
     for (const r of rateResults) r.macRatio = full > 0 ? r.macs / full : 1;
 
@@ -206,6 +212,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       groups,
       roundTo,
       normalization,
+      elastic: { file: ELASTIC_FILE, rateInput: elasticInfo.input, opset: elastic.opset() },
       inputs: model.graph.inputs.filter((v) => !v.const).map(signature),
       outputs: model.graph.outputs.map(signature),
       unions: unionsOf(analysis, partition),
@@ -215,7 +222,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
     fs.writeFileSync(stage.file('manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     stage.commit();
     const results: RateResult[] = rateResults.map((r) => ({ rate: r.rate, activeGroups: r.activeGroups, file: r.file, parameters: r.parameters, macs: r.macs }));
-    return { outDir: path.resolve(outDir), normalization, manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, stats: steps.stats };
+    return { outDir: path.resolve(outDir), normalization, elasticFile: path.resolve(outDir, ELASTIC_FILE), manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, stats: steps.stats };
   } catch (e) {
     stage.abandon();
     throw e;

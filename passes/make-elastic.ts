@@ -1,0 +1,175 @@
+// make-elastic: one graph for every rate. The model gets one more input, `slice_rate` (a float
+// scalar); the active group count is k = clamp(ceil(rate·G), 1, G), and every constant that
+// prune-to-rate would cut is cut at run time instead:
+//  - a one-segment space keeps a prefix: Slice(W, [0], [kept], [axis]) with kept = T[k] for a
+//    per-union boundary table T (in channels of that space);
+//  - a composed space (channel Concat) keeps a prefix of every segment: Gather(W, idx, axis) with
+//    idx = Concat(Range(offset_s, offset_s + kept_s));
+//  - shape constants holding a sliced size get that entry from the same tables;
+//  - grouped and depthwise convs cannot change `group` at run time, so their input is padded
+//    with zero channels back to full width, the full conv runs, and its output is sliced: conv
+//    group j reads only input group j, so the kept outputs equal the pruned conv's.
+// Group norms need nothing special: their constants are cut on the group axis (ones[k],
+// Reshape[0,k,-1], A[:kept,:k]), so only active groups are normalized.
+// Run-time Slice bounds need opset 10 and run-time Pad/Range 11, so the graph is raised to
+// opset 11 when it is older (upgrade-opset).
+
+import { Value, tensorType, type Model, type Node } from '../compiler/ir.js';
+import { OpBuilder } from '../compiler/op-builder.js';
+import { inferShapes } from '../compiler/shape-inference.js';
+import { DataType, Tensor } from '../compiler/tensor.js';
+import type { ChannelAnalysis } from './couple-channels.js';
+import { resolve, type Space, type Union } from './channel-space.js';
+import type { Partition } from './partition-channels.js';
+import { upgradeOpset } from './upgrade-opset.js';
+
+export const SLICE_RATE_INPUT = 'slice_rate';
+const ELASTIC_MIN_OPSET = 11;
+
+/**
+ * Make `copy` (a structural copy of the analysed model) elastic. `originalNodes` is the analysed
+ * model's node list, used to match nodes by position.
+ */
+export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: Partition, originalNodes: readonly Node[]): { input: string } {
+  const graph = copy.graph;
+  if (graph.nodes.length !== originalNodes.length) throw new Error('make-elastic: the copy does not match the analysed model');
+  const nodeAt = new Map<Node, Node>();
+  originalNodes.forEach((n, i) => nodeAt.set(n, graph.nodes[i]!));
+  const byName = graph.valuesByName();
+
+  // resolve everything in the copy before the opset upgrade adds nodes
+  const params = [...analysis.params].map(([value, axes]) => {
+    const target = byName.get(value.name);
+    if (!target?.const) throw new Error(`make-elastic: constant ${value.name} is missing from the copy`);
+    return { value: target, axes };
+  });
+  const grouped = analysis.groupedConvs.map((g) => ({
+    node: nodeAt.get(g.node)!,
+    inSpace: analysis.tracked.get(g.node.inputs[0]!)!.space,
+    outSpace: g.outSpace,
+  }));
+  const rewrites = analysis.shapeRewrites.map((r) => ({ ...r, node: nodeAt.get(r.node)! }));
+
+  if (copy.opset() < ELASTIC_MIN_OPSET) upgradeOpset(copy, ELASTIC_MIN_OPSET);
+  const b = new OpBuilder(graph, copy.opset());
+  const groups = partition.groups;
+  const bounds = new Map<Union, number[]>(partition.unions.map((g) => [g.union, g.boundaries]));
+
+  const inputName = graph.uniqueName(SLICE_RATE_INPUT);
+  const rateValue = new Value(inputName, tensorType(DataType.FLOAT, []));
+  graph.inputs.push(rateValue);
+  // k = clamp(ceil(rate·G − 1e-6), 1, G) as an int64 scalar
+  const scaled = b.sub(b.mul(rateValue, b.constant(Tensor.float32([], [groups]), 'slice_groups')), b.constant(Tensor.float32([], [1e-6]), 'slice_tolerance'));
+  const clamped = b.op1('Max', [b.op1('Min', [b.op1('Ceil', [scaled]), b.constant(Tensor.float32([], [groups]), 'slice_max')]), b.constant(Tensor.float32([], [1]), 'slice_min')]);
+  const k = b.cast(clamped, DataType.INT64);
+
+  const tables = new Map<string, Value>();
+  /** Kept channels of one segment as an int64 scalar, or null when it never shrinks. */
+  const keptScalar = (root: Union, perFine: number): Value | null => {
+    const boundaries = bounds.get(root);
+    if (!boundaries) return null;
+    const key = `${root.id}:${perFine}`;
+    let v = tables.get(key);
+    if (!v) {
+      const table = b.int64Const(boundaries.map((x) => Math.round(x * perFine)), `slice_table_u${root.id}`);
+      v = b.gather(table, k, 0);
+      tables.set(key, v);
+    }
+    return v;
+  };
+  const fullWidth = (root: Union, perFine: number): number => Math.round(root.fineWidth * perFine);
+  const oneD = (scalar: Value): Value => b.reshape(scalar, b.int64Const([1], 'slice_one_d'));
+  /** Kept channels of a whole space as an int64 [1] tensor (null when it never shrinks). */
+  const keptLength = (space: Space): Value | null => {
+    const parts: Value[] = [];
+    let shrinks = false;
+    for (const seg of space) {
+      const r = resolve(seg);
+      const kept = keptScalar(r.root, r.perFine);
+      if (kept) shrinks = true;
+      parts.push(kept ?? b.constant(Tensor.int64([], [fullWidth(r.root, r.perFine)]), 'slice_full'));
+    }
+    if (!shrinks) return null;
+    return oneD(parts.length === 1 ? parts[0]! : b.op1('Sum', parts));
+  };
+  /** Indices kept on a composed space (a prefix of every segment). */
+  const keptIndexList = (space: Space): Value => {
+    const pieces: Value[] = [];
+    let offset = 0;
+    for (const seg of space) {
+      const r = resolve(seg);
+      const kept = keptScalar(r.root, r.perFine) ?? b.constant(Tensor.int64([], [fullWidth(r.root, r.perFine)]), 'slice_full');
+      const start = b.constant(Tensor.int64([], [offset]), 'slice_offset');
+      pieces.push(b.op1('Range', [start, b.add(start, kept), b.constant(Tensor.int64([], [1]), 'slice_step')]));
+      offset += fullWidth(r.root, r.perFine);
+    }
+    return pieces.length === 1 ? pieces[0]! : b.concat(pieces, 0);
+  };
+
+  const groupedWeights = new Map<Node, { w: Value | null; bias: Value | null }>();
+  for (const g of grouped) groupedWeights.set(g.node, { w: g.node.inputs[1] ?? null, bias: g.node.inputs[2] ?? null });
+
+  for (const { value, axes } of params) {
+    const uses = value.uses.filter((u) => u.index >= 0).map((u) => ({ node: u.node, index: u.index }));
+    let current = value;
+    for (const p of axes) {
+      const sliced = p.space.some((s) => bounds.has(resolve(s).root));
+      if (!sliced) continue;
+      if (p.space.length === 1) {
+        const kept = keptLength(p.space)!;
+        current = b.slice(current, b.int64Const([0], 'slice_start'), kept, b.int64Const([p.axis], 'slice_axis'));
+      } else {
+        current = b.gather(current, keptIndexList(p.space), p.axis);
+      }
+    }
+    if (current === value) continue;
+    for (const u of uses) {
+      const keepFull = groupedWeights.get(u.node);
+      if (keepFull && (u.index === 1 || u.index === 2)) continue; // grouped convs read full weights
+      u.node.setInput(u.index, current);
+    }
+  }
+
+  for (const g of grouped) {
+    const x = g.node.inputs[0]!;
+    const inKept = keptLength(g.inSpace);
+    const outKept = keptLength(g.outSpace);
+    if (!inKept || !outKept) continue;
+    const rank = x.shape?.length ?? 4;
+    const full = b.constant(Tensor.int64([1], [g.inSpace.reduce((n, s) => n + fullWidth(resolve(s).root, resolve(s).perFine), 0)]), 'slice_full_in');
+    const missing = b.sub(full, inKept);
+    const zerosBefore = b.int64Const(new Array(rank + 1).fill(0), 'slice_pad_zero');
+    const zerosAfter = b.int64Const(new Array(rank - 2).fill(0), 'slice_pad_zero');
+    const pads = b.concat([zerosBefore, missing, zerosAfter], 0);
+    const padded = b.pad(x, pads, 'constant', undefined, { before: g.node });
+    g.node.setInput(0, padded);
+    const y = g.node.outputs[0]!;
+    const uses = y.uses.map((u) => ({ node: u.node, index: u.index }));
+    const cut = b.slice(y, b.int64Const([0], 'slice_start'), outKept, b.int64Const([1], 'slice_axis'));
+    for (const u of uses) u.node.setInput(u.index, cut);
+    if (graph.outputs.includes(y)) graph.outputs = graph.outputs.map((o) => (o === y ? cut : o));
+  }
+
+  for (const r of rewrites) {
+    const shapeValue = r.node.inputs[r.inputIndex]!;
+    const entries = shapeValue.const!.bigints();
+    const kept = keptLength(r.space);
+    if (!kept) continue;
+    const parts: Value[] = [];
+    if (r.entry > 0) parts.push(b.int64Const(entries.slice(0, r.entry), 'slice_shape'));
+    parts.push(kept);
+    if (r.entry + 1 < entries.length) parts.push(b.int64Const(entries.slice(r.entry + 1), 'slice_shape'));
+    r.node.setInput(r.inputIndex, parts.length === 1 ? parts[0]! : b.concat(parts, 0));
+  }
+
+  const cycle = graph.sortTopologically();
+  if (cycle) throw new Error(`make-elastic produced a cycle through ${cycle[0]!.label()}`);
+  graph.removeUnusedInitializers();
+  const outputTypes = graph.outputs.map((o) => o.type);
+  for (const node of graph.nodes) for (const o of node.outputs) if (!o.const) o.type = null;
+  inferShapes(copy, { overwrite: true });
+  graph.outputs.forEach((o, i) => {
+    o.type = outputTypes[i] ?? o.type;
+  });
+  return { input: inputName };
+}
