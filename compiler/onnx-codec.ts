@@ -109,6 +109,11 @@ export function decodeTensorProto(bytes: Uint8Array, source = 'tensor'): Tensor 
   return readTensor(proto, { baseDir: null, source, externalCache: new Map() });
 }
 
+/** Serialize one tensor as a TensorProto (the layout of ONNX test data `.pb` files). */
+export function encodeTensorProto(tensor: Tensor): Uint8Array {
+  return toBinary(TensorProtoSchema, tensorProto(tensor, tensor.name));
+}
+
 /** Decoded message as JSON (bigints as strings), for comparing two files field by field. */
 export function modelProtoToJson(proto: ModelProto): unknown {
   return toJson(ModelProtoSchema, proto, { alwaysEmitImplicit: false });

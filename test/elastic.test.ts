@@ -1,0 +1,184 @@
+// Group norms and the elastic graph: elastic.onnx at each rate equals that rate's pruned graph
+// (onnxruntime-node and onnxruntime-web), groups are independent (dropped groups change nothing
+// that is kept), and calibration brings the full-rate model close to the original.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import * as ortWeb from 'onnxruntime-web';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Manifest } from '../compiler/artifacts.js';
+import { decodeModel, encodeModel, encodeTensorProto, readModel } from '../compiler/onnx-codec.js';
+import { compile } from '../compiler/pipeline.js';
+import { inferShapes } from '../compiler/shape-inference.js';
+import { Tensor } from '../compiler/tensor.js';
+import { keptIndices } from '../passes/channel-space.js';
+import { coupleChannels } from '../passes/couple-channels.js';
+import { insertGroupNorm } from '../passes/insert-group-norm.js';
+import { makeElastic } from '../passes/make-elastic.js';
+import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
+import { pruneToRate } from '../passes/prune-to-rate.js';
+import { reorderChannels } from '../passes/reorder-channels.js';
+import { fixtureModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-elastic-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const paddle = path.join(REPO_ROOT, 'node_modules', '@gutenye', 'ocr-models', 'assets', 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
+const wakeword = path.join(REPO_ROOT, 'node_modules', 'openwakeword-js', 'models', 'hello_deepa.onnx');
+const models = [...fixtureModels().map((m) => m.file), wakeword, paddle];
+
+type Outputs = Record<string, { dims: readonly number[]; data: Float32Array }>;
+
+async function runNode(model: string | Uint8Array, feeds: Feeds): Promise<Outputs> {
+  const session = await ort.InferenceSession.create(model as string, { intraOpNumThreads: 1, logSeverityLevel: 4 });
+  try {
+    const out = await session.run(feeds);
+    return Object.fromEntries(session.outputNames.map((n) => [n, { dims: out[n]!.dims, data: out[n]!.data as Float32Array }]));
+  } finally {
+    await session.release();
+  }
+}
+
+async function runWeb(file: string, feeds: Feeds): Promise<Outputs> {
+  ortWeb.env.wasm.numThreads = 1;
+  const session = await ortWeb.InferenceSession.create(new Uint8Array(fs.readFileSync(file)));
+  const webFeeds: Record<string, ortWeb.Tensor> = {};
+  for (const [name, t] of Object.entries(feeds)) webFeeds[name] = new ortWeb.Tensor(t.type as 'float32', t.data as Float32Array, t.dims);
+  try {
+    const out = await session.run(webFeeds);
+    return Object.fromEntries(session.outputNames.map((n) => [n, { dims: out[n]!.dims, data: out[n]!.data as Float32Array }]));
+  } finally {
+    await session.release();
+  }
+}
+
+function relativeError(a: Float32Array, b: Float32Array): number {
+  let scale = 0;
+  for (const x of a) scale = Math.max(scale, Math.abs(x));
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
+  return worst;
+}
+
+function withRate(feeds: Feeds, rate: number): Feeds {
+  return { ...feeds, slice_rate: new ort.Tensor('float32', Float32Array.of(rate), []) };
+}
+
+describe('elastic graph equals the pruned graph of each rate', () => {
+  for (const file of models) {
+    it(path.relative(REPO_ROOT, file), async () => {
+      const outDir = path.join(tmp, path.basename(file, '.onnx'));
+      const result = await compile({ model: file, groups: 4, outDir });
+      const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
+      expect(manifest.elastic.file).toBe('elastic.onnx');
+      expect(manifest.normalization.mode).toBe('gn');
+      const feeds = randomFeeds(readModel(file), 11, 2)!;
+      for (const rate of manifest.rates) {
+        const pruned = await runNode(path.join(outDir, rate.file), feeds);
+        const elastic = await runNode(result.elasticFile, withRate(feeds, rate.rate));
+        for (const [name, t] of Object.entries(pruned)) {
+          expect(elastic[name]!.dims).toEqual(t.dims);
+          expect(relativeError(t.data, elastic[name]!.data)).toBeLessThan(1e-4);
+        }
+      }
+      // one rate in onnxruntime-web (wasm) as well
+      const half = manifest.rates.find((r) => r.rate === 0.5)!;
+      const pruned = await runNode(path.join(outDir, half.file), feeds);
+      const web = await runWeb(result.elasticFile, withRate(feeds, 0.5));
+      for (const [name, t] of Object.entries(pruned)) expect(relativeError(t.data, web[name]!.data)).toBeLessThan(1e-4);
+    });
+  }
+
+  it('clamps rates to [1/G, 1] and rounds up to whole groups', async () => {
+    const outDir = path.join(tmp, 'clamp');
+    const result = await compile({ model: path.join(REPO_ROOT, 'fixtures', 'mlp.onnx'), groups: 4, outDir });
+    const feeds = randomFeeds(readModel(path.join(REPO_ROOT, 'fixtures', 'mlp.onnx')), 2, 2)!;
+    const quarter = await runNode(path.join(outDir, 'slices/rate-0.250.onnx'), feeds);
+    const half = await runNode(path.join(outDir, 'slices/rate-0.500.onnx'), feeds);
+    const same = (a: Outputs, b: Outputs) => expect(relativeError(a['output']!.data, b['output']!.data)).toBeLessThan(1e-4);
+    same(await runNode(result.elasticFile, withRate(feeds, 0.01)), quarter);
+    same(await runNode(result.elasticFile, withRate(feeds, 0.3)), half);
+    same(await runNode(result.elasticFile, withRate(feeds, 0.5)), half);
+  });
+});
+
+describe('group independence', () => {
+  for (const name of ['resnet-small', 'mobilenet-se', 'concat-net', 'mlp']) {
+    it(`${name}: weights of dropped groups change nothing that is kept`, async () => {
+      const file = path.join(REPO_ROOT, 'fixtures', `${name}.onnx`);
+      const model = readModel(file);
+      inferShapes(model);
+      const analysis = coupleChannels(model, { layerNorms: 'rewrite' });
+      const partition = partitionChannels(analysis, 4);
+      reorderChannels(model.graph, analysis, partition);
+      insertGroupNorm(model, analysis, partition);
+      const snapshot = encodeModel(model);
+      const rate = 0.5;
+      const kept = keptWidths(partition, rate);
+      const feeds = randomFeeds(readModel(file), 5, 2)!;
+
+      /** Every intermediate activation of the pruned graph, and the elastic output. */
+      const observe = async (bytes: Uint8Array) => {
+        const pruned = decodeModel(bytes, null);
+        pruneToRate(pruned, analysis, model.graph.nodes, kept);
+        const values = pruned.graph.nodes.flatMap((n) => n.outputs).filter((v) => v.name && v.elemType === 1 && !pruned.graph.outputs.includes(v));
+        pruned.graph.outputs.push(...values);
+        const activations = await runNode(encodeModel(pruned, { dropValueInfo: true }), feeds);
+        const elastic = decodeModel(bytes, null);
+        makeElastic(elastic, analysis, partition, model.graph.nodes);
+        const out = await runNode(encodeModel(elastic, { dropValueInfo: true }), withRate(feeds, rate));
+        return { activations, out };
+      };
+      const base = await observe(snapshot);
+
+      const changed = decodeModel(snapshot, null);
+      const byName = changed.graph.valuesByName();
+      let touched = 0;
+      for (const [value, axes] of analysis.params) {
+        const target = byName.get(value.name)!;
+        const data = target.const!.data() as Float32Array;
+        const dims = target.const!.dims;
+        for (const p of axes) {
+          const keep = new Set(keptIndices(p.space, kept));
+          let inner = 1;
+          for (let i = p.axis + 1; i < dims.length; i++) inner *= dims[i]!;
+          for (let i = 0; i < data.length; i++) {
+            if (!keep.has(Math.floor(i / inner) % dims[p.axis]!)) {
+              data[i] = data[i]! * 3 + 1;
+              touched++;
+            }
+          }
+        }
+        changed.graph.setConstant(target, Tensor.fromTyped(target.const!.dtype, [...dims], data));
+      }
+      expect(touched).toBeGreaterThan(0);
+      const after = await observe(encodeModel(changed));
+      for (const [n, t] of Object.entries(base.activations)) expect(after.activations[n]!.data).toEqual(t.data);
+      for (const [n, t] of Object.entries(base.out)) expect(relativeError(t.data, after.out[n]!.data)).toBeLessThan(1e-6);
+    });
+  }
+});
+
+describe('calibration', () => {
+  it('brings the full-rate model close to the original on the BatchNorm fixtures', async () => {
+    for (const name of ['resnet-small', 'mobilenet-se', 'concat-net']) {
+      const result = await compile({ model: path.join(REPO_ROOT, 'fixtures', `${name}.onnx`), groups: 4, rates: [1], outDir: path.join(tmp, `cal-${name}`) });
+      const c = result.normalization.calibration!;
+      expect(c.source).toBe('synthetic');
+      expect(c.after.relativeError).toBeLessThan(c.before.relativeError);
+      expect(c.after.top1).toBeGreaterThanOrEqual(0.9);
+    }
+  });
+
+  it('reads a calibration batch from a TensorProto file', async () => {
+    const file = path.join(REPO_ROOT, 'fixtures', 'lenet-bn.onnx');
+    const batch = randomFeeds(readModel(file), 9, 32)!['input']!;
+    const pb = path.join(tmp, 'lenet-input.pb');
+    fs.writeFileSync(pb, encodeTensorProto(Tensor.fromTyped(1, [...batch.dims], batch.data as Float32Array, 'input')));
+    const result = await compile({ model: file, groups: 4, rates: [1], outDir: path.join(tmp, 'cal-file'), calibration: pb });
+    expect(result.normalization.calibration!.source).toBe('file');
+    expect(result.normalization.calibration!.batch).toBe(32);
+  });
+});
