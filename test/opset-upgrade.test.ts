@@ -580,38 +580,40 @@ afterAll(() => {
 
 describe.each(['pytorch-converted', 'pytorch-operator'] as const)('upgradeOpset on %s', (group) => {
   for (const c of testdataModels(group)) {
-    it(`${c.name} → 13`, async () => {
-      try {
-        const bytes = fs.readFileSync(c.file);
-        const feeds = recordedFeeds(c.dataDir!, decodeModelProto(bytes));
-        expect(feeds).not.toBeNull();
-        const model = readModel(c.file);
-        const r = upgradeOpset(model, 13);
-        expect(r.upgraded).toBe(true);
-        verifyModel(model, { mode: 'pass', step: 'upgrade-opset' });
-        const upgraded = await run(encodeModel(model), feeds!);
-        let original: Outputs | null = null;
+    for (const target of [13, 18]) {
+      it(`${c.name} → ${target}`, async () => {
         try {
-          original = await run(bytes, feeds!);
-        } catch {
-          // ORT 1.29 has no kernels for some opset-6 ops; compare with the recorded outputs
+          const bytes = fs.readFileSync(c.file);
+          const feeds = recordedFeeds(c.dataDir!, decodeModelProto(bytes));
+          expect(feeds).not.toBeNull();
+          const model = readModel(c.file);
+          const r = upgradeOpset(model, target);
+          expect(r.upgraded).toBe(true);
+          verifyModel(model, { mode: 'pass', step: 'upgrade-opset' });
+          const upgraded = await run(encodeModel(model), feeds!);
+          let original: Outputs | null = null;
+          try {
+            original = await run(bytes, feeds!);
+          } catch {
+            // ORT 1.29 has no kernels for some opset-6 ops; compare with the recorded outputs
+          }
+          if (original) {
+            expectIdentical(original, upgraded);
+            tally.identical.push(`${c.name} → ${target}`);
+          } else {
+            const names = model.graph.outputs.map((o) => o.name);
+            names.forEach((name, i) => {
+              const file = path.join(c.dataDir!, `output_${i}.pb`);
+              const expected = tensorProtoToOrt(fromBinary(TensorProtoSchema, fs.readFileSync(file)));
+              expect(relativeError(upgraded[name]!, expected), name).toBeLessThanOrEqual(1e-4);
+            });
+            tally.recorded.push(`${c.name} → ${target}`);
+          }
+        } catch (e) {
+          tally.failed.push(`${c.name} → ${target}`);
+          throw e;
         }
-        if (original) {
-          expectIdentical(original, upgraded);
-          tally.identical.push(c.name);
-        } else {
-          const names = model.graph.outputs.map((o) => o.name);
-          names.forEach((name, i) => {
-            const file = path.join(c.dataDir!, `output_${i}.pb`);
-            const expected = tensorProtoToOrt(fromBinary(TensorProtoSchema, fs.readFileSync(file)));
-            expect(relativeError(upgraded[name]!, expected), name).toBeLessThanOrEqual(1e-4);
-          });
-          tally.recorded.push(c.name);
-        }
-      } catch (e) {
-        tally.failed.push(c.name);
-        throw e;
-      }
-    });
+      });
+    }
   }
 });
