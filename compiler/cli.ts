@@ -124,7 +124,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     .option('--rates <list>', 'comma-separated slice rates in (0,1] (default: k/groups for every k)', parseRates)
     .option('-o, --out <dir>', 'output directory (default: <model>.sliced/)')
     .option('--round-to <n>', 'round kept channel counts to multiples of n where possible', parseRoundTo)
-    .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is', parseNorm)
+    .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing', parseNorm)
     .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
     .option('--explain', 'print, per layer, whether it is sliced and why not')
     .option('--print-before <step|all>', 'print the model before a step (repeatable or a comma list)', collectSteps('--print-before'))
@@ -174,7 +174,7 @@ interface CompileFlags {
   rates?: number[];
   out?: string;
   roundTo?: number;
-  norm?: 'gn' | 'keep';
+  norm?: 'gn' | 'keep' | 'none';
   calibration?: string;
   explain?: boolean;
   printBefore?: string[];
@@ -206,8 +206,8 @@ function parseGroups(value: string): number {
   return parseIntegerAtLeastOne('--groups', value);
 }
 
-function parseNorm(value: string): 'gn' | 'keep' {
-  if (value !== 'gn' && value !== 'keep') throw badFlag('--norm', 'gn or keep', value);
+function parseNorm(value: string): 'gn' | 'keep' | 'none' {
+  if (value !== 'gn' && value !== 'keep' && value !== 'none') throw badFlag('--norm', 'gn, keep or none', value);
   return value;
 }
 

@@ -11,8 +11,11 @@ export interface CompileOptions {
   outDir?: string;
   /** Round kept channel counts to multiples of this where possible (1 = off). */
   roundTo?: number;
-  /** Normalization: 'gn' (default) group norms aligned with slice groups; 'keep' leaves norms as they are. */
-  norm?: 'gn' | 'keep';
+  /**
+   * Normalization: 'gn' (default) group norms aligned with slice groups; 'keep' leaves norms as
+   * they are; 'none' folds BatchNorms into the layers before them and inserts nothing.
+   */
+  norm?: 'gn' | 'keep' | 'none';
   /** Calibration batch for group-norm initialization (TensorProto .pb file or folder); synthetic when absent. */
   calibration?: string;
   /**
@@ -57,7 +60,7 @@ export interface StepStat {
 }
 
 export interface NormalizationResult {
-  mode: 'gn' | 'keep';
+  mode: 'gn' | 'keep' | 'none';
   /** Group norms by kind (batchnorm, layernorm, inserted). */
   sites: Record<string, number>;
   skipped: { where: string; why: string }[];

@@ -22,12 +22,13 @@ import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { makeElastic } from '../passes/make-elastic.js';
+import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { runFloat } from '../runtime/session.js';
 import { loadCalibration, syntheticCalibration } from './calibration-data.js';
 
 export const STEPS = [
-  'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'insert-group-norm',
+  'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
   'calibrate-group-norm', 'make-elastic', 'prune-to-rate',
 ] as const;
 
@@ -232,6 +233,10 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
 async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper): Promise<NormalizationResult> {
   const mode = options.norm ?? 'gn';
   if (mode === 'keep') return { mode, sites: {}, skipped: [], calibration: null };
+  if (mode === 'none') {
+    const folded = steps.run('fold-batch-norm', model, () => foldBatchNorm(model, analysis), { transform: true });
+    return { mode, sites: { folded: folded.folded }, skipped: folded.kept.map((k) => ({ where: k, why: 'BatchNorm kept' })), calibration: null };
+  }
   const before = encodeModel(model);
   const inserted = steps.run('insert-group-norm', model, () => insertGroupNorm(model, analysis, partition), {
     transform: true,

@@ -162,6 +162,22 @@ export class Tensor {
     return out;
   }
 
+  /**
+   * Elements without copying when the stored bytes allow it (raw data, aligned): the result may
+   * alias the file's buffer, so it must only be read.
+   */
+  view(): TypedArray {
+    const s = this.source;
+    if (s.kind === 'raw') {
+      const ctor = typedArrayCtor(this.dtype);
+      const per = ctor.BYTES_PER_ELEMENT;
+      if (s.bytes.byteOffset % per === 0 && s.bytes.byteLength % per === 0) {
+        return new ctor(s.bytes.buffer as ArrayBuffer, s.bytes.byteOffset, s.bytes.byteLength / per);
+      }
+    }
+    return this.data();
+  }
+
   /** Elements as JS numbers (int64 converted; use `bigints()` where exactness matters). */
   numbers(): number[] {
     const d = this.data();

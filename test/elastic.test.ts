@@ -161,6 +161,25 @@ describe('group independence', () => {
   }
 });
 
+describe('--norm none', () => {
+  it('folds BatchNorms into the layers: the rate-1 graph still equals the original', async () => {
+    for (const name of ['resnet-small', 'mobilenet-se']) {
+      const file = path.join(REPO_ROOT, 'fixtures', `${name}.onnx`);
+      const result = await compile({ model: file, groups: 4, rates: [0.5, 1], outDir: path.join(tmp, `none-${name}`), norm: 'none' });
+      expect(result.normalization.sites['folded']).toBe(8);
+      const full = readModel(path.join(result.outDir, 'slices/rate-1.000.onnx'));
+      expect(full.graph.nodes.some((n) => n.op === 'BatchNormalization')).toBe(false);
+      const feeds = randomFeeds(readModel(file), 4, 2)!;
+      const original = await runNode(file, feeds);
+      const folded = await runNode(path.join(result.outDir, 'slices/rate-1.000.onnx'), feeds);
+      for (const [n, t] of Object.entries(original)) expect(relativeError(t.data, folded[n]!.data)).toBeLessThan(1e-4);
+      const half = await runNode(path.join(result.outDir, 'slices/rate-0.500.onnx'), feeds);
+      const elastic = await runNode(result.elasticFile, withRate(feeds, 0.5));
+      for (const [n, t] of Object.entries(half)) expect(relativeError(t.data, elastic[n]!.data)).toBeLessThan(1e-4);
+    }
+  });
+});
+
 describe('calibration', () => {
   it('brings the full-rate model close to the original on the BatchNorm fixtures', async () => {
     for (const name of ['resnet-small', 'mobilenet-se', 'concat-net']) {
