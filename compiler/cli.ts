@@ -304,7 +304,25 @@ function formatCompileSummary(result: CompileResult): string {
     displayPath(result.outDir, r.file),
   ]);
   const table = formatTable(['rate', 'groups', 'params', 'MACs', 'MACs/rate1', 'file'], rows, [false, true, true, true, true, false]);
-  return `wrote ${displayDir(result.outDir)} (manifest: ${displayPath(result.outDir, result.manifestFile)})\n${table}`;
+  const lines = [
+    `wrote ${displayDir(result.outDir)} (manifest: ${displayPath(result.outDir, result.manifestFile)}, elastic: ${displayPath(result.outDir, result.elasticFile)})`,
+    formatNormalization(result),
+    table,
+  ];
+  return lines.filter((l) => l !== '').join('\n');
+}
+
+function formatNormalization(result: CompileResult): string {
+  const n = result.normalization;
+  const counts = Object.entries(n.sites).map(([kind, count]) => `${count} ${kind}`).join(', ');
+  let line = `normalization: ${n.mode}${counts ? ` (${counts})` : ''}`;
+  const c = n.calibration;
+  if (c) {
+    const top1 = (a: { top1: number | null }): string => (a.top1 === null ? '' : `, top-1 agreement ${(a.top1 * 100).toFixed(1)}%`);
+    const source = c.source === 'file' ? 'calibration file' : 'synthetic N(0,1) inputs (pass --calibration for real data)';
+    line += `\ncalibration on ${c.batch} ${source}: full-rate output vs original, relative error ${c.before.relativeError.toFixed(3)} → ${c.after.relativeError.toFixed(3)}${top1(c.after)}`;
+  }
+  return line;
 }
 
 function formatExplanation(result: CompileResult): string {

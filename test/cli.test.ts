@@ -236,12 +236,15 @@ describe('compile', () => {
     const out = path.join(tmp, 'resnet-default');
     const run = await runCli([RESNET, '--groups', '4', '-o', out]);
     expect(run.code, run.stderr).toBe(0);
-    const lines = run.stdout.trimEnd().split('\n');
-    expect(lines[0]).toBe(`wrote ${out} (manifest: manifest.json)`);
-    expect(lines[1]).toMatch(/^rate\s+groups\s+params\s+MACs\s+MACs\/rate1\s+file$/);
-    expect(lines.slice(2).map((l) => l.split(/\s+/)[0])).toEqual(['0.25', '0.5', '0.75', '1']);
+    const all = run.stdout.trimEnd().split('\n');
+    expect(all[0]).toBe(`wrote ${out} (manifest: manifest.json, elastic: elastic.onnx)`);
+    expect(all[1]).toBe('normalization: gn (8 batchnorm)');
+    expect(all[2]).toMatch(/^calibration on 16 synthetic N\(0,1\) inputs .*relative error \d\.\d{3} → \d\.\d{3}, top-1 agreement \d+\.\d%$/);
+    const lines = all.slice(3);
+    expect(lines[0]).toMatch(/^rate\s+groups\s+params\s+MACs\s+MACs\/rate1\s+file$/);
+    expect(lines.slice(1).map((l) => l.split(/\s+/)[0])).toEqual(['0.25', '0.5', '0.75', '1']);
     expect(lines.at(-1)).toMatch(/^1\s+4\s+[\d,]+\s+[\d,]+\s+1\.000\s+slices\/\S+\.onnx$/);
-    for (const line of lines.slice(2)) {
+    for (const line of lines.slice(1)) {
       expect(fs.existsSync(path.join(out, line.split(/\s+/).at(-1)!))).toBe(true);
     }
     expect(fs.existsSync(path.join(out, 'manifest.json'))).toBe(true);
