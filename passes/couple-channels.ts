@@ -234,7 +234,7 @@ export function sliceableRoots(analysis: ChannelAnalysis): Union[] {
   const roots = new Set<Union>();
   for (const u of analysis.unions) {
     const root = find(u).root;
-    if (!root.pinned && root.fineWidth / root.unit >= 2 && hasProducer(analysis, root)) roots.add(root);
+    if (!root.pinned && root.fineWidth % root.unit === 0 && root.fineWidth / root.unit >= 2 && hasProducer(analysis, root)) roots.add(root);
   }
   return [...roots].sort((a, b) => a.id - b.id);
 }
@@ -250,7 +250,9 @@ export function explainLayers(analysis: ChannelAnalysis): { node: Node; channels
     const root = resolve({ union: l.union, perFine: 1 }).root;
     const sliced = sliceable.has(root);
     let reason: string | undefined;
-    if (!sliced) reason = root.pinned ?? (root.fineWidth / root.unit < 2 ? 'too few channels to split' : 'no producer');
+    if (!sliced) {
+      reason = root.pinned ?? (root.fineWidth % root.unit !== 0 ? `conv groups (units of ${root.unit}) do not divide ${root.fineWidth} channels` : root.fineWidth / root.unit < 2 ? 'too few channels to split' : 'no producer');
+    }
     return { node: l.node, channels: l.channels, union: root.id, sliced, reason };
   });
 }

@@ -4,7 +4,7 @@
 
 import type { Node, Value } from '../compiler/ir.js';
 import { normAxis, type CouplingContext } from './couple-channels.js';
-import { resolveSpace, type Space } from './channel-space.js';
+import { denominatorOf, resolveSpace, type Space } from './channel-space.js';
 
 type Rule = (node: Node, ctx: CouplingContext) => void;
 
@@ -85,15 +85,15 @@ const conv: Rule = (node, ctx) => {
       ctx.pin(x?.space, `${node.label()} is a grouped conv over composed channels`);
     } else {
       const [rx] = resolveSpace(x.space);
-      const fineInGroup = inPerGroup / rx!.perFine;
-      if (!Number.isInteger(fineInGroup) || fineInGroup < 1) {
+      // a slicing unit must hold whole conv groups: u fine channels are u·perFine input channels
+      const q = denominatorOf(rx!.perFine / inPerGroup);
+      if (q === 0) {
         ctx.pin(out, `${node.label()}: conv groups do not line up with channels`);
         ctx.pin(x.space, `${node.label()}: conv groups do not line up with channels`);
       } else {
         // input group j feeds output group j: the output is the input's union scaled by Mg/Cg
         const root = rx!.root;
-        const needUnit = Math.round(fineInGroup);
-        root.unit = root.unit % needUnit === 0 ? root.unit : (root.unit * needUnit) / gcdInt(root.unit, needUnit);
+        root.unit = (root.unit * q) / gcdInt(root.unit, q);
         const scaled: Space = [{ union: root, perFine: (rx!.perFine * outPerGroup) / inPerGroup }];
         ctx.link(scaled, out, `${node.label()} (grouped conv)`);
         ctx.analysis.groupedConvs.push({ node, outSpace: out, outPerGroup });

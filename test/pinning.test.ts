@@ -69,6 +69,39 @@ async function compileAndRun(file: string, runnable = true) {
   return result;
 }
 
+describe('grouped and depthwise convs', () => {
+  it('slices whole conv groups; the elastic graph pads and slices around them', async () => {
+    const n = net([3, 8, 8]);
+    const a = conv(n, n.x, 3, 16);
+    // grouped conv 16 → 24 in 4 groups (4 in, 6 out per group), then depthwise with multiplier 2
+    const g = n.b.relu(n.b.conv(a, weight(n, [24, 4, 3, 3]), weight(n, [24]), { kernelShape: [3, 3], pads: [1, 1, 1, 1], group: 4 }));
+    const d = n.b.relu(n.b.conv(g, weight(n, [48, 1, 3, 3]), weight(n, [48]), { kernelShape: [3, 3], pads: [1, 1, 1, 1], group: 24 }));
+    const file = finish(n, n.b.reduce('ReduceMean', n.b.conv(d, weight(n, [4, 48, 1, 1]), null, { kernelShape: [1, 1] }), [2, 3], false), 'grouped');
+    const feeds = randomFeeds(readModel(file), 1)!;
+    const ref = await (await ort.InferenceSession.create(file)).run(feeds);
+    for (const norm of ['keep', 'gn'] as const) {
+      const outDir = path.join(tmp, `grouped-${norm}`);
+      const result = await compile({ model: file, groups: 4, outDir, norm });
+      expect(result.layers.slice(0, 3).map((l) => l.reason ?? 'sliced')).toEqual(['sliced', 'sliced', 'sliced']);
+      for (const rate of result.rates) {
+        const prunedFile = path.join(outDir, rate.file);
+        const pruned = readModel(prunedFile);
+        const groups = pruned.graph.nodes.filter((x) => x.op === 'Conv').map((x) => x.attrInt('group', 1));
+        expect(groups.slice(1, 3)).toEqual([rate.activeGroups, 24 * (rate.activeGroups / 4)]);
+        const out = await (await ort.InferenceSession.create(prunedFile)).run(feeds);
+        const elastic = await (await ort.InferenceSession.create(result.elasticFile)).run({ ...feeds, slice_rate: new ort.Tensor('float32', Float32Array.of(rate.rate), []) });
+        const p = out['output']!.data as Float32Array;
+        const e = elastic['output']!.data as Float32Array;
+        for (let i = 0; i < p.length; i++) expect(Math.abs(p[i]! - e[i]!)).toBeLessThan(1e-4 * (1 + Math.abs(p[i]!)));
+        if (norm === 'keep' && rate.rate === 1) {
+          const r = ref['output']!.data as Float32Array;
+          for (let i = 0; i < r.length; i++) expect(Math.abs(r[i]! - p[i]!)).toBeLessThan(1e-4 * (1 + Math.abs(r[i]!)));
+        }
+      }
+    }
+  });
+});
+
 describe('pinning', () => {
   it('pins what reaches an op of a custom domain and explains it', async () => {
     const n = net([3, 8, 8]);
