@@ -1,4 +1,4 @@
-// Compile time against a plain codec round trip: `npx tsx bench/compile.ts`.
+// Compile time against a plain codec round trip: `npx tsx bench/compile.ts [--norm keep|gn|none]`.
 // For the real PaddleOCR rec model (10.8 MB) and a ~10 MB and a ~120 MB stack of Gemm+Relu
 // layers (fixtures/big.ts) it measures compile() with G=8 and the default 8 rates next to
 // readModel + writeModel of the same file, runs interleaved, median of 3 runs each (1 run of
@@ -17,6 +17,10 @@ import type { CompileResult } from '../compiler/pipeline-types.js';
 import { buildBigModel } from '../fixtures/big.js';
 
 const RUNS = 3;
+// --norm keep (default) measures slicing alone; --norm gn adds group norms and their calibration
+// (one onnxruntime run per group norm on a synthetic batch).
+const normFlag = process.argv.indexOf('--norm');
+const NORM = (normFlag >= 0 ? process.argv[normFlag + 1] : 'keep') as 'gn' | 'keep' | 'none';
 const LONG_MS = 60_000;
 const GROUPS = 8;
 const MB = 1024 * 1024;
@@ -76,7 +80,7 @@ async function measure(name: string, file: string, dir: string): Promise<Measure
   for (let i = 0; i < RUNS; i++) {
     codec.push(timeMs(() => writeModel(readModel(file), codecOut)));
     fs.rmSync(codecOut, { force: true });
-    const run = await timeAsyncMs(() => compile({ model: file, groups: GROUPS, outDir, log: () => {} }));
+    const run = await timeAsyncMs(() => compile({ model: file, groups: GROUPS, outDir, norm: NORM, log: () => {} }));
     compiled.push(run.ms);
     result = run.value;
     outBytes = dirBytes(outDir);

@@ -189,8 +189,9 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
       continue;
     }
     const minGroup = Math.min(...countGroups(groups));
-    if (spatial === null || spatial * minGroup < MIN_GROUP_ELEMENTS) {
-      result.skipped.push({ where: c.where, why: `groups would hold fewer than ${MIN_GROUP_ELEMENTS} values (${spatial ?? '?'} positions × ${minGroup} channels)` });
+    // unknown spatial dims (a fully convolutional model) are taken to be large enough
+    if (spatial !== null && spatial * minGroup < MIN_GROUP_ELEMENTS) {
+      result.skipped.push({ where: c.where, why: `groups would hold fewer than ${MIN_GROUP_ELEMENTS} values (${spatial} positions × ${minGroup} channels)` });
       continue;
     }
     const width = groups.groupOf.length;
