@@ -20,7 +20,7 @@ import * as ort from 'onnxruntime-node';
 import type { Manifest } from '../compiler/artifacts.js';
 import { compile } from '../compiler/pipeline.js';
 import { fixtureByName } from '../fixtures/index.js';
-import { Rng } from '../fixtures/rng.js';
+import { Rng } from '../compiler/rng.js';
 
 const QUICK = process.argv.includes('--quick');
 const LEVEL = argValue('--level') ?? 'all';

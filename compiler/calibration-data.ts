@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { ErrorCodes, userError } from './diagnostics.js';
 import type { Model } from './ir.js';
 import { decodeTensorProto } from './onnx-codec.js';
+import { Rng } from './rng.js';
 import { DataType } from './tensor.js';
 
 export interface FloatTensor {
@@ -55,15 +56,7 @@ export function loadCalibration(file: string, model: Model): Record<string, Floa
 
 /** Seeded standard-normal inputs; symbolic batch dims become `batch`, other unknown dims 32. */
 export function syntheticCalibration(model: Model, batch = 16, seed = 1): Record<string, FloatTensor> {
-  let state = seed >>> 0;
-  const uniform = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const normal = (): number => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
+  const rng = new Rng(seed);
   const feeds: Record<string, FloatTensor> = {};
   for (const input of feedInputs(model)) {
     if (input.elemType !== DataType.FLOAT || !input.shape) {
@@ -73,7 +66,7 @@ export function syntheticCalibration(model: Model, batch = 16, seed = 1): Record
     }
     const dims = input.shape.map((d, k) => (typeof d === 'number' ? d : k === 0 ? batch : 32));
     const size = dims.reduce((p, d) => p * d, 1);
-    feeds[input.name] = { dims, data: Float32Array.from({ length: size }, normal) };
+    feeds[input.name] = { dims, data: Float32Array.from({ length: size }, () => rng.normal()) };
   }
   return feeds;
 }

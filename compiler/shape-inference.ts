@@ -1212,3 +1212,17 @@ function foldNode(node: Node, opset: number, known: KnownValues): void {
     }
   }
 }
+
+/**
+ * Recompute every intermediate type after a pass changed shapes. Graph outputs keep their
+ * declared types (their names, dtypes and symbolic dims are the model's contract).
+ */
+export function refreshShapes(model: Model): void {
+  const graph = model.graph;
+  const outputTypes = graph.outputs.map((o) => o.type);
+  for (const node of graph.nodes) for (const o of node.outputs) if (!o.const) o.type = null;
+  inferShapes(model, { overwrite: true });
+  graph.outputs.forEach((o, i) => {
+    o.type = outputTypes[i] ?? o.type;
+  });
+}

@@ -16,7 +16,7 @@
 
 import { Value, tensorType, type Model, type Node } from '../compiler/ir.js';
 import { OpBuilder } from '../compiler/op-builder.js';
-import { inferShapes } from '../compiler/shape-inference.js';
+import { refreshShapes } from '../compiler/shape-inference.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { resolve, type Space, type Union } from './channel-space.js';
@@ -165,11 +165,6 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
   const cycle = graph.sortTopologically();
   if (cycle) throw new Error(`make-elastic produced a cycle through ${cycle[0]!.label()}`);
   graph.removeUnusedInitializers();
-  const outputTypes = graph.outputs.map((o) => o.type);
-  for (const node of graph.nodes) for (const o of node.outputs) if (!o.const) o.type = null;
-  inferShapes(copy, { overwrite: true });
-  graph.outputs.forEach((o, i) => {
-    o.type = outputTypes[i] ?? o.type;
-  });
+  refreshShapes(copy);
   return { input: inputName };
 }

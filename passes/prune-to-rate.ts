@@ -8,7 +8,7 @@
 // shapes and dtypes (couple-channels pinned them); the opset is kept. Shapes are re-inferred.
 
 import type { Model } from '../compiler/ir.js';
-import { inferShapes } from '../compiler/shape-inference.js';
+import { refreshShapes } from '../compiler/shape-inference.js';
 import { Tensor } from '../compiler/tensor.js';
 import { gatherAxis } from '../compiler/tensor-ops.js';
 import type { ChannelAnalysis } from './couple-channels.js';
@@ -48,11 +48,5 @@ export function pruneToRate(copy: Model, analysis: ChannelAnalysis, originalNode
     node.setInput(r.inputIndex, fresh);
   }
   graph.removeUnusedInitializers();
-  const outputTypes = graph.outputs.map((o) => o.type);
-  for (const node of graph.nodes) for (const o of node.outputs) if (!o.const) o.type = null;
-  inferShapes(copy, { overwrite: true });
-  // graph outputs keep their declared types (symbolic dims included)
-  graph.outputs.forEach((o, i) => {
-    o.type = outputTypes[i] ?? o.type;
-  });
+  refreshShapes(copy);
 }

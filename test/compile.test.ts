@@ -15,10 +15,10 @@ import { inferShapes } from '../compiler/shape-inference.js';
 import { gatherAxis } from '../compiler/tensor-ops.js';
 import { Tensor } from '../compiler/tensor.js';
 import { coupleChannels } from '../passes/couple-channels.js';
-import { keptIndices } from '../passes/channel-space.js';
 import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
+import { editDropped } from './helpers/slicing.js';
 import { fixtureModels, openwakewordModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-compile-'));
@@ -131,27 +131,6 @@ function analyse(file: string, groups: number) {
   return { model, analysis, partition, snapshot: encodeModel(model) };
 }
 
-/** Apply `change` to every dropped entry (per kept indices) of every sliced constant. */
-function editDropped(copy: Model, state: ReturnType<typeof analyse>, rate: number, change: (x: number, i: number) => number): void {
-  const kept = keptWidths(state.partition, rate);
-  const byName = copy.graph.valuesByName();
-  for (const [value, axes] of state.analysis.params) {
-    const target = byName.get(value.name)!;
-    const data = target.const!.data() as Float32Array;
-    const dims = target.const!.dims;
-    for (const p of axes) {
-      const keep = new Set(keptIndices(p.space, kept));
-      let inner = 1;
-      for (let i = p.axis + 1; i < dims.length; i++) inner *= dims[i]!;
-      for (let i = 0; i < data.length; i++) {
-        const index = Math.floor(i / inner) % dims[p.axis]!;
-        if (!keep.has(index)) data[i] = change(data[i]!, i);
-      }
-    }
-    copy.graph.setConstant(target, Tensor.fromTyped(target.const!.dtype, [...dims], data));
-  }
-}
-
 describe('pruning computes exactly the sub-network', () => {
   for (const fixture of fixtureModels()) {
     it(fixture.name, async () => {
@@ -166,13 +145,13 @@ describe('pruning computes exactly the sub-network', () => {
 
       // perturbing dropped weights changes nothing in the pruned graph
       const perturbed = decodeModel(state.snapshot, null);
-      editDropped(perturbed, state, rate, (x, i) => x + Math.sin(i) * 10);
+      editDropped(perturbed, state.analysis, keptWidths(state.partition, rate), (x, i) => x + Math.sin(i) * 10);
       const prunedPerturbed = await pruneFrom(perturbed);
       for (const name of Object.keys(pruned)) expect(Array.from(prunedPerturbed[name]!.data as Float32Array)).toEqual(Array.from(pruned[name]!.data as Float32Array));
 
       // the full model with every dropped weight zeroed computes the same as the pruned graph
       const masked = decodeModel(state.snapshot, null);
-      editDropped(masked, state, rate, () => 0);
+      editDropped(masked, state.analysis, keptWidths(state.partition, rate), () => 0);
       const full = await run(encodeModel(masked), feeds);
       for (const name of Object.keys(pruned)) expect(maxRelativeError(full[name]!, pruned[name]!)).toBeLessThan(1e-4);
 

@@ -13,13 +13,13 @@ import { decodeModel, encodeModel, encodeTensorProto, readModel } from '../compi
 import { compile } from '../compiler/pipeline.js';
 import { inferShapes } from '../compiler/shape-inference.js';
 import { Tensor } from '../compiler/tensor.js';
-import { keptIndices } from '../passes/channel-space.js';
 import { coupleChannels } from '../passes/couple-channels.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { makeElastic } from '../passes/make-elastic.js';
 import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
+import { editDropped } from './helpers/slicing.js';
 import { fixtureModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-elastic-'));
@@ -134,25 +134,7 @@ describe('group independence', () => {
       const base = await observe(snapshot);
 
       const changed = decodeModel(snapshot, null);
-      const byName = changed.graph.valuesByName();
-      let touched = 0;
-      for (const [value, axes] of analysis.params) {
-        const target = byName.get(value.name)!;
-        const data = target.const!.data() as Float32Array;
-        const dims = target.const!.dims;
-        for (const p of axes) {
-          const keep = new Set(keptIndices(p.space, kept));
-          let inner = 1;
-          for (let i = p.axis + 1; i < dims.length; i++) inner *= dims[i]!;
-          for (let i = 0; i < data.length; i++) {
-            if (!keep.has(Math.floor(i / inner) % dims[p.axis]!)) {
-              data[i] = data[i]! * 3 + 1;
-              touched++;
-            }
-          }
-        }
-        changed.graph.setConstant(target, Tensor.fromTyped(target.const!.dtype, [...dims], data));
-      }
+      const touched = editDropped(changed, analysis, kept, (x) => x * 3 + 1);
       expect(touched).toBeGreaterThan(0);
       const after = await observe(encodeModel(changed));
       for (const [n, t] of Object.entries(base.activations)) expect(after.activations[n]!.data).toEqual(t.data);

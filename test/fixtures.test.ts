@@ -4,7 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { encodeModel, readModel } from '../compiler/onnx-codec.js';
 import { fixtures } from '../fixtures/index.js';
 import { buildBigModel } from '../fixtures/big.js';
-import { Rng } from '../fixtures/rng.js';
+import { Rng } from '../compiler/rng.js';
 
 function randomBatch(shape: (number | string | null)[], batch: number, seed: number): { data: Float32Array; dims: number[] } {
   const dims = shape.map((d) => (typeof d === 'number' ? d : batch));

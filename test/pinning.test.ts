@@ -13,7 +13,7 @@ import { OpBuilder } from '../compiler/op-builder.js';
 import { readModel, writeModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
-import { Rng } from '../fixtures/rng.js';
+import { Rng } from '../compiler/rng.js';
 import { randomFeeds } from './helpers/models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-pin-'));

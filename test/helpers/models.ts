@@ -4,6 +4,7 @@
 import { fromBinary } from '@bufbuild/protobuf';
 import { TensorProtoSchema, type ModelProto, type TensorProto } from 'onnx-buf';
 import * as ort from 'onnxruntime-node';
+import { Rng } from '../../compiler/rng.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,38 +71,7 @@ function onnxFilesIn(dir: string, label: string): ModelCase[] {
 
 // ---------------------------------------------------------------- randomness
 
-/** Small, fast, seedable PRNG (mulberry32). */
-export class Rng {
-  private state: number;
-
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-
-  /** Integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]!;
-  }
-
-  bytes(n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.int(256);
-    return out;
-  }
-}
+export { Rng };
 
 // ---------------------------------------------------------------- feeds
 
