@@ -5,8 +5,9 @@
 // Sites: a BatchNormalization on a sliced union becomes a group norm; a layer norm over a sliced
 // feature axis (LayerNormalization or PyTorch's decomposition) becomes one; a sliced layer with
 // no normalization after it gets one inserted after its output. A site whose groups would hold
-// fewer than MIN_GROUP_ELEMENTS values (squeeze-excitation convs on 1x1 maps) is left alone:
-// its statistics would be degenerate.
+// fewer than MIN_GROUP_ELEMENTS values is left alone (its statistics would be degenerate), and
+// so are inserted norms on 1x1 maps (squeeze-excitation gates, pooled features); a BatchNorm left
+// alone still slices (it is per channel), and layer norms are always rewritten.
 //
 // Two emitted forms, both standard ops that every runtime runs at any opset ≥ 9:
 //  - contiguous equal groups on axis 1: Reshape[0,G,-1] → InstanceNormalization(1, 0) →
@@ -180,6 +181,7 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
     const rank = c.input.shape?.length;
     const groups = siteGroups(t.space, partition);
     if (!groups || rank === undefined || rank < 2 || (t.axis !== 1 && t.axis !== rank - 1)) {
+      if (c.kind === 'layernorm') throw new Error(`insert-group-norm: cannot rewrite the layer norm at ${c.where}, whose channels are sliced`);
       result.skipped.push({ where: c.where, why: 'the channels do not form at least two slice groups on a supported axis' });
       continue;
     }
@@ -189,8 +191,9 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
       continue;
     }
     const minGroup = Math.min(...countGroups(groups));
-    // unknown spatial dims (a fully convolutional model) are taken to be large enough
-    if (spatial !== null && spatial * minGroup < MIN_GROUP_ELEMENTS) {
+    // unknown spatial dims (a fully convolutional model) are taken to be large enough; a layer
+    // norm is always rewritten (left as it is, its statistics would change with the rate)
+    if (c.kind !== 'layernorm' && spatial !== null && spatial * minGroup < MIN_GROUP_ELEMENTS) {
       result.skipped.push({ where: c.where, why: `groups would hold fewer than ${MIN_GROUP_ELEMENTS} values (${spatial} positions × ${minGroup} channels)` });
       continue;
     }

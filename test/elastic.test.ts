@@ -173,6 +173,12 @@ describe('calibration', () => {
     }
   });
 
+  it('rewrites every layer norm over sliced features, however small its groups', async () => {
+    const result = await compile({ model: wakeword, groups: 8, rates: [0.5, 1], outDir: path.join(tmp, 'wakeword-g8') });
+    expect(result.normalization.sites).toEqual({ layernorm: 2 });
+    expect(result.layers.filter((l) => l.sliced).length).toBe(2);
+  });
+
   it('reads a calibration batch from a TensorProto file', async () => {
     const file = path.join(REPO_ROOT, 'fixtures', 'lenet-bn.onnx');
     const batch = randomFeeds(readModel(file), 9, 32)!['input']!;
