@@ -10,6 +10,7 @@ import { decodeTensorProto } from './onnx-codec.js';
 import { Rng } from './rng.js';
 import { DataType } from './tensor.js';
 
+/** A float32 tensor as it travels between calibration data, the passes and the runtime. */
 export interface FloatTensor {
   dims: number[];
   data: Float32Array;

@@ -11,13 +11,9 @@
 
 import type { Model, Value } from '../compiler/ir.js';
 import { decodeModel, encodeModel } from '../compiler/onnx-codec.js';
+import type { FloatTensor } from '../compiler/calibration-data.js';
 import { Tensor } from '../compiler/tensor.js';
 import type { GroupNormSite } from './insert-group-norm.js';
-
-export interface FloatTensor {
-  dims: number[];
-  data: Float32Array;
-}
 
 export type Runner = (model: Uint8Array, feeds: Record<string, FloatTensor>, outputs: string[]) => Promise<Record<string, FloatTensor>>;
 

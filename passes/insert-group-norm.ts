@@ -218,8 +218,8 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
       const inorm = b.instanceNorm(grouped, ones, zeros, c.epsilon);
       normalizedValue = b.reshape(inorm, b.shape(c.input));
       analysis.shapeRewrites.push({ node: reshapeNode, inputIndex: 1, entry: 1, space: groupSpace });
-      addParam(analysis, ones, [{ axis: 0, space: groupSpace }]);
-      addParam(analysis, zeros, [{ axis: 0, space: groupSpace }]);
+      analysis.params.set(ones, [{ axis: 0, space: groupSpace }]);
+      analysis.params.set(zeros, [{ axis: 0, space: groupSpace }]);
     } else {
       form = 'matrix';
       const A = new Float32Array(width * groups.groups);
@@ -232,8 +232,8 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
       }
       const avg = b.constant(Tensor.float32([width, groups.groups], A), 'gn_average');
       const expand = b.constant(Tensor.float32([groups.groups, width], B), 'gn_expand');
-      addParam(analysis, avg, [{ axis: 0, space: channelSpace }, { axis: 1, space: groupSpace }]);
-      addParam(analysis, expand, [{ axis: 0, space: groupSpace }, { axis: 1, space: channelSpace }]);
+      analysis.params.set(avg, [{ axis: 0, space: channelSpace }, { axis: 1, space: groupSpace }]);
+      analysis.params.set(expand, [{ axis: 0, space: groupSpace }, { axis: 1, space: channelSpace }]);
       const spatialAxes = t.axis === 1 ? [...Array(rank).keys()].slice(2) : [];
       const square = b.mul(c.input, c.input);
       const meanC = spatialAxes.length ? b.reduce('ReduceMean', c.input, spatialAxes, false) : c.input;
@@ -251,8 +251,8 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
       normalizedValue = b.mul(b.sub(c.input, meanBack), rstdBack);
     }
     const output = b.add(b.mul(normalizedValue, gamma), beta);
-    addParam(analysis, gamma, [{ axis: 0, space: channelSpace }]);
-    addParam(analysis, beta, [{ axis: 0, space: channelSpace }]);
+    analysis.params.set(gamma, [{ axis: 0, space: channelSpace }]);
+    analysis.params.set(beta, [{ axis: 0, space: channelSpace }]);
     analysis.tracked.set(output, { axis: t.axis, space: channelSpace });
     output.type = c.replaced.type;
 
@@ -280,6 +280,3 @@ function countGroups(groups: SiteGroups): number[] {
   return sizes;
 }
 
-function addParam(analysis: ChannelAnalysis, value: Value, axes: { axis: number; space: Space }[]): void {
-  analysis.params.set(value, axes);
-}

@@ -3,11 +3,9 @@
 // was split (compile-time uses: calibration, checks).
 
 import * as ort from 'onnxruntime-node';
+import type { FloatTensor } from '../compiler/calibration-data.js';
 
-export interface FloatTensor {
-  dims: number[];
-  data: Float32Array;
-}
+export type { FloatTensor };
 
 export type Feeds = Record<string, FloatTensor>;
 
