@@ -63,6 +63,17 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
   const clamped = b.op1('Max', [b.op1('Min', [b.op1('Ceil', [scaled]), b.constant(Tensor.float32([], [groups]), 'slice_max')]), b.constant(Tensor.float32([], [1]), 'slice_min')]);
   const k = b.cast(clamped, DataType.INT64);
 
+  // every run-time size and every small int constant is built once and shared by its users
+  const int64Values = new Map<string, Value>();
+  const int64 = (values: number[], name: string): Value => {
+    const key = `${name}:${values.join(',')}`;
+    let v = int64Values.get(key);
+    if (!v) {
+      v = b.int64Const(values, name);
+      int64Values.set(key, v);
+    }
+    return v;
+  };
   const tables = new Map<string, Value>();
   /** Kept channels of one segment as an int64 scalar, or null when it never shrinks. */
   const keptScalar = (root: Union, perFine: number): Value | null => {
@@ -78,9 +89,17 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
     return v;
   };
   const fullWidth = (root: Union, perFine: number): number => Math.round(root.fineWidth * perFine);
-  const oneD = (scalar: Value): Value => b.reshape(scalar, b.int64Const([1], 'slice_one_d'));
+  const lengths = new Map<string, Value | null>();
   /** Kept channels of a whole space as an int64 [1] tensor (null when it never shrinks). */
   const keptLength = (space: Space): Value | null => {
+    const key = space.map((seg) => {
+      const r = resolve(seg);
+      return `${r.root.id}:${r.perFine}`;
+    }).join('+');
+    if (!lengths.has(key)) lengths.set(key, buildKeptLength(space));
+    return lengths.get(key)!;
+  };
+  const buildKeptLength = (space: Space): Value | null => {
     const parts: Value[] = [];
     let shrinks = false;
     for (const seg of space) {
@@ -90,7 +109,7 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
       parts.push(kept ?? b.constant(Tensor.int64([], [fullWidth(r.root, r.perFine)]), 'slice_full'));
     }
     if (!shrinks) return null;
-    return oneD(parts.length === 1 ? parts[0]! : b.op1('Sum', parts));
+    return b.reshape(parts.length === 1 ? parts[0]! : b.op1('Sum', parts), int64([1], 'slice_one_d'));
   };
   /** Indices kept on a composed space (a prefix of every segment). */
   const keptIndexList = (space: Space): Value => {
@@ -117,7 +136,7 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
       if (!sliced) continue;
       if (p.space.length === 1) {
         const kept = keptLength(p.space)!;
-        current = b.slice(current, b.int64Const([0], 'slice_start'), kept, b.int64Const([p.axis], 'slice_axis'));
+        current = b.slice(current, int64([0], 'slice_start'), kept, int64([p.axis], 'slice_axis'));
       } else {
         current = b.gather(current, keptIndexList(p.space), p.axis);
       }
@@ -145,7 +164,7 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
     g.node.setInput(0, padded);
     const y = g.node.outputs[0]!;
     const uses = y.uses.map((u) => ({ node: u.node, index: u.index }));
-    const cut = b.slice(y, b.int64Const([0], 'slice_start'), outKept, b.int64Const([1], 'slice_axis'));
+    const cut = b.slice(y, int64([0], 'slice_start'), outKept, int64([1], 'slice_axis'));
     for (const u of uses) u.node.setInput(u.index, cut);
     if (graph.outputs.includes(y)) graph.outputs = graph.outputs.map((o) => (o === y ? cut : o));
   }
