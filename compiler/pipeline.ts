@@ -9,7 +9,8 @@ import { OutputStage, MANIFEST_FORMAT, type Manifest, type ManifestRate, type Te
 import { modelCost } from './cost.js';
 import { ErrorCodes, userError, withStep } from './diagnostics.js';
 import type { Model, Value } from './ir.js';
-import { decodeModel, encodeModel, readModel, writeModel } from './onnx-codec.js';
+import { cloneModel } from './clone.js';
+import { encodeModel, readModel, writeModel } from './onnx-codec.js';
 import { printModel, type PrintSection } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
@@ -20,6 +21,7 @@ import { find } from '../passes/channel-space.js';
 import { activeGroups, describePartition, keptWidths, partitionChannels, type Partition } from '../passes/partition-channels.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
+import { remapAnalysis } from '../passes/remap-analysis.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
@@ -166,14 +168,13 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   steps.run('reorder-channels', model, () => reorderChannels(model.graph, analysis, partition), { transform: true });
   const normalization = await normalize(model, analysis, partition, options, steps);
 
-  const snapshot = encodeModel(model);
   const stage = new OutputStage(outDir);
   try {
     const rateResults: ManifestRate[] = [];
     for (const rate of rates) {
-      const copy = decodeModel(snapshot, model.baseDir, options.model);
+      const { model: copy, map } = cloneModel(model);
       const kept = keptWidths(partition, rate);
-      steps.run(`prune-to-rate@${rate.toFixed(3)}`, copy, () => pruneToRate(copy, analysis, model.graph.nodes, kept), { transform: true });
+      steps.run(`prune-to-rate@${rate.toFixed(3)}`, copy, () => pruneToRate(copy, remapAnalysis(analysis, map), kept), { transform: true });
       const cost = modelCost(copy);
       const file = rateFileName(rate);
       writeModel(copy, stage.file(file), { dropValueInfo: true, externalData: false });
@@ -187,8 +188,8 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
         slicedUnions: partition.unions.filter((g) => !g.groupAxis && kept.get(g.union)! < g.union.fineWidth).map((g) => g.union.id),
       });
     }
-    const elastic = decodeModel(snapshot, model.baseDir, options.model);
-    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, analysis, partition, model.graph.nodes), { transform: true });
+    const { model: elastic, map: elasticMap } = cloneModel(model);
+    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, remapAnalysis(analysis, elasticMap), partition), { transform: true });
     writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
     const full = inferFullCost(model, rateResults);
     for (const r of rateResults) r.macRatio = full > 0 ? r.macs / full : 1;
