@@ -170,13 +170,12 @@ function sgdUpdate(emit: UpdateEmitter, pair: ParamGrad, spec: Extract<Optimizer
   }
   const state: ParamUpdate['state'] = [];
   if (spec.momentum !== 0) {
-    const mu = emit.scalar(spec.momentum, `${scope}/momentum`);
     const input = emit.stateInput(param, 'momentum');
-    const decayed = emit.op('Mul', `${scope}/momentum`, [input, mu], dims);
+    const decayed = emit.op('Mul', `${scope}/momentum`, [input, emit.scalar(spec.momentum, `${scope}/momentum`)], dims);
     const output = emit.op('Add', `${scope}/momentum`, [decayed, direction], dims, `${input.name}.updated`);
     state.push({ role: 'momentum', input, output });
     if (spec.nesterov) {
-      const ahead = emit.op('Mul', `${scope}/nesterov`, [output, mu], dims);
+      const ahead = emit.op('Mul', `${scope}/nesterov`, [output, emit.scalar(spec.momentum, `${scope}/nesterov_momentum`)], dims);
       direction = emit.op('Add', `${scope}/nesterov`, [direction, ahead], dims);
     } else {
       direction = output;
@@ -201,10 +200,9 @@ function adamScalars(emit: UpdateEmitter, spec: Extract<OptimizerSpec, { kind: '
   const scope = 'adamw';
   const lr64 = emit.toDouble(lr, `${scope}/lr`);
   const t64 = emit.toDouble(step, `${scope}/step`);
-  const one = emit.double(1, `${scope}/one`);
   const correction = (beta: number, name: string): Value => {
     const power = emit.op('Pow', `${scope}/${name}`, [emit.double(beta, `${scope}/${name}`), t64], [], undefined, DataType.DOUBLE);
-    return emit.op('Sub', `${scope}/${name}`, [one, power], [], undefined, DataType.DOUBLE);
+    return emit.op('Sub', `${scope}/${name}`, [emit.double(1, `${scope}/${name}/one`), power], [], undefined, DataType.DOUBLE);
   };
   const stepSize64 = emit.op('Div', `${scope}/step_size`, [lr64, correction(spec.beta1, 'beta1')], [], undefined, DataType.DOUBLE);
   const scale64 = emit.op('Sqrt', `${scope}/beta2`, [correction(spec.beta2, 'beta2')], [], undefined, DataType.DOUBLE);
@@ -214,7 +212,7 @@ function adamScalars(emit: UpdateEmitter, spec: Extract<OptimizerSpec, { kind: '
     if (!factor) {
       const name = `${scope}/decay_${factors.size}`;
       const shrink = emit.op('Mul', name, [lr64, emit.double(wd, `${name}/weight_decay`)], [], undefined, DataType.DOUBLE);
-      factor = emit.toFloat(emit.op('Sub', name, [one, shrink], [], undefined, DataType.DOUBLE), name);
+      factor = emit.toFloat(emit.op('Sub', name, [emit.double(1, `${name}/one`), shrink], [], undefined, DataType.DOUBLE), name);
       factors.set(wd, factor);
     }
     return factor;
