@@ -7,6 +7,8 @@
 //  cross-entropy  CE = −(1/N) Σ_n log softmax(Z)[n, y_n], as F.cross_entropy. Computed through
 //                 LogSoftmax, never Log(Softmax) (which underflows to −inf for confident rows).
 //                 With Y = OneHot(y): dCE/dZ = (softmax(Z) − Y) / N, softmax(Z) = Exp(LogSoftmax).
+//                 Labels lie in [0, C); there is no ignore_index (a label outside [−C, C) gets an
+//                 all-zero OneHot row, so its row adds nothing but still counts in N).
 //  distillation   soft-target cross-entropy against teacher probabilities P at temperature T,
 //                 scaled by T² so its gradient keeps its size as T changes (Hinton et al.):
 //                 KD = −(T²/N) Σ_n Σ_c P[n,c] · log softmax(Z/T)[n,c] = T² · F.cross_entropy(Z/T, P),
@@ -26,7 +28,7 @@
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
 import { tensorType, type Model, type Value } from '../compiler/ir.js';
 import { OpBuilder, type Attrs } from '../compiler/op-builder.js';
-import { DataType } from '../compiler/tensor.js';
+import { DataType, dtypeShortName } from '../compiler/tensor.js';
 
 export interface LossSpec {
   kind: 'cross-entropy' | 'mse';
@@ -110,7 +112,7 @@ function checkSpec(spec: LossSpec): void {
 /** The logits' dims when they are float32 with a fully static shape ([N, C] for cross-entropy). */
 function staticDims(logits: Value, kind: LossSpec['kind']): number[] {
   const shape = logits.shape;
-  const found = logits.tensorType ? `${logits.name} of element type ${logits.elemType} and shape [${shape?.map((d) => d ?? '?').join(', ') ?? '*'}]` : `${logits.name} of unknown type`;
+  const found = logits.tensorType ? `${logits.name}: ${dtypeShortName[logits.elemType!] ?? logits.elemType} of shape [${shape?.map((d) => d ?? '?').join(', ') ?? '*'}]` : `${logits.name} of unknown type`;
   const rankOk = shape !== null && (kind === 'mse' ? shape.length >= 1 : shape.length === 2);
   if (logits.elemType !== DataType.FLOAT || !rankOk || !shape.every((d) => typeof d === 'number')) {
     throw userError(ErrorCodes.UNSUPPORTED, `the ${kind} loss needs float32 logits of a static shape${kind === 'mse' ? '' : ' [N, C]'}`, {

@@ -14,14 +14,18 @@
 //         m' = β1·m + (1−β1)·g;  v' = β2·v + (1−β2)·g²;
 //         w' = w·(1 − lr·wd) − (lr / (1 − β1^t)) · m' / (√v' / √(1 − β2^t) + ε).
 //         The per-step scalars are computed in float64, as PyTorch does in Python: in float32,
-//         1 − 0.999^t loses about five digits to cancellation at t = 1.
+//         1 − 0.999^t at t = 1 is off by 1.3e-5 (0.999 itself rounds, then cancels), which
+//         would move every early update by about 6e-6 of its size.
+// A pair may override the weight decay, as a PyTorch parameter group would (commonly none on
+// biases and norm scales). `step` must be ≥ 1 at run time (AdamW divides by 1 − β1^t); every
+// train graph takes it, SGD's too, so a trainer feeds the same inputs whatever the optimizer.
 // Names: inputs `lr`, `step`, `<param>.momentum`, `<param>.adam_m`, `<param>.adam_v`; outputs
 // `<param>.updated` and `<state input>.updated`, in parameter order.
 
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
 import { tensorType, type Model, type Value } from '../compiler/ir.js';
 import { OpBuilder } from '../compiler/op-builder.js';
-import { DataType, Tensor } from '../compiler/tensor.js';
+import { DataType, Tensor, dtypeShortName } from '../compiler/tensor.js';
 
 export type OptimizerSpec =
   | { kind: 'sgd'; momentum: number; nesterov: boolean; weightDecay: number; dampening?: 0 }
@@ -77,6 +81,7 @@ function badFlag(what: string, value: unknown, expected: string): never {
 }
 
 function checkSpec(spec: OptimizerSpec, params: ParamGrad[]): void {
+  if (spec.kind !== 'sgd' && spec.kind !== 'adamw') badFlag('kind', (spec as { kind: unknown }).kind, '"sgd" or "adamw"');
   const nonNegative = (x: number): boolean => Number.isFinite(x) && x >= 0;
   for (const p of params) {
     if (p.weightDecay !== undefined && !nonNegative(p.weightDecay)) badFlag(`weight decay for ${p.param.name}`, p.weightDecay, 'a finite number ≥ 0');
@@ -88,7 +93,6 @@ function checkSpec(spec: OptimizerSpec, params: ParamGrad[]): void {
     if (spec.nesterov && spec.momentum === 0) badFlag('momentum with Nesterov', 0, 'a momentum > 0 (Nesterov needs one, as in PyTorch)');
     return;
   }
-  if (spec.kind !== 'adamw') badFlag('kind', (spec as { kind: unknown }).kind, '"sgd" or "adamw"');
   const beta = (x: number): boolean => Number.isFinite(x) && x >= 0 && x < 1;
   if (!beta(spec.beta1)) badFlag('beta1', spec.beta1, 'a number in [0, 1)');
   if (!beta(spec.beta2)) badFlag('beta2', spec.beta2, 'a number in [0, 1)');
@@ -103,7 +107,7 @@ function checkPair(model: Model, pair: ParamGrad, all: ParamGrad[], index: numbe
   if (param.elemType !== DataType.FLOAT || !shape || !shape.every((d) => typeof d === 'number')) {
     throw userError(ErrorCodes.UNSUPPORTED, `parameter ${param.name} cannot be trained: the optimizer needs float32 parameters of a static shape`, {
       expected: 'a float32 tensor with every dim a number',
-      found: `element type ${param.elemType ?? '?'}, shape [${shape?.map((d) => d ?? '?').join(', ') ?? '*'}]`,
+      found: `${dtypeShortName[param.elemType ?? 0] ?? param.elemType}, shape [${shape?.map((d) => d ?? '?').join(', ') ?? '*'}]`,
       hint: 'train-step graphs update float32 weights; keep other parameters frozen',
     });
   }

@@ -261,7 +261,8 @@ describe('add-loss user errors', () => {
     expect(codeOf(() => lossModel({ kind: 'cross-entropy' }, ['N', 10]))).toBe('SLC009');
     expect(codeOf(() => lossModel({ kind: 'cross-entropy' }, [2, 3, 4]))).toBe('SLC009');
   });
-  it('SLC007 for distillation settings that cannot be used', () => {
+  it('SLC007 for loss settings that cannot be used', () => {
+    expect(codeOf(() => lossModel({ kind: 'hinge' } as unknown as LossSpec, [2, 3]))).toBe('SLC007');
     expect(codeOf(() => lossModel({ kind: 'mse', distill: { weight: 0.5, temperature: 1 } }, [2, 3]))).toBe('SLC007');
     expect(codeOf(() => lossModel({ kind: 'cross-entropy', distill: { weight: 1.5, temperature: 1 } }, [2, 3]))).toBe('SLC007');
     expect(codeOf(() => lossModel({ kind: 'cross-entropy', distill: { weight: 0.5, temperature: 0 } }, [2, 3]))).toBe('SLC007');

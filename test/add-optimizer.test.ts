@@ -358,6 +358,7 @@ describe('add-optimizer errors', () => {
     expect(codeOf(() => optimizerModel(params, { kind: 'adamw', beta1: 1, beta2: 0.999, eps: 1e-8, weightDecay: 0 }))).toBe('SLC007');
     expect(codeOf(() => optimizerModel(params, { kind: 'adamw', beta1: 0.9, beta2: 0.999, eps: -1, weightDecay: 0 }))).toBe('SLC007');
     expect(codeOf(() => optimizerModel(params, { kind: 'adamw', beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: Number.NaN }))).toBe('SLC007');
+    expect(codeOf(() => optimizerModel(params, { kind: 'lamb' } as unknown as OptimizerSpec))).toBe('SLC007');
     expect(codeOf(() => optimizerModel([{ name: 'w', shape: [2], weightDecay: -1 }], { kind: 'sgd', momentum: 0, nesterov: false, weightDecay: 0 }))).toBe('SLC007');
   });
   it('SLC009 for parameters that are not static float32 tensors', () => {
