@@ -152,8 +152,8 @@ describe('add-loss against PyTorch', () => {
       const batch: Batch = { logits: Float32Array.from(ref.logits), labels: ref.labels, teacher: ref.teacher && Float32Array.from(ref.teacher) };
       const out = await run(batch);
       await close();
-      expect(Math.abs(out.loss - ref.loss) / Math.abs(ref.loss)).toBeLessThan(1e-5);
-      expect(maxRelativeError(out.grad, ref.grad, 1e-3)).toBeLessThan(1e-4);
+      expect(Math.abs(out.loss - ref.loss) / Math.abs(ref.loss)).toBeLessThan(1e-6);
+      expect(maxRelativeError(out.grad, ref.grad, 1e-3)).toBeLessThan(1e-5);
       expect(Math.abs(referenceLoss(ref.spec, ref.shape, batch) - ref.loss) / Math.abs(ref.loss)).toBeLessThan(1e-12);
     });
   }
