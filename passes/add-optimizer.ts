@@ -152,7 +152,7 @@ class UpdateEmitter {
     return this.op('Cast', scope, [x], [], outputName, DataType.FLOAT, { to: DataType.FLOAT });
   }
 
-  /** A new state graph input shaped like `param`, and the name its update will carry. */
+  /** A new state graph input shaped like `param`, named `<param>.<state>`. */
   stateInput(param: Value, role: StateRole): Value {
     return this.b.input(`${param.name}.${STATE_NAMES[role]}`, param.type!);
   }
