@@ -266,6 +266,18 @@ def grad_reference(name, model, x_shape, opset, seed):
     save(name, proto, arrays)
 
 
+def replay_step(model, velocity, xb, yb, lr, momentum, nesterov, weight_decay):
+    """The update the README documents, written out, to confirm torch.optim.SGD does exactly it:
+    v' = μ·v + (g + wd·w); w' = w − lr·v' (Nesterov: w' = w − lr·(g + wd·w + μ·v'))."""
+    model.zero_grad()
+    F.cross_entropy(model(xb), yb).backward()
+    with torch.no_grad():
+        for pname, param in model.named_parameters():
+            d = param.grad + weight_decay * param
+            velocity[pname] = momentum * velocity[pname] + d
+            param -= lr * (d + momentum * velocity[pname] if nesterov else velocity[pname])
+
+
 def sgd_reference(name, seed, lr, momentum, nesterov, weight_decay, batches=8, batch=16):
     """One epoch of torch.optim.SGD over fixed batches in order. Labels come from a fixed random
     linear teacher so the loss has something to learn."""
@@ -276,6 +288,8 @@ def sgd_reference(name, seed, lr, momentum, nesterov, weight_decay, batches=8, b
     teacher = torch.randn((144, 10), generator=gen)
     y = torch.argmax(x.flatten(1) @ teacher, dim=1)
     proto = export(model, x[:batch], 13)
+    replay = copy.deepcopy(model)
+    velocity = {pname: torch.zeros_like(param) for pname, param in replay.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     model.train()
     losses = []
@@ -286,6 +300,10 @@ def sgd_reference(name, seed, lr, momentum, nesterov, weight_decay, batches=8, b
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        replay_step(replay, velocity, xb, yb, lr, momentum, nesterov, weight_decay)
+    for (pname, param), replayed in zip(model.named_parameters(), replay.parameters()):
+        if not torch.allclose(param, replayed, rtol=1e-5, atol=1e-7):
+            raise SystemExit(f'{name}: {pname} after torch.optim.SGD differs from the documented update')
     arrays = {'x': f32(x), 'y': y.numpy().astype(np.int64), 'losses': np.array(losses, dtype=np.float32),
               'lr': np.float32(lr), 'momentum': np.float32(momentum), 'nesterov': np.bool_(nesterov),
               'weight_decay': np.float32(weight_decay), 'batch_size': np.int64(batch)}
