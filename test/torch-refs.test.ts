@@ -312,7 +312,8 @@ describe.each(GRAD_MODELS)('torch reference %s', (name) => {
         weights[v] = { dims: [channels], data: variance };
       }
       const logits = await session.logits(floats(ref, 'x'), x.shape, weights);
-      expect(maxAbsDiff(logits, floats(ref, 'logits'))).toBeLessThan(2e-4);
+      // 2e-5: feeding the unbiased variance instead misses by 1e-4 .. 1e-3
+      expect(maxAbsDiff(logits, floats(ref, 'logits'))).toBeLessThan(2e-5);
       // with the eval-mode statistics the train-mode logits are not reproduced: the check can fail
       expect(maxAbsDiff(await session.logits(floats(ref, 'x'), x.shape), floats(ref, 'logits'))).toBeGreaterThan(1e-2);
       await session.release();
