@@ -14,8 +14,8 @@ running_mean = 0.9·running_mean + 0.1·mean and running_var = 0.9·running_var 
 (UNBIASED variance, n = N·H·W); SGD (PyTorch): v' = μ·v + (g + wd·w), w' = w − lr·v', Nesterov
 w' = w − lr·(g + wd·w + μ·v').
 
-Run with /usr/bin/python3 scripts/make-torch-refs.py [OUT_DIR]; the output is deterministic for a
-given torch build (fixed seeds, one thread).
+Needs python3-torch and python3-onnx. Run with /usr/bin/python3 scripts/make-torch-refs.py
+[OUT_DIR]; the output is deterministic for a given torch build (fixed seeds, one thread).
 """
 
 import copy
