@@ -231,11 +231,11 @@ def check_running_stats(bname, bn, before, bn_input):
         raise SystemExit(f'{bname}: running statistics do not follow the documented update')
 
 
-def grad_reference(name, model, x_shape, opset, seed):
+def grad_reference(name, model_class, x_shape, opset, seed):
     """One train-mode forward and backward on a fixed batch."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = model()
+    model = model_class()
     perturb_norm_params(model, gen)
     x, y = batch_of(gen, x_shape)
     proto = export(model, x, opset)
