@@ -22,6 +22,7 @@ import { activeGroups, describePartition, keptWidths, partitionChannels, type Pa
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
 import { remapAnalysis } from '../passes/remap-analysis.js';
+import { mergeAdditions } from '../passes/analysis-additions.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
@@ -235,16 +236,27 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
   const mode = options.norm ?? 'gn';
   if (mode === 'keep') return { mode, sites: {}, skipped: [], calibration: null };
   if (mode === 'none') {
-    const folded = steps.run('fold-batch-norm', model, () => foldBatchNorm(model, analysis), { transform: true });
+    const folded = steps.run('fold-batch-norm', model, () => {
+      const r = foldBatchNorm(model, analysis);
+      mergeAdditions(model.graph, analysis, partition, r.additions);
+      return r;
+    }, { transform: true });
     return { mode, sites: { folded: folded.folded }, skipped: folded.kept.map((k) => ({ where: k, why: 'BatchNorm kept' })), calibration: null };
   }
   const before = encodeModel(model);
-  const inserted = steps.run('insert-group-norm', model, () => insertGroupNorm(model, analysis, partition), {
+  const inserted = steps.run('insert-group-norm', model, () => {
+    const r = insertGroupNorm(model, analysis, partition);
+    mergeAdditions(model.graph, analysis, partition, r.additions);
+    return r;
+  }, {
     transform: true,
-    sections: (r) => [{ title: 'group norms', lines: [
-      ...r.sites.map((s) => `${s.kind} ${s.form} on ${s.input.name}: ${s.groups} groups → ${s.output.name}`),
-      ...r.skipped.map((s) => `skipped ${s.where}: ${s.why}`),
-    ] }],
+    sections: (r) => [
+      { title: 'group norms', lines: [
+        ...r.sites.map((s) => `${s.kind} ${s.form} on ${s.input.name}: ${s.groups} groups → ${s.output.name}`),
+        ...r.skipped.map((s) => `skipped ${s.where}: ${s.why}`),
+      ] },
+      { title: 'groups', lines: describePartition(partition) },
+    ],
   });
   const sites: Record<string, number> = {};
   for (const s of inserted.sites) sites[s.kind] = (sites[s.kind] ?? 0) + 1;

@@ -16,6 +16,7 @@ import { inferShapes } from '../compiler/shape-inference.js';
 import { Tensor } from '../compiler/tensor.js';
 import { coupleChannels, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
+import { mergeAdditions } from '../passes/analysis-additions.js';
 import { makeElastic } from '../passes/make-elastic.js';
 import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
@@ -114,7 +115,7 @@ describe('group independence', () => {
       const analysis = coupleChannels(model, { layerNorms: 'rewrite' });
       const partition = partitionChannels(analysis, 4);
       reorderChannels(model.graph, analysis, partition);
-      insertGroupNorm(model, analysis, partition);
+      mergeAdditions(model.graph, analysis, partition, insertGroupNorm(model, analysis, partition).additions);
       const rate = 0.5;
       const kept = keptWidths(partition, rate);
       const feeds = randomFeeds(readModel(file), 5, 2)!;
