@@ -27,6 +27,12 @@ export interface ImageLayout {
   width?: number;
 }
 
+/** Canonical dtype names: the manifest's short forms (f32, i64, ...) map to NumPy's. */
+export function normalizeDtype(dtype: string): string {
+  const long: Record<string, string> = { f32: 'float32', f64: 'float64', i64: 'int64', i32: 'int32', u8: 'uint8', float: 'float32', double: 'float64' };
+  return long[dtype] ?? dtype;
+}
+
 export function describe(shape: readonly (number | string | null)[]): string {
   return `[${shape.map((d) => (d === null ? '?' : String(d))).join(', ')}]`;
 }
@@ -46,7 +52,7 @@ function misfit(where: string, expected: ExpectedInput, found: string, hint?: st
  */
 export function imageLayout(expected: ExpectedInput, images: RawImages | null, where: string, resize?: { height: number; width: number }): ImageLayout {
   const s = expected.shape;
-  if (!['float32', 'f32', 'float'].includes(expected.dtype)) {
+  if (normalizeDtype(expected.dtype) !== 'float32') {
     throw misfit(where, expected, `images (float32 after normalization)`, 'image data feeds float inputs; use an .npz for other dtypes');
   }
   let layout: ImageLayout;

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
 import { Rng } from '../compiler/rng.js';
 import { loadImageFolder, loadPackageDataset, PACKAGE_DATASETS, type PackageDatasetName, type RawImages } from './data-sources.js';
-import { convertImages, describe, imageLayout, labelsOf, modelShape, normalizeUint8, pixelTable, type ExpectedInput, type Normalize } from './data-layout.js';
+import { convertImages, describe, imageLayout, labelsOf, modelShape, normalizeDtype, normalizeUint8, pixelTable, type ExpectedInput, type Normalize } from './data-layout.js';
 import { allocate, readNpy, readNpz, sizeOf, type NdArray } from './npz.js';
 
 export type { ExpectedInput, Normalize };
@@ -46,7 +46,7 @@ export interface Dataset {
 export interface LoadOptions {
   /** Model input the data must fit: shape as in the manifest (dim 0, the batch, is not checked). */
   expect: ExpectedInput;
-  /** Fraction of the training examples held out for validation, drawn with `seed`. */
+  /** Fraction of the training examples held out for validation, drawn with `seed` (0 or absent: none). */
   valSplit?: number;
   /** Resize images (folders only) to [height, width]; `fit` as in sharp (default cover = scale and center-crop). */
   resize?: { height: number; width: number; fit?: 'cover' | 'fill' | 'contain' };
@@ -110,11 +110,6 @@ function targetsOf(y: NdArray, where: string): NdArray {
   throw userError(ErrorCodes.BAD_INPUT_FILE, `${where}: y is ${y.dtype}`, { expected: 'integer class labels or float targets', found: y.dtype });
 }
 
-function normalizeDtype(dtype: string): string {
-  const short: Record<string, string> = { f32: 'float32', f64: 'float64', i64: 'int64', i32: 'int32', u8: 'uint8', float: 'float32', double: 'float64' };
-  return short[dtype] ?? dtype;
-}
-
 /** Shapes: x's dims after the first must equal the model's numeric dims; y must have one entry per example. */
 function checkSplit(split: Split, expected: ExpectedInput, where: string): Split {
   const { x, y } = split;
@@ -141,10 +136,6 @@ function isDir(p: string): boolean {
   } catch {
     return false;
   }
-}
-
-function exists(p: string): boolean {
-  return fs.existsSync(p);
 }
 
 /** Rows `indices` of an array (first axis). */
@@ -195,11 +186,11 @@ function splitOffValidation(train: Split, fraction: number, seed: number): { tra
 
 /** Loads a --data spec for a model input; throws user errors naming what does not fit. */
 export async function loadDataset(spec: string, opts: LoadOptions): Promise<Dataset> {
-  if (opts.valSplit !== undefined && !(opts.valSplit > 0 && opts.valSplit < 1)) {
-    throw userError(ErrorCodes.BAD_FLAG, `--val-split must be a fraction between 0 and 1`, { expected: 'a number in (0, 1), e.g. 0.1', found: String(opts.valSplit) });
+  if (opts.valSplit !== undefined && !(opts.valSplit >= 0 && opts.valSplit < 1)) {
+    throw userError(ErrorCodes.BAD_FLAG, `--val-split must be a fraction in [0, 1)`, { expected: 'a number in [0, 1), e.g. 0.1 (0: none)', found: String(opts.valSplit) });
   }
   const dataset = await loadSource(spec, opts);
-  if (opts.valSplit === undefined) return dataset;
+  if (!opts.valSplit) return dataset;
   if (dataset.val) {
     throw userError(ErrorCodes.BAD_FLAG, `--val-split given but ${spec} already holds a validation set`, { expected: 'one of the two', found: 'x_val/y_val and --val-split', hint: 'drop --val-split' });
   }
@@ -221,14 +212,14 @@ async function loadSource(spec: string, opts: LoadOptions): Promise<Dataset> {
     return { source: spec, classes: null, val: null, test: null, train: fromArrays(readNpy(parts[0]!), readNpy(parts[1]!), opts, spec) };
   }
   if (spec.endsWith('.npz')) {
-    if (!exists(spec)) throw badSpec(spec, 'no such file');
+    if (!fs.existsSync(spec)) throw badSpec(spec, 'no such file');
     const arrays = readNpz(spec);
     const optional = (suffix: string) => (arrays.has(`x_${suffix}`) || arrays.has(`y_${suffix}`)
       ? fromArrays(arrays.get(`x_${suffix}`), arrays.get(`y_${suffix}`), opts, `${spec} (${suffix})`) : null);
     return { source: spec, classes: null, train: fromArrays(arrays.get('x'), arrays.get('y'), opts, spec), val: optional('val'), test: optional('test') };
   }
   if (isDir(spec)) {
-    if (exists(path.join(spec, 'x.npy')) && exists(path.join(spec, 'y.npy'))) {
+    if (fs.existsSync(path.join(spec, 'x.npy')) && fs.existsSync(path.join(spec, 'y.npy'))) {
       return { source: spec, classes: null, val: null, test: null, train: fromArrays(readNpy(path.join(spec, 'x.npy')), readNpy(path.join(spec, 'y.npy')), opts, spec) };
     }
     // Without --resize, images go to the model's own spatial size when it fixes one.
@@ -238,7 +229,7 @@ async function loadSource(spec: string, opts: LoadOptions): Promise<Dataset> {
     const images = await loadImageFolder(spec, { channels: layout.channels, resize });
     return { source: spec, classes: images.classes, val: null, test: null, train: fromImages(images, opts, spec) };
   }
-  throw badSpec(spec, exists(spec) ? 'a file that is neither .npz nor .npy' : 'no such file, folder or package dataset');
+  throw badSpec(spec, fs.existsSync(spec) ? 'a file that is neither .npz nor .npy' : 'no such file, folder or package dataset');
 }
 
 /** A uniformly random permutation of 0..n-1 (Fisher–Yates). */

@@ -70,6 +70,22 @@ describe('npz and npy specs', () => {
     expect([...(norm.train.x.data as Float32Array)].map((v) => Number(v.toFixed(4)))).toEqual([0, 1, 0.1, 1, -1, 0.2]);
   });
 
+  it('reads a NumPy-written batch (x float32, y int64) and keeps uint8 pixels compact until batched', async () => {
+    const batch = await loadDataset(path.join(import.meta.dirname, 'data', 'npz', 'batch.npz'), { expect: model([2, 12]) });
+    expect(batch.train.x.shape).toEqual([2, 12]);
+    expect(batch.train.x.data[0]).toBe(-11.5 / 4);
+    expect(labels(batch.train.y)).toEqual([1, 0]);
+    const file = path.join(dir, 'pixels.npz');
+    writeNpz(file, { x: { dtype: 'uint8', shape: [3, 4], data: new Uint8Array([0, 51, 102, 255, 1, 2, 3, 4, 5, 6, 7, 8]) }, y: i64([0, 1, 1]) });
+    const d = await loadDataset(file, { expect: model(['N', 4]), normalize: { mean: [0.5], std: [0.5] } });
+    expect(d.train.x.dtype).toBe('uint8');
+    const whole = materialize(d.train);
+    expect(whole.x.dtype).toBe('float32');
+    expect([...(whole.x.data as Float32Array).subarray(0, 4)].map((v) => Number(v.toFixed(4)))).toEqual([-1, -0.6, -0.2, 1]);
+    const [b] = [...new BatchIterator(d.train, { batchSize: 3, shuffle: false }).epoch()];
+    expect([...(b!.x.data as Float32Array)]).toEqual([...(whole.x.data as Float32Array)]);
+  });
+
   it('loads .npy pairs given as x.npy,y.npy or as a folder', async () => {
     const sub = path.join(dir, 'pair');
     fs.mkdirSync(sub);
@@ -100,6 +116,7 @@ describe('npz and npy specs', () => {
     expect(await userErrorOf(() => loadDataset(path.join(dir, 'nothing.npz'), { expect: model(['N', 2]) }))).toMatch(/cannot use --data[\s\S]*no such file/);
     expect(await userErrorOf(() => loadDataset('imagenet', { expect: model(['N', 2]) }))).toMatch(/fashion-mnist \| mnist \| file\.npz/);
     expect(await userErrorOf(() => loadDataset(file, { expect: model(['N', 1, 4, 4]), valSplit: 1.5 }))).toMatch(/SLC007.*--val-split/);
+    expect((await loadDataset(file, { expect: model(['N', 1, 4, 4]), valSplit: 0 })).val).toBeNull();
   });
 
   it('holds out a seeded validation split, disjoint and deterministic', async () => {
