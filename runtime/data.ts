@@ -52,6 +52,10 @@ export interface LoadOptions {
   resize?: { height: number; width: number; fit?: 'cover' | 'fill' | 'contain' };
   /** Pixel normalization for image sources and uint8 arrays; default scale 1/255, mean 0, std 1. */
   normalize?: Normalize;
+  /** The .npz array holding the targets (plan.json loss.label; default y). */
+  label?: string;
+  /** Classes of the model's output: integer labels must lie in [0, classes). */
+  classes?: number;
   /** Seed of the validation draw (default 0). */
   seed?: number;
   /** Where package datasets cache their parsed form (default data-sources.defaultCacheDir()). */
@@ -73,11 +77,11 @@ function fromImages(images: RawImages, opts: LoadOptions, where: string): Split 
   return { x: convertImages(images, layout, opts.normalize), y };
 }
 
-function fromArrays(x: NdArray | undefined, y: NdArray | undefined, opts: LoadOptions, where: string): Split {
+function fromArrays(x: NdArray | undefined, y: NdArray | undefined, opts: LoadOptions, where: string, labelName = 'y'): Split {
   if (!x || !y) {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `${where} lacks ${!x ? 'x' : 'y'}`, {
-      expected: 'arrays x (model input, examples first) and y (labels or targets)', found: x ? 'no y' : 'no x',
-      hint: "np.savez('data.npz', x=images, y=labels)",
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `${where} lacks ${!x ? 'x' : labelName}`, {
+      expected: `arrays x (model input, examples first) and ${labelName} (labels or targets)`, found: x ? `no ${labelName}` : 'no x',
+      hint: `np.savez('data.npz', x=images, ${labelName}=labels)`,
     });
   }
   return checkSplit({ ...convertArray(x, opts, where), y: targetsOf(y, where) }, opts.expect, where);
@@ -128,6 +132,20 @@ function checkSplit(split: Split, expected: ExpectedInput, where: string): Split
     });
   }
   return split;
+}
+
+/** Integer labels must index the model's classes (cross-entropy would read past its logits). */
+function checkLabels(y: NdArray, classes: number, where: string): void {
+  if (y.dtype !== 'int64') return;
+  const data = y.data as BigInt64Array;
+  for (let i = 0; i < data.length; i++) {
+    const label = data[i]!;
+    if (label < 0n || label >= BigInt(classes)) {
+      throw userError(ErrorCodes.BAD_INPUT_FILE, `${where}: label ${label} at example ${i} is not a class of the model`, {
+        expected: `labels in [0, ${classes - 1}] (the model has ${classes} outputs)`, found: String(label),
+      });
+    }
+  }
 }
 
 function isDir(p: string): boolean {
@@ -190,6 +208,11 @@ export async function loadDataset(spec: string, opts: LoadOptions): Promise<Data
     throw userError(ErrorCodes.BAD_FLAG, `--val-split must be a fraction in [0, 1)`, { expected: 'a number in [0, 1), e.g. 0.1 (0: none)', found: String(opts.valSplit) });
   }
   const dataset = await loadSource(spec, opts);
+  if (opts.classes !== undefined) {
+    for (const [name, split] of [['train', dataset.train], ['val', dataset.val], ['test', dataset.test]] as const) {
+      if (split) checkLabels(split.y, opts.classes, `${spec} (${name})`);
+    }
+  }
   if (!opts.valSplit) return dataset;
   if (dataset.val) {
     throw userError(ErrorCodes.BAD_FLAG, `--val-split given but ${spec} already holds a validation set`, { expected: 'one of the two', found: 'x_val/y_val and --val-split', hint: 'drop --val-split' });
@@ -199,6 +222,11 @@ export async function loadDataset(spec: string, opts: LoadOptions): Promise<Data
 }
 
 async function loadSource(spec: string, opts: LoadOptions): Promise<Dataset> {
+  if (opts.label !== undefined && opts.label !== 'y' && !spec.endsWith('.npz')) {
+    throw userError(ErrorCodes.BAD_FLAG, `label ${opts.label} names an .npz array, but ${spec} is not an .npz`, {
+      expected: 'label y for packages, .npy pairs and image folders', found: opts.label,
+    });
+  }
   if (spec in PACKAGE_DATASETS) {
     const pkg = loadPackageDataset(spec as PackageDatasetName, opts.cacheDir);
     if (opts.resize) throw badSpec(spec, `resize for ${spec}: its images are 28×28 and are used as they are`);
@@ -214,9 +242,10 @@ async function loadSource(spec: string, opts: LoadOptions): Promise<Dataset> {
   if (spec.endsWith('.npz')) {
     if (!fs.existsSync(spec)) throw badSpec(spec, 'no such file');
     const arrays = readNpz(spec);
-    const optional = (suffix: string) => (arrays.has(`x_${suffix}`) || arrays.has(`y_${suffix}`)
-      ? fromArrays(arrays.get(`x_${suffix}`), arrays.get(`y_${suffix}`), opts, `${spec} (${suffix})`) : null);
-    return { source: spec, classes: null, train: fromArrays(arrays.get('x'), arrays.get('y'), opts, spec), val: optional('val'), test: optional('test') };
+    const label = opts.label ?? 'y';
+    const optional = (suffix: string) => (arrays.has(`x_${suffix}`) || arrays.has(`${label}_${suffix}`)
+      ? fromArrays(arrays.get(`x_${suffix}`), arrays.get(`${label}_${suffix}`), opts, `${spec} (${suffix})`, `${label}_${suffix}`) : null);
+    return { source: spec, classes: null, train: fromArrays(arrays.get('x'), arrays.get(label), opts, spec, label), val: optional('val'), test: optional('test') };
   }
   if (isDir(spec)) {
     if (fs.existsSync(path.join(spec, 'x.npy')) && fs.existsSync(path.join(spec, 'y.npy'))) {

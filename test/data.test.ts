@@ -119,6 +119,17 @@ describe('npz and npy specs', () => {
     expect((await loadDataset(file, { expect: model(['N', 1, 4, 4]), valSplit: 0 })).val).toBeNull();
   });
 
+  it('reads targets from the array the plan names, and checks labels against the classes', async () => {
+    const file = path.join(dir, 'named.npz');
+    writeNpz(file, { x: f32([3, 2], (i) => i), digits: i64([0, 9, 4]), digits_test: i64([10]), x_test: f32([1, 2], () => 0) });
+    const d = await loadDataset(file, { expect: model(['N', 2]), label: 'digits' });
+    expect(labels(d.train.y)).toEqual([0, 9, 4]);
+    expect(await userErrorOf(() => loadDataset(file, { expect: model(['N', 2]) }))).toMatch(/lacks y/);
+    expect(await userErrorOf(() => loadDataset(file, { expect: model(['N', 2]), label: 'digits', classes: 10 })))
+      .toMatch(/\(test\): label 10 at example 0 is not a class of the model[\s\S]*labels in \[0, 9\]/);
+    expect(await userErrorOf(() => loadDataset('mnist', { expect: model(['N', 784]), label: 'digits' }))).toMatch(/label digits names an \.npz array/);
+  });
+
   it('holds out a seeded validation split, disjoint and deterministic', async () => {
     const file = path.join(dir, 'val.npz');
     writeNpz(file, { x: f32([20, 1], (i) => i), y: i64(Array.from({ length: 20 }, (_, i) => i % 3)) });
