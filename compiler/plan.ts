@@ -149,6 +149,12 @@ export function applyOverrides(plan: Plan, overrides: PlanOverrides, origin = 'c
     base.schedule.milestones = base.schedule.milestones.map((m) => Math.round((m * epochs) / plan.epochs));
   }
   if (overrides.sampling?.mode && overrides.sampling.mode !== plan.sampling.mode) base.sampling = samplingDefaults(overrides.sampling.mode);
+  if (overrides.rates) {
+    // Fewer rates than the sampling draws: draw what there is, unless the counts are given too.
+    const count = overrides.rates.length;
+    if (base.sampling.mode === 'sandwich' && overrides.sampling?.random === undefined) base.sampling.random = Math.min(base.sampling.random, Math.max(0, count - 2));
+    if (base.sampling.mode === 'uniform' && overrides.sampling?.perBatch === undefined) base.sampling.perBatch = Math.min(base.sampling.perBatch, count);
+  }
   return validatePlan(mergeDeep(base, overrides), origin);
 }
 

@@ -122,6 +122,8 @@ describe('overrides', () => {
     expect(applyOverrides(step, { epochs: 20 }).schedule).toMatchObject({ milestones: [10, 16] });
     expect(applyOverrides(step, { epochs: 20, schedule: { milestones: [3] } }).schedule).toMatchObject({ milestones: [3] });
     expect(applyOverrides(base(), { sampling: { mode: 'uniform' } }).sampling).toEqual({ mode: 'uniform', perBatch: 1 });
+    expect(applyOverrides(base(), { rates: [1, 0.5] }).sampling).toEqual({ mode: 'sandwich', random: 0 });
+    expect(errorOf(() => applyOverrides(base(), { rates: [1, 0.5], sampling: { random: 1 } }))).toMatch(/invalid sampling\.random/);
   });
 
   it('checks the result and names the flags as its origin', () => {
