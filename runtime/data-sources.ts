@@ -6,8 +6,8 @@
 // Package splits are deterministic: within each class, in the package's order (empty entries
 // dropped), the last ⌊n/7⌋ images are the test set. For fashion-mnist, 7000 per class, that is
 // the last 1000 of each class: 60,000 train / 10,000 test, the original proportion. mnist ships
-// only ~1000 images per digit (10,000 in all), so the same 1/7 rule leaves ~860 per digit to
-// train on. mnist stores pixels as p/255 rounded to 3 decimals; round(v·255) recovers p exactly
+// only ~1000 images per digit (10,000 in all), so the same 1/7 rule gives 8,576 train / 1,424
+// test. mnist stores pixels as p/255 rounded to 3 decimals; round(v·255) recovers p exactly
 // (the rounding error, at most 0.0005·255 ≈ 0.13, is below one half).
 
 import * as fs from 'node:fs';
