@@ -18,6 +18,7 @@ import { printModel } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
 import { verifyModel } from './verifier.js';
+import { isStepName, STEPS } from './steps.js';
 
 export const EXIT_OK = 0;
 export const EXIT_USER_ERROR = 1;
@@ -153,9 +154,9 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         stats: opts.stats === true,
       };
       // Loaded on demand: print and verify do not need the passes.
-      const { compile, STEPS } = await import('./pipeline.js');
-      checkStepNames('--print-before', opts.printBefore, STEPS);
-      checkStepNames('--print-after', opts.printAfter, STEPS);
+      const { compile } = await import('./pipeline.js');
+      checkStepNames('--print-before', opts.printBefore);
+      checkStepNames('--print-after', opts.printAfter);
       const result = await compile(options);
       if (opts.json) {
         writeJson(io, result);
@@ -243,10 +244,10 @@ function collectSteps(flag: string): (value: string, previous: string[] | undefi
   };
 }
 
-function checkStepNames(flag: string, names: string[] | undefined, steps: readonly string[]): void {
+function checkStepNames(flag: string, names: string[] | undefined): void {
   for (const name of names ?? []) {
-    if (name !== 'all' && !steps.includes(name)) {
-      throw badFlag(flag, `"all" or a step name: ${steps.join(', ')}`, name);
+    if (name !== 'all' && !isStepName(name)) {
+      throw badFlag(flag, `"all" or a step name: ${STEPS.join(', ')} (a per-rate step also as step@rate, e.g. prune-to-rate@0.500)`, name);
     }
   }
 }

@@ -22,19 +22,17 @@ import { find } from '../passes/channel-space.js';
 import { activeGroups, describePartition, keptWidths, partitionChannels, type Partition } from '../passes/partition-channels.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
-import { remapAnalysis } from '../passes/remap-analysis.js';
+import { applyReplacements, remapAnalysis } from '../passes/remap-analysis.js';
+import { upgradeOpset } from '../passes/upgrade-opset.js';
 import { mergeAdditions } from '../passes/analysis-additions.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
-import { makeElastic } from '../passes/make-elastic.js';
+import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { runFloat } from '../runtime/session.js';
 import { loadCalibration, syntheticCalibration } from './calibration-data.js';
 
-export const STEPS = [
-  'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
-  'calibrate-group-norm', 'make-elastic', 'prune-to-rate',
-] as const;
+export { STEPS } from './steps.js';
 
 export interface StepHook {
   (step: string, model: Model, sections: PrintSection[]): void;
@@ -192,7 +190,12 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       });
     }
     const { model: elastic, map: elasticMap } = cloneModel(model);
-    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, remapAnalysis(analysis, elasticMap), partition), { transform: true });
+    const upgrade = steps.run('upgrade-opset', elastic, () => upgradeOpset(elastic, ELASTIC_MIN_OPSET), {
+      transform: true,
+      sections: (r) => [{ title: 'upgrade-opset', lines: r.upgraded ? [`from ${r.from} to ${ELASTIC_MIN_OPSET}`, ...r.converted.map((c) => `rewrote ${c}`)] : [`kept opset ${r.from}`] }],
+    });
+    const elasticAnalysis = applyReplacements(remapAnalysis(analysis, elasticMap), upgrade.replaced);
+    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, elasticAnalysis, partition), { transform: true });
     writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
     const full = inferFullCost(model, rateResults);
     for (const r of rateResults) r.macRatio = full > 0 ? r.macs / full : 1;
