@@ -165,15 +165,17 @@ export function autodiff(model: Model, opts: AutodiffOptions): AutodiffResult {
     for (const v of node.inputs) if (v) reaching.add(v);
     if (node.inputs.some((v) => v !== null && reached.has(v)) && node.outputs.some((o) => reached.has(o) && reaching.has(o))) needed.push(node);
   }
+  const b = new OpBuilder(graph, opset);
+  let current: Node | null = null;
+  const c = makeContext(model, b, reached, () => current);
+  // refuse before emitting anything: ops without a rule, values without static shapes
   for (const node of needed) {
     if ((node.domain !== '' && node.domain !== 'ai.onnx') || !GRADIENT_RULES[node.op]) {
       throw unsupportedOp(node, 'no gradient rule for this op');
     }
+    current = node;
+    for (const v of [...node.inputs, ...node.outputs]) if (v && reached.has(v)) c.dims(v);
   }
-
-  const b = new OpBuilder(graph, opset);
-  let current: Node | null = null;
-  const c = makeContext(model, b, reached, () => current);
   const contributions = new Map<Value, Value[]>();
   const contribute = (v: Value, g: Value): void => {
     const list = contributions.get(v);

@@ -60,12 +60,12 @@ function windowOf(node: Node, spatialIn: number[], kernel: number[]): Window {
 
 /**
  * dW of a Conv whose input `input` is [N, G·Cg, S] and whose output gradient `dOut` is
- * [N, G·Mg, So]; the result is [G·Mg, Cg, kernel].
+ * [N, G·Mg, So] (dims given: backward values carry no type yet); the result is [G·Mg, Cg, kernel].
  */
-function convWeightGrad(c: GradContext, input: Value, dOut: Value, group: number, win: Window): Value {
+function convWeightGrad(c: GradContext, input: Value, inputDims: number[], dOut: Value, dOutDims: number[], group: number, win: Window): Value {
   const b = c.b;
-  const [n, channels, ...spatial] = c.dims(input);
-  const [, outChannels, ...outSpatial] = c.dims(dOut);
+  const [n, channels, ...spatial] = inputDims;
+  const [, outChannels, ...outSpatial] = dOutDims;
   const cg = channels! / group;
   const mg = outChannels! / group;
   const rest = range(3, 3 + spatial.length);
@@ -112,7 +112,7 @@ export function convGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Val
       dilations: win.dilations, group, kernel_shape: win.kernel, output_padding: outputPadding, pads: win.pads, strides: win.strides,
     });
   }
-  const dW = c.needs(w!) ? convWeightGrad(c, x!, g, group, win) : null;
+  const dW = c.needs(w!) ? convWeightGrad(c, x!, xd, g, c.dims(node.outputs[0]!), group, win) : null;
   const dB = bias && c.needs(bias) ? biasGrad(c, g, xd.length) : null;
   return [dX, dW, dB];
 }
@@ -134,7 +134,7 @@ export function convTransposeGrad(c: GradContext, node: Node, dY: (Value | null)
   };
   const dX = c.needs(x!) ? c.b.conv(g, w!, null, { kernelShape: win.kernel, strides: win.strides, dilations: win.dilations, pads: win.pads, group }) : null;
   // the equivalent Conv reads this node's output and writes its input
-  const dW = c.needs(w!) ? convWeightGrad(c, g, x!, group, win) : null;
+  const dW = c.needs(w!) ? convWeightGrad(c, g, c.dims(node.outputs[0]!), x!, xd, group, win) : null;
   const dB = bias && c.needs(bias) ? biasGrad(c, g, xd.length) : null;
   return [dX, dW, dB];
 }

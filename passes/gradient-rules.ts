@@ -323,14 +323,18 @@ const gelu: Unary = (c, x, _y, g, node) => {
   return b.mul(g, b.add(cdf, b.mul(x, pdf)));
 };
 
+/** Clip: x gets dY where min ≤ x ≤ max; a bound gets dY where it clipped. */
 const clip: GradRule = (c, node, [g]) => {
   const [x, min, max] = node.inputs;
+  const y = node.outputs[0]!;
   const conds: Value[] = [];
   if (min) conds.push(c.b.op1('GreaterOrEqual', [x!, min]));
   if (max) conds.push(c.b.op1('LessOrEqual', [x!, max]));
   if (conds.length === 0) return [g!];
   const cond = conds.length === 2 ? c.b.op1('And', conds) : conds[0]!;
-  return [mask(c, cond, g!, x!), null, null];
+  const bound = (v: Value | null | undefined, op: string): Value | null =>
+    v && c.needs(v) ? c.sumTo(mask(c, c.b.op1(op, [x!, v]), g!, x!), y, v) : null;
+  return [c.needs(x!) ? mask(c, cond, g!, x!) : null, bound(min, 'Less'), bound(max, 'Greater')];
 };
 
 const softmax: GradRule = (c, node, [g]) => {

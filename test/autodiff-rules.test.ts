@@ -120,6 +120,11 @@ const ELEMENTWISE: Record<string, Case> = {
   'Clip min and max': {
     build: (n) => n.b.clip(n.input('x', [2, 3, 4]), -0.5, 0.5), wrt: ['x'], gen: { x: wide(1) },
   },
+  'Clip with bounds as inputs (gradients into the bounds)': {
+    build: (n) => n.b.clip(n.input('x', [2, 3, 4]), n.input('lo', []), n.input('hi', [])),
+    wrt: ['x', 'lo', 'hi'],
+    gen: { x: wide(1), lo: (dims) => ({ dims, data: Float32Array.of(-0.4) }), hi: (dims) => ({ dims, data: Float32Array.of(0.55) }) },
+  },
   'Clip max only': {
     build: (n) => n.b.clip(n.input('x', [2, 3, 4]), undefined, 0.25), wrt: ['x'], gen: { x: wide(1) },
   },
@@ -356,6 +361,170 @@ describe('autodiff rules match central differences', () => {
   for (const [group, cases] of Object.entries({ elementwise: ELEMENTWISE, linear: LINEAR, spatial: SPATIAL, norms: NORMS, data: DATA })) {
     describe(group, () => {
       for (const [name, c] of Object.entries(cases)) it(name, async () => void (await check(c)));
+    });
+  }
+});
+
+describe('autodiff driver', () => {
+  it('sums fan-out with one Sum after the last contribution and names it <value>.grad', async () => {
+    const res = await check({
+      build: (n) => {
+        const x = n.input('x', [2, 3]);
+        return n.b.add(n.b.mul(x, x), n.b.op1('Tanh', [x]));
+      },
+      wrt: ['x'],
+    });
+    const x = res.model.graph.inputs.find((v) => v.name === 'x')!;
+    const grad = res.result.gradients.get(x)!;
+    expect(grad.name).toBe('x.grad');
+    expect(grad.producer!.op).toBe('Sum');
+    expect(grad.producer!.inputs.length).toBe(3);
+    expect(res.backwardNodes.filter((node) => node.op === 'Sum').length).toBe(1);
+  });
+
+  it('gives null for a wrt value that does not reach the seed', () => {
+    const n = net();
+    const x = n.input('x', [2]);
+    const unused = n.input('unused', [2]);
+    const y = n.b.op1('Tanh', [x]);
+    n.b.op1('Neg', [unused]);
+    n.model.graph.outputs.push(y);
+    refreshShapes(n.model);
+    const seed = n.input('dy', [2]);
+    const res = autodiff(n.model, { seeds: [{ value: y, grad: seed }], wrt: [x, unused] });
+    expect(res.gradients.get(unused)).toBeNull();
+    expect(res.gradients.get(x)).not.toBeNull();
+    expect(res.nodes).toBeGreaterThan(0);
+  });
+
+  it('refuses an op without a gradient rule with a user error naming it, before emitting anything', () => {
+    const n = net();
+    const x = n.input('x', [2, 3]);
+    const y = n.b.op1('Tanh', [n.b.op1('Cos', [x], {}, { name: 'cosine' })]);
+    n.model.graph.outputs.push(y);
+    refreshShapes(n.model);
+    const before = n.model.graph.nodes.length;
+    let caught: unknown;
+    try {
+      autodiff(n.model, { seeds: [{ value: y, grad: n.input('dy', [2, 3]) }], wrt: [x] });
+    } catch (e) {
+      caught = e;
+    }
+    expect(isUserError(caught)).toBe(true);
+    expect((caught as Error & { code: string }).code).toBe('SLC009');
+    expect((caught as Error).message).toContain('Cos "cosine"');
+    expect(n.model.graph.nodes.length).toBe(before);
+  });
+
+  it('refuses an opset below 18 and dynamic shapes with user errors', () => {
+    const old = net(13);
+    const x = old.input('x', [2]);
+    const y = old.b.op1('Tanh', [x]);
+    old.model.graph.outputs.push(y);
+    expect(() => autodiff(old.model, { seeds: [{ value: y, grad: x }], wrt: [x] })).toThrow(/opset 18/);
+    const dyn = net();
+    const xd = dyn.input('x', ['N' as unknown as number, 2]);
+    const yd = dyn.b.op1('Tanh', [xd]);
+    dyn.model.graph.outputs.push(yd);
+    refreshShapes(dyn.model);
+    expect(() => autodiff(dyn.model, { seeds: [{ value: yd, grad: xd }], wrt: [xd] })).toThrow(/static shapes/);
+  });
+
+  it('gives no gradient into integer inputs (indices, casts from int, conditions)', async () => {
+    const res = await check({
+      build: (n) => {
+        const x = n.input('x', [4, 3]);
+        const k = n.input('k', [3], DataType.INT32);
+        const ids = n.input('ids', [2], DataType.INT64);
+        const scaled = n.b.mul(x, n.b.cast(k, DataType.FLOAT));
+        const picked = n.b.gather(scaled, ids, 0);
+        return n.b.op1('Where', [n.b.op1('Greater', [picked, n.b.floatConst([0], [])]), picked, n.b.op1('Neg', [picked])]);
+      },
+      wrt: ['x'],
+      gen: { x: wide(1) },
+      extraFeeds: {
+        k: new ort.Tensor('int32', Int32Array.from([1, -2, 3]), [3]),
+        ids: new ort.Tensor('int64', BigInt64Array.from([3n, 0n]), [2]),
+      },
+    });
+    const graph = res.model.graph;
+    const ints = graph.inputs.filter((v) => v.name === 'k' || v.name === 'ids');
+    for (const node of res.backwardNodes) {
+      for (const o of node.outputs) expect(o.name.startsWith('k.') || o.name.startsWith('ids.')).toBe(false);
+    }
+    expect(() => autodiff(res.model, { seeds: [], wrt: ints })).toThrow(/not a float/);
+  });
+});
+
+describe('training mode', () => {
+  it('BatchNormalization outputs running statistics with the ONNX momentum (hand computation)', async () => {
+    const n = net();
+    const rng = new Rng(5);
+    const dims = [3, 2, 2, 2];
+    const mean0 = [0.25, -0.5];
+    const var0 = [1.5, 0.75];
+    const x = n.input('x', dims);
+    const y = n.b.op1('BatchNormalization', [x, n.param('scale', Tensor.float32([2], [1.5, -0.5])), n.param('bias', Tensor.float32([2], [0.1, 0.2])), n.param('mean', Tensor.float32([2], mean0)), n.param('var', Tensor.float32([2], var0))], { epsilon: 1e-3, momentum: 0.7 });
+    n.model.graph.outputs.push(y);
+    const training = toTrainingMode(n.model, { dropout: 'off' });
+    expect(training.runningStats.map((s) => s.input.name)).toEqual(['mean', 'var']);
+    n.model.graph.outputs.push(...training.runningStats.map((s) => s.updated));
+    refreshShapes(n.model);
+    const data = rng.uniform(24, -2, 2);
+    const session = await ort.InferenceSession.create(encodeModel(n.model));
+    const out = await session.run({ x: new ort.Tensor('float32', data, dims) });
+    await session.release();
+    for (let ch = 0; ch < 2; ch++) {
+      const values: number[] = [];
+      for (let b = 0; b < 3; b++) for (let k = 0; k < 4; k++) values.push(data[b * 8 + ch * 4 + k]!);
+      const mu = values.reduce((a, v) => a + v, 0) / values.length;
+      const variance = values.reduce((a, v) => a + (v - mu) ** 2, 0) / values.length;
+      const runningMean = out[training.runningStats[0]!.updated.name]!.data as Float32Array;
+      const runningVar = out[training.runningStats[1]!.updated.name]!.data as Float32Array;
+      expect(runningMean[ch]).toBeCloseTo(mean0[ch]! * 0.7 + mu * 0.3, 5);
+      expect(runningVar[ch]).toBeCloseTo(var0[ch]! * 0.7 + variance * 0.3, 5);
+      const yData = out[y.name]!.data as Float32Array;
+      const scale = [1.5, -0.5][ch]!;
+      const bias = [0.1, 0.2][ch]!;
+      expect(yData[8 + ch * 4 + 1]).toBeCloseTo(((data[8 + ch * 4 + 1]! - mu) / Math.sqrt(variance + 1e-3)) * scale + bias, 4);
+    }
+  });
+
+  it('Dropout off is removed; mask mode makes a mask input', () => {
+    const off = net();
+    const x = off.input('x', [2, 3]);
+    off.model.graph.outputs.push(off.b.op1('Tanh', [off.b.op1('Dropout', [x])]));
+    expect(toTrainingMode(off.model, { dropout: 'off' }).dropoutMasks).toEqual([]);
+    expect(off.model.graph.nodes.map((node) => node.op)).toEqual(['Tanh']);
+    const masked = net();
+    masked.model.graph.outputs.push(masked.b.op1('Dropout', [masked.input('x', [2, 3])]));
+    const res = toTrainingMode(masked.model, { dropout: 'mask' });
+    expect(res.dropoutMasks.length).toBe(1);
+    expect(masked.model.graph.inputs).toContain(res.dropoutMasks[0]);
+    expect(masked.model.graph.nodes.map((node) => node.op)).toEqual(['Mul', 'Mul']);
+  });
+});
+
+describe('whole fixture models', () => {
+  for (const file of ['lenet-bn.onnx', 'resnet-small.onnx', 'mobilenet-se.onnx']) {
+    it(`${file}: train-mode gradients of every parameter match a finite difference`, async () => {
+      const model = readModel(path.join(REPO_ROOT, 'fixtures', file));
+      upgradeOpset(model, 18);
+      for (const input of model.graph.inputs) {
+        const t = input.tensorType!;
+        input.type = tensorType(t.elemType, [2, ...t.shape!.slice(1)]);
+      }
+      for (const output of model.graph.outputs) output.type = null;
+      refreshShapes(model);
+      const training = toTrainingMode(model, { dropout: 'off' });
+      const stats = new Set(training.runningStats.map((s) => s.input));
+      const params = model.graph.initializers.filter((v) => v.elemType === DataType.FLOAT && !stats.has(v) && v.uses.length > 0);
+      const res = await gradcheck(model, { wrt: params.map((v) => v.name), joint: true, seed: 3, eps: Number(process.env.EPS ?? 1e-3) });
+      expect(mismatches(res.checks, 2e-3)).toEqual([]);
+      expect(res.backwardNodes.filter((node) => node.domain !== '').map((node) => node.op)).toEqual([]);
+      const missing = params.filter((v) => !res.gradients[v.name]).map((v) => v.name);
+      expect(missing).toEqual([]);
+      console.log(`${file}: ${params.length} parameters, ${res.result.nodes} backward nodes, check ${JSON.stringify(res.checks[0])}`);
     });
   }
 });

@@ -93,20 +93,25 @@ export async function gradcheck(model: Model, opts: GradcheckOptions): Promise<G
   const eps = opts.eps ?? 1e-3;
   refreshShapes(model);
   const byName = graph.valuesByName();
+  const base: Record<string, Dense> = {};
+  // wrt initializers become plain graph inputs (onnxruntime ignores feeds for initializers)
   const wrt = opts.wrt.map((name) => {
     const v = byName.get(name);
     if (!v) throw new Error(`gradcheck: no value ${name}`);
+    if (v.const) {
+      base[name] = { dims: [...v.const.dims], data: v.const.data() as Float32Array };
+      v.const = null;
+      graph.initializers = graph.initializers.filter((i) => i !== v);
+    }
     if (!graph.inputs.includes(v)) graph.inputs.push(v);
     return v;
   });
   const output = opts.output ? byName.get(opts.output)! : graph.outputs[0]!;
-  const base: Record<string, Dense> = {};
   for (const input of graph.inputs) {
-    if (input.elemType !== DataType.FLOAT) continue;
+    if (input.elemType !== DataType.FLOAT || input.const) continue;
     const given = opts.feeds?.[input.name];
     if (given) base[input.name] = given;
-    else if (input.const) base[input.name] = { dims: [...input.const.dims], data: input.const.data() as Float32Array };
-    else base[input.name] = uniform(staticDims(input), rng);
+    else base[input.name] ??= uniform(staticDims(input), rng);
   }
   const forwardBytes = encodeModel(model);
 
