@@ -505,26 +505,39 @@ describe('training mode', () => {
   });
 });
 
-describe('whole fixture models', () => {
+/** A fixture ready for a train step: opset 18, batch 2, training mode; its float parameters. */
+function trainableFixture(file: string): { model: Model; params: Value[] } {
+  const model = readModel(path.join(REPO_ROOT, 'fixtures', file));
+  upgradeOpset(model, 18);
+  for (const input of model.graph.inputs) {
+    const t = input.tensorType!;
+    input.type = tensorType(t.elemType, [2, ...t.shape!.slice(1)]);
+  }
+  for (const output of model.graph.outputs) output.type = null;
+  refreshShapes(model);
+  const training = toTrainingMode(model, { dropout: 'off' });
+  const stats = new Set(training.runningStats.map((s) => s.input));
+  const params = model.graph.initializers.filter((v) => v.elemType === DataType.FLOAT && !stats.has(v) && v.uses.length > 0);
+  return { model, params };
+}
+
+describe('whole fixture models (train mode, every float parameter)', () => {
   for (const file of ['lenet-bn.onnx', 'resnet-small.onnx', 'mobilenet-se.onnx']) {
-    it(`${file}: train-mode gradients of every parameter match a finite difference`, async () => {
-      const model = readModel(path.join(REPO_ROOT, 'fixtures', file));
-      upgradeOpset(model, 18);
-      for (const input of model.graph.inputs) {
-        const t = input.tensorType!;
-        input.type = tensorType(t.elemType, [2, ...t.shape!.slice(1)]);
-      }
-      for (const output of model.graph.outputs) output.type = null;
-      refreshShapes(model);
-      const training = toTrainingMode(model, { dropout: 'off' });
-      const stats = new Set(training.runningStats.map((s) => s.input));
-      const params = model.graph.initializers.filter((v) => v.elemType === DataType.FLOAT && !stats.has(v) && v.uses.length > 0);
-      const res = await gradcheck(model, { wrt: params.map((v) => v.name), joint: true, seed: 3, eps: Number(process.env.EPS ?? 1e-3) });
+    it(`${file}: one random direction over all parameters matches a finite difference`, async () => {
+      const { model, params } = trainableFixture(file);
+      const res = await gradcheck(model, { wrt: params.map((v) => v.name), joint: true, seed: 3 });
       expect(mismatches(res.checks, 2e-3)).toEqual([]);
       expect(res.backwardNodes.filter((node) => node.domain !== '').map((node) => node.op)).toEqual([]);
-      const missing = params.filter((v) => !res.gradients[v.name]).map((v) => v.name);
-      expect(missing).toEqual([]);
-      console.log(`${file}: ${params.length} parameters, ${res.result.nodes} backward nodes, check ${JSON.stringify(res.checks[0])}`);
+      expect(params.filter((v) => !res.gradients[v.name]).map((v) => v.name)).toEqual([]);
+    });
+
+    // Per tensor, stepping along its own gradient: the derivative there is |∇|-sized, so a
+    // gradient off by a few percent shows. The bound leaves room for ReLU, MaxPool and Clip
+    // kinks crossed by the step and for float32 rounding (4× the estimated noise floor).
+    it(`${file}: each parameter tensor's derivative along its gradient matches within 2%`, async () => {
+      const { model, params } = trainableFixture(file);
+      const res = await gradcheck(model, { wrt: params.map((v) => v.name), seed: 5, eps: 1e-4, direction: 'gradient' });
+      expect(mismatches(res.checks, 2e-2, 4)).toEqual([]);
     });
   }
 });
