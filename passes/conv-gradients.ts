@@ -1,5 +1,5 @@
-// Gradient rules for the spatial ops: Conv, ConvTranspose, MaxPool, AveragePool,
-// GlobalAveragePool and Resize, in standard ops only (verified forms, shared notes on gradients).
+// The long gradient forms, in standard ops only (verified forms, shared notes on gradients):
+// Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, Resize and the normalizations.
 //
 // - Conv input gradient: ConvTranspose(dY, W) with the forward group, strides, dilations and
 //   pads, and output_padding = (H + pad_begin + pad_end − ((k−1)·d + 1)) mod s so the result is
@@ -16,6 +16,10 @@
 //   (and pad the tail a floor-mode pool never read); count is a constant per output position.
 // - Resize (nearest, linear) is linear and separable: per resized axis Y = A·X with a constant
 //   [out, in] interpolation matrix built here from the coordinate rules, so dX = Aᵀ·dY per axis.
+// - Normalizations (BatchNormalization with batch or running statistics, InstanceNormalization,
+//   LayerNormalization; group norms are built from these): with x̂ the normalized input and
+//   isd = 1/σ, dX = isd·(g − mean(g) − x̂·mean(g·x̂)) with g = dY·γ and means over the normalized
+//   axes; dγ = Σ dY·x̂, dβ = Σ dY. Running statistics get no gradient.
 
 import { tensorType, type Node, type Value } from '../compiler/ir.js';
 import { DataType } from '../compiler/tensor.js';
@@ -198,6 +202,77 @@ export function globalAveragePoolGrad(c: GradContext, node: Node, dY: (Value | n
   const xd = c.dims(x);
   const scaled = c.b.mul(dY[0]!, c.scalar(1 / product(xd.slice(2)), x));
   return [c.b.op1('Expand', [scaled, c.ints(xd)])];
+}
+
+/** Batch statistics over `axes`: x̂ = (x − mean)·isd with isd = 1/√(var + ε). */
+function standardize(c: GradContext, x: Value, axes: number[], epsilon: number): { xhat: Value; isd: Value } {
+  const b = c.b;
+  const centered = b.sub(x, b.reduce('ReduceMean', x, axes, true));
+  const variance = b.reduce('ReduceMean', b.mul(centered, centered), axes, true);
+  const isd = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]);
+  return { xhat: b.mul(centered, isd), isd };
+}
+
+/** dX = isd·(g − mean(g) − x̂·mean(g·x̂)), g the gradient of x̂, means over `axes`. */
+function normalizedInputGrad(c: GradContext, g: Value, xhat: Value, isd: Value, axes: number[]): Value {
+  const b = c.b;
+  const meanG = b.reduce('ReduceMean', g, axes, true);
+  const meanGX = b.reduce('ReduceMean', b.mul(g, xhat), axes, true);
+  return b.mul(isd, b.sub(b.sub(g, meanG), b.mul(xhat, meanGX)));
+}
+
+function noGradOnExtraOutputs(node: Node, dY: (Value | null)[]): void {
+  if (dY.slice(1).some((g) => g !== null)) throw unsupportedOp(node, 'a gradient reaches one of its statistics outputs');
+}
+
+/** Channel-wise (axis 1) normalization: BatchNormalization and InstanceNormalization. */
+function channelNormGrad(kind: 'batch' | 'instance', c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  noGradOnExtraOutputs(node, dY);
+  const g = dY[0]!;
+  const [x, scale, bias, mean, variance] = node.inputs as Value[];
+  const b = c.b;
+  const xd = c.dims(x);
+  const perChannel = (v: Value): Value => b.reshape(v, c.ints([xd[1]!, ...new Array<number>(xd.length - 2).fill(1)]));
+  const epsilon = node.attrFloat('epsilon', 1e-5);
+  const sumAxes = [0, ...range(2, xd.length)];
+  const batchStats = kind === 'instance' || node.attrInt('training_mode', 0) === 1;
+  let xhat: () => Value;
+  let dX: Value | null = null;
+  if (batchStats) {
+    const statAxes = kind === 'batch' ? sumAxes : range(2, xd.length);
+    const s = standardize(c, x, statAxes, epsilon);
+    xhat = () => s.xhat;
+    if (c.needs(x)) dX = normalizedInputGrad(c, b.mul(g, perChannel(scale)), s.xhat, s.isd, statAxes);
+  } else {
+    const isd = perChannel(b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]));
+    xhat = () => b.mul(b.sub(x, perChannel(mean)), isd);
+    if (c.needs(x)) dX = b.mul(g, b.mul(perChannel(scale), isd));
+  }
+  const dScale = c.needs(scale) ? b.reduce('ReduceSum', b.mul(g, xhat()), sumAxes, false) : null;
+  const dBias = c.needs(bias) ? b.reduce('ReduceSum', g, sumAxes, false) : null;
+  return [dX, dScale, dBias, null, null];
+}
+
+export function layerNormGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  noGradOnExtraOutputs(node, dY);
+  const g = dY[0]!;
+  const [x, scale, bias] = node.inputs;
+  const y = node.outputs[0]!;
+  const rank = c.dims(x!).length;
+  const axes = range((node.attrInt('axis', -1) + rank) % rank, rank);
+  const s = standardize(c, x!, axes, node.attrFloat('epsilon', 1e-5));
+  const dX = c.needs(x!) ? normalizedInputGrad(c, c.b.mul(g, scale!), s.xhat, s.isd, axes) : null;
+  const dScale = c.needs(scale!) ? c.sumTo(c.b.mul(g, s.xhat), y, scale!) : null;
+  const dBias = bias && c.needs(bias) ? c.sumTo(g, y, bias) : null;
+  return [dX, dScale, dBias];
+}
+
+export function batchNormGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  return channelNormGrad('batch', c, node, dY);
+}
+
+export function instanceNormGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  return channelNormGrad('instance', c, node, dY);
 }
 
 /** Source coordinate of output index `o` on one axis (ONNX Resize coordinate_transformation_mode). */

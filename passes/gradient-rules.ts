@@ -5,15 +5,17 @@
 // indices, conditions, exponents or running statistics get null (no gradient).
 //
 // Verified forms (shared notes on gradients): Relu Where(X > 0, dY, 0); Sigmoid dY·Y·(1−Y);
-// Tanh dY·(1−Y²); Softmax Y·(dY − Σ dY·Y); LogSoftmax dY − exp(Y)·Σ dY; normalizations
-// dX = isd·(g − mean(g) − x̂·mean(g·x̂)) with g = dY·γ, dγ = Σ dY·x̂, dβ = Σ dY; Concat splits,
-// Slice pads, Transpose inverts, Reshape reshapes back. Conv, ConvTranspose, pooling and Resize
-// live in conv-gradients.ts.
+// Tanh dY·(1−Y²); Softmax Y·(dY − Σ dY·Y); LogSoftmax dY − exp(Y)·Σ dY; Concat splits, Slice
+// pads, Transpose inverts, Reshape reshapes back. The long forms (Conv, ConvTranspose, pooling,
+// Resize, the normalizations) live in conv-gradients.ts.
 
 import { tensorType, type Node, type Value } from '../compiler/ir.js';
 import { DataType } from '../compiler/tensor.js';
 import { unsupportedOp, type GradContext, type GradRule } from './autodiff.js';
-import { averagePoolGrad, convGrad, convTransposeGrad, globalAveragePoolGrad, maxPoolGrad, resizeGrad } from './conv-gradients.js';
+import {
+  averagePoolGrad, batchNormGrad, convGrad, convTransposeGrad, globalAveragePoolGrad, instanceNormGrad, layerNormGrad, maxPoolGrad,
+  resizeGrad,
+} from './conv-gradients.js';
 
 type Unary = (c: GradContext, x: Value, y: Value, g: Value, node: Node) => Value;
 
@@ -103,71 +105,6 @@ const gemm: GradRule = (c, node, [g]) => {
     dC = c.sumTo(scaled, node.outputs[0]!, cm);
   }
   return [dA, dB, dC];
-};
-
-/** Batch statistics over `axes`: x̂ = (x − mean)·isd with isd = 1/√(var + ε). */
-function standardize(c: GradContext, x: Value, axes: number[], epsilon: number): { xhat: Value; isd: Value } {
-  const b = c.b;
-  const centered = b.sub(x, b.reduce('ReduceMean', x, axes, true));
-  const variance = b.reduce('ReduceMean', b.mul(centered, centered), axes, true);
-  const isd = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]);
-  return { xhat: b.mul(centered, isd), isd };
-}
-
-/** dX = isd·(g − mean(g) − x̂·mean(g·x̂)), g the gradient of x̂, means over `axes`. */
-function normalizedInputGrad(c: GradContext, g: Value, xhat: Value, isd: Value, axes: number[]): Value {
-  const b = c.b;
-  const meanG = b.reduce('ReduceMean', g, axes, true);
-  const meanGX = b.reduce('ReduceMean', b.mul(g, xhat), axes, true);
-  return b.mul(isd, b.sub(b.sub(g, meanG), b.mul(xhat, meanGX)));
-}
-
-function noGradOnExtraOutputs(node: Node, dY: (Value | null)[]): void {
-  if (dY.slice(1).some((g) => g !== null)) throw unsupportedOp(node, 'a gradient reaches one of its statistics outputs');
-}
-
-/** Channel-wise (axis 1) normalization: BatchNormalization and InstanceNormalization. */
-function channelNorm(kind: 'batch' | 'instance'): GradRule {
-  return (c, node, dY) => {
-    noGradOnExtraOutputs(node, dY);
-    const g = dY[0]!;
-    const [x, scale, bias, mean, variance] = node.inputs as Value[];
-    const b = c.b;
-    const xd = c.dims(x!);
-    const perChannel = (v: Value): Value => b.reshape(v, c.ints([xd[1]!, ...new Array<number>(xd.length - 2).fill(1)]));
-    const epsilon = node.attrFloat('epsilon', 1e-5);
-    const sumAxes = [0, ...range(2, xd.length)];
-    const batchStats = kind === 'instance' || node.attrInt('training_mode', 0) === 1;
-    let xhat: Value;
-    let dX: Value | null = null;
-    if (batchStats) {
-      const statAxes = kind === 'batch' ? sumAxes : range(2, xd.length);
-      const s = standardize(c, x!, statAxes, epsilon);
-      xhat = s.xhat;
-      if (c.needs(x!)) dX = normalizedInputGrad(c, b.mul(g, perChannel(scale!)), xhat, s.isd, statAxes);
-    } else {
-      const isd = perChannel(b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance!, c.scalar(epsilon, x!))])]));
-      xhat = b.mul(b.sub(x!, perChannel(mean!)), isd);
-      if (c.needs(x!)) dX = b.mul(g, b.mul(perChannel(scale!), isd));
-    }
-    const dScale = c.needs(scale!) ? b.reduce('ReduceSum', b.mul(g, xhat), sumAxes, false) : null;
-    const dBias = c.needs(bias!) ? b.reduce('ReduceSum', g, sumAxes, false) : null;
-    return [dX, dScale, dBias, null, null];
-  };
-}
-
-const layerNorm: GradRule = (c, node, dY) => {
-  noGradOnExtraOutputs(node, dY);
-  const g = dY[0]!;
-  const [x, scale, bias] = node.inputs;
-  const y = node.outputs[0]!;
-  const rank = c.dims(x!).length;
-  const axes = range(normalizeAxis(node.attrInt('axis', -1), rank), rank);
-  const s = standardize(c, x!, axes, node.attrFloat('epsilon', 1e-5));
-  const dX = c.needs(x!) ? normalizedInputGrad(c, c.b.mul(g, scale!), s.xhat, s.isd, axes) : null;
-  const dScale = c.needs(scale!) ? c.sumTo(c.b.mul(g, s.xhat), y, scale!) : null;
-  const dBias = bias && c.needs(bias) ? c.sumTo(g, y, bias) : null;
-  return [dX, dScale, dBias];
 };
 
 /** ReduceSum/ReduceMean (axes as an input, opset ≥ 18): broadcast the gradient back. */
@@ -409,9 +346,9 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
   AveragePool: averagePoolGrad,
   GlobalAveragePool: globalAveragePoolGrad,
   Resize: resizeGrad,
-  BatchNormalization: channelNorm('batch'),
-  InstanceNormalization: channelNorm('instance'),
-  LayerNormalization: layerNorm,
+  BatchNormalization: batchNormGrad,
+  InstanceNormalization: instanceNormGrad,
+  LayerNormalization: layerNormGrad,
   ReduceSum: reduction(false),
   ReduceMean: reduction(true),
   // data movement
