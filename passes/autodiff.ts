@@ -182,7 +182,8 @@ export function autodiff(model: Model, opts: AutodiffOptions): AutodiffResult {
     if (list) list.push(g);
     else contributions.set(v, [g]);
   };
-  const renamed = new Set<Value>();
+  /** Backward values renamed `<value>.grad`, and the value each is named after. */
+  const namedAfter = new Map<Value, Value>();
   const emitted = (v: Value): boolean => v.producer !== null && !forwardNodes.has(v.producer);
   /** The gradient of v: its one contribution or their Sum (emitted now, after the last one). */
   const gradientOf = (v: Value): Value | null => {
@@ -190,9 +191,9 @@ export function autodiff(model: Model, opts: AutodiffOptions): AutodiffResult {
     if (!list) return null;
     b.namePrefix = `${v.name}.grad`;
     const g = list.length === 1 ? list[0]! : b.op1('Sum', list);
-    if (emitted(g) && !renamed.has(g)) {
+    if (emitted(g) && !namedAfter.has(g)) {
       g.name = graph.uniqueName(`${v.name}.grad`);
-      renamed.add(g);
+      namedAfter.set(g, v);
     }
     contributions.set(v, [g]);
     return g;
@@ -214,8 +215,18 @@ export function autodiff(model: Model, opts: AutodiffOptions): AutodiffResult {
   }
   current = null;
 
+  // every wrt value gets a gradient of its own, named after it (a shared or forward value, such
+  // as a seed passed through unchanged, is copied by an Identity), so each can be a graph output
   const gradients = new Map<Value, Value | null>();
-  for (const w of opts.wrt) gradients.set(w, gradientOf(w));
+  for (const w of opts.wrt) {
+    const g = gradientOf(w);
+    if (g && namedAfter.get(g) !== w) {
+      b.namePrefix = `${w.name}.grad`;
+      gradients.set(w, b.op1('Identity', [g], {}, { outputNames: [`${w.name}.grad`] }));
+    } else {
+      gradients.set(w, g);
+    }
+  }
   inferShapes(model);
   for (const [w, g] of gradients) {
     if (g && g.shape && w.shape && g.shape.join(',') !== w.shape.join(',')) {

@@ -179,7 +179,7 @@ const gather: GradRule = (c, node, [g]) => {
   const q = c.dims(indices).length;
   const rank = xd.length + q - 1;
   const toFront = [...range(axis, axis + q), ...range(0, axis), ...range(axis + q, rank)];
-  const rows = q === 0 && axis === 0 ? g! : b.transpose(g!, toFront);
+  const rows = toFront.every((p, i) => p === i) ? g! : b.transpose(g!, toFront);
   const d = xd[axis]!;
   let idx: Value;
   if (indices.const) {

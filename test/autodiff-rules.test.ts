@@ -266,6 +266,16 @@ const NORMS: Record<string, Case> = {
     build: (n) => n.b.groupNorm(n.input('x', [2, 4, 3, 3]), 2, n.input('gamma', [4, 1, 1]), n.input('beta', [4, 1, 1])),
     wrt: ['x', 'gamma', 'beta'],
   },
+  'group norm, InstanceNormalization form with Reshape(Shape(x)) back (insert-group-norm)': {
+    build: (n) => {
+      const x = n.input('x', [2, 4, 3, 3]);
+      const grouped = n.b.reshape(x, [0, 2, -1]);
+      const normed = n.b.instanceNorm(grouped, n.param('ones', Tensor.float32([2], [1, 1])), n.param('zeros', Tensor.float32([2], [0, 0])));
+      const back = n.b.reshape(normed, n.b.shape(x));
+      return n.b.add(n.b.mul(back, n.input('gamma', [4, 1, 1])), n.input('beta', [4, 1, 1]));
+    },
+    wrt: ['x', 'gamma', 'beta'],
+  },
   'group norm, MatMul form (insert-group-norm matrix)': {
     build: (n) => {
       const b = n.b;
@@ -323,10 +333,10 @@ const DATA: Record<string, Case> = {
   'Gather constant indices with repeats and negatives, axis 1': {
     build: (n) => n.b.gather(n.input('x', [2, 5, 3]), n.param('idx', Tensor.int64([2, 2], [0, -1, 2, 0])), 1), wrt: ['x'],
   },
-  'Gather run-time indices, axis 0 (embedding)': {
+  'Gather run-time indices with repeats and negatives, axis 0 (embedding)': {
     build: (n) => n.b.gather(n.input('table', [6, 4]), n.input('ids', [3], DataType.INT64), 0),
     wrt: ['table'],
-    extraFeeds: { ids: new ort.Tensor('int64', BigInt64Array.from([1n, 4n, 1n]), [3]) },
+    extraFeeds: { ids: new ort.Tensor('int64', BigInt64Array.from([1n, -2n, 1n]), [3]) },
   },
   'Gather scalar index': {
     build: (n) => n.b.gather(n.input('x', [2, 5, 3]), 3, 1), wrt: ['x'],
@@ -349,6 +359,10 @@ const DATA: Record<string, Case> = {
     build: (n) => n.b.op1('ReduceMean', [n.input('x', [2, 3])], { noop_with_empty_axes: 1 }), wrt: ['x'],
   },
   'Dropout inference (identity)': { build: (n) => n.b.op1('Dropout', [n.input('x', [2, 3])]), wrt: ['x'] },
+  'Dropout training mode with ratio 0 (mask output added to the node)': {
+    build: (n) => n.b.op1('Dropout', [n.input('x', [2, 3]), n.b.floatConst([0], []), n.param('training', Tensor.fromTyped(DataType.BOOL, [], Uint8Array.of(1)))]),
+    wrt: ['x'],
+  },
   'Dropout with a seeded mask (training)': {
     build: (n) => n.b.op1('Tanh', [n.b.op1('Dropout', [n.input('x', [2, 3]), n.b.floatConst([0.25], [])])]),
     wrt: ['x'],
@@ -380,6 +394,22 @@ describe('autodiff driver', () => {
     expect(grad.producer!.op).toBe('Sum');
     expect(grad.producer!.inputs.length).toBe(3);
     expect(res.backwardNodes.filter((node) => node.op === 'Sum').length).toBe(1);
+  });
+
+  it('gives every wrt value its own gradient value, even when a rule passes one through', () => {
+    const n = net();
+    const a = n.input('a', [2, 3]);
+    const bias = n.input('bias', [2, 3]);
+    const y = n.b.add(a, bias);
+    n.model.graph.outputs.push(y);
+    refreshShapes(n.model);
+    const seed = n.input('dy', [2, 3]);
+    const res = autodiff(n.model, { seeds: [{ value: y, grad: seed }], wrt: [a, bias] });
+    const ga = res.gradients.get(a)!;
+    const gb = res.gradients.get(bias)!;
+    expect(ga).not.toBe(gb);
+    expect([ga.name, gb.name]).toEqual(['a.grad', 'bias.grad']);
+    expect(ga.producer!.inputs[0]).toBe(seed);
   });
 
   it('gives null for a wrt value that does not reach the seed', () => {
