@@ -209,6 +209,8 @@ const SPATIAL: Record<string, Case> = {
   'Conv group 2, stride 2, dilation 2': convCase([2, 4, 9, 8], [6, 2, 3, 3], { group: 2, strides: [2, 2], dilations: [2, 1], pads: [1, 0, 1, 2] }),
   'Conv depthwise (group = C, multiplier 2)': convCase([2, 3, 6, 6], [6, 1, 3, 3], { group: 3, pads: [1, 1, 1, 1], strides: [2, 1] }),
   'Conv auto_pad SAME_UPPER stride 2, no bias': convCase([2, 3, 7, 6], [4, 3, 3, 3], { auto_pad: 'SAME_UPPER', strides: [2, 2] }, false),
+  'Conv auto_pad SAME_LOWER, stride 2': convCase([1, 2, 6, 7], [3, 2, 2, 3], { auto_pad: 'SAME_LOWER', strides: [2, 2] }),
+  'Conv 3-D, stride 2': convCase([1, 2, 4, 5, 3], [3, 2, 2, 3, 2], { strides: [2, 1, 2], pads: [0, 1, 1, 1, 0, 0] }),
   'Conv 1-D': convCase([2, 3, 9], [4, 3, 3], { strides: [2], pads: [1, 0] }),
   'ConvTranspose stride 2, asymmetric pads, output_padding': convTransposeCase([2, 4, 4, 3], [4, 3, 3, 3], 1, { strides: [2, 2], pads: [1, 0, 0, 1], output_padding: [1, 0] }),
   'ConvTranspose group 2, dilation 2': convTransposeCase([2, 4, 3, 4], [4, 2, 2, 3], 2, { dilations: [2, 2], strides: [1, 2] }),
@@ -220,6 +222,8 @@ const SPATIAL: Record<string, Case> = {
   'AveragePool ceil_mode, asymmetric pads': poolCase('AveragePool', { kernel_shape: [3, 2], strides: [2, 2], pads: [0, 1, 1, 0], ceil_mode: 1 }),
   'AveragePool ceil_mode, count_include_pad 1': poolCase('AveragePool', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 0, 1, 0], ceil_mode: 1, count_include_pad: 1 }),
   'AveragePool floor mode leaves a tail unread': poolCase('AveragePool', { kernel_shape: [2, 2], strides: [3, 3] }),
+  'AveragePool dilation 2 (opset 19)': { ...poolCase('AveragePool', { kernel_shape: [2, 2], dilations: [2, 2], pads: [1, 0, 1, 1] }), opset: 19 },
+  'AveragePool auto_pad SAME_UPPER': poolCase('AveragePool', { kernel_shape: [3, 3], strides: [2, 2], auto_pad: 'SAME_UPPER' }),
   'GlobalAveragePool': poolCase('GlobalAveragePool', {}),
   'Resize nearest x2 (half_pixel, round_prefer_floor)': {
     build: (n) => n.b.resize(n.input('x', [1, 2, 3, 4]), { scales: [1, 1, 2, 2], mode: 'nearest' }), wrt: ['x'],
