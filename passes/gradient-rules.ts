@@ -170,6 +170,26 @@ function flatPositions(dims: number[], first: number[], step: number[], count: n
   return out;
 }
 
+/** Indices as int64 in [0, d): constants wrapped here, run-time ones by Where(i < 0, i + d, i). */
+function wrappedIndices(c: GradContext, indices: Value, d: number): Value {
+  const b = c.b;
+  if (indices.const) {
+    const values = indices.const.numbers().map((i) => (i < 0 ? i + d : i));
+    return b.int64Const(values, `${b.namePrefix}/indices`, [...c.dims(indices)]);
+  }
+  const asInt64 = indices.elemType === DataType.INT64 ? indices : b.cast(indices, DataType.INT64);
+  return b.op1('Where', [b.op1('Less', [asInt64, c.ints([0])]), b.add(asInt64, c.ints([d])), asInt64]);
+}
+
+/** GatherElements: ScatterElements(add) of the gradient into zeros at the same indices. */
+const gatherElements: GradRule = (c, node, [g]) => {
+  const [x, indices] = [node.inputs[0]!, node.inputs[1]!];
+  const xd = c.dims(x);
+  const axis = normalizeAxis(node.attrInt('axis', 0), xd.length);
+  const idx = wrappedIndices(c, indices, xd[axis]!);
+  return [c.b.op1('ScatterElements', [c.zeros(xd, x), idx, g!], { axis, reduction: 'add' }), null];
+};
+
 /** Gather: ScatterND(add) of the gradient rows into zeros, with the gathered axis moved first. */
 const gather: GradRule = (c, node, [g]) => {
   const [x, indices] = [node.inputs[0]!, node.inputs[1]!];
@@ -181,15 +201,7 @@ const gather: GradRule = (c, node, [g]) => {
   const toFront = [...range(axis, axis + q), ...range(0, axis), ...range(axis + q, rank)];
   const rows = toFront.every((p, i) => p === i) ? g! : b.transpose(g!, toFront);
   const d = xd[axis]!;
-  let idx: Value;
-  if (indices.const) {
-    const values = indices.const.numbers().map((i) => (i < 0 ? i + d : i));
-    idx = b.int64Const(values, `${b.namePrefix}/indices`, [...c.dims(indices), 1]);
-  } else {
-    const asInt64 = indices.elemType === DataType.INT64 ? indices : b.cast(indices, DataType.INT64);
-    const wrapped = b.op1('Where', [b.op1('Less', [asInt64, c.ints([0])]), b.add(asInt64, c.ints([d])), asInt64]);
-    idx = b.unsqueeze(wrapped, c.ints([-1]));
-  }
+  const idx = b.unsqueeze(wrappedIndices(c, indices, d), c.ints([-1]));
   const frontDims = [d, ...xd.slice(0, axis), ...xd.slice(axis + 1)];
   const summed = b.op1('ScatterND', [c.zeros(frontDims, x), idx, rows], { reduction: 'add' });
   const back = [...range(1, axis + 1), 0, ...range(axis + 1, xd.length)];
@@ -330,6 +342,7 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
     return c.b.mul(g, c.b.mul(exponent, c.b.op1('Pow', [x, c.b.sub(exponent, c.scalar(1, x))])));
   }),
   Sum: broadcasting((_c, _n, g) => g),
+  Mean: broadcasting((c, n, g) => c.b.mul(g, c.scalar(1 / n.inputs.length, n.outputs[0]!))),
   Max: extremum,
   Min: extremum,
   Where: broadcasting((c, n, g, i) => {
@@ -377,5 +390,6 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
   },
   Slice: slice,
   Gather: gather,
+  GatherElements: gatherElements,
   Pad: pad,
 };

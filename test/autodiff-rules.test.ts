@@ -150,6 +150,7 @@ const ELEMENTWISE: Record<string, Case> = {
   'Sum of three with broadcasting': {
     build: (n) => n.b.op1('Sum', [n.input('a', [2, 3, 4]), n.input('b', [4]), n.input('c', [3, 1])]), wrt: ['a', 'b', 'c'],
   },
+  'Mean of two with broadcasting': binaryCase('Mean', [2, 3, 4], [3, 1]),
   'Where (no gradient to the condition), broadcast values': {
     build: (n) => {
       const cond = n.param('cond', Tensor.fromTyped(DataType.BOOL, [2, 3], Uint8Array.from([1, 0, 1, 0, 0, 1])));
@@ -341,6 +342,15 @@ const DATA: Record<string, Case> = {
     build: (n) => n.b.gather(n.input('table', [6, 4]), n.input('ids', [3], DataType.INT64), 0),
     wrt: ['table'],
     extraFeeds: { ids: new ort.Tensor('int64', BigInt64Array.from([1n, -2n, 1n]), [3]) },
+  },
+  'GatherElements run-time indices with negatives, axis 1 (picking label scores)': {
+    build: (n) => n.b.op1('GatherElements', [n.input('x', [3, 4]), n.input('labels', [3, 2], DataType.INT64)], { axis: 1 }),
+    wrt: ['x'],
+    extraFeeds: { labels: new ort.Tensor('int64', BigInt64Array.from([0n, 3n, -1n, 2n, 1n, 1n]), [3, 2]) },
+  },
+  'GatherElements constant indices, axis 0': {
+    build: (n) => n.b.op1('GatherElements', [n.input('x', [3, 4]), n.param('idx', Tensor.int64([2, 4], [0, 2, -1, 1, 1, 1, 0, 2]))], { axis: 0 }),
+    wrt: ['x'],
   },
   'Gather scalar index': {
     build: (n) => n.b.gather(n.input('x', [2, 5, 3]), 3, 1), wrt: ['x'],
