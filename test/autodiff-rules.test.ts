@@ -566,6 +566,22 @@ function trainableFixture(file: string): { model: Model; params: Value[] } {
 }
 
 describe('whole fixture models (train mode, every float parameter)', () => {
+  it('lenet-bn.onnx with a mean cross-entropy loss (LogSoftmax, GatherElements, ReduceMean)', async () => {
+    const { model, params } = trainableFixture('lenet-bn.onnx');
+    const b = new OpBuilder(model.graph, 18);
+    const labels = new Value('labels', tensorType(DataType.INT64, [2, 1]));
+    model.graph.inputs.push(labels);
+    const logProbs = b.op1('LogSoftmax', [model.graph.outputs[0]!], { axis: 1 });
+    const picked = b.op1('GatherElements', [logProbs, labels], { axis: 1 });
+    const loss = b.op1('Neg', [b.reduce('ReduceMean', picked, undefined, false)], {}, { outputNames: ['loss'] });
+    model.graph.outputs = [loss];
+    const res = await gradcheck(model, {
+      wrt: params.map((v) => v.name), seed: 9, eps: 1e-4, direction: 'gradient',
+      extraFeeds: { labels: new ort.Tensor('int64', BigInt64Array.from([3n, 7n]), [2, 1]) },
+    });
+    expect(mismatches(res.checks, 2e-2, 4)).toEqual([]);
+  });
+
   for (const file of ['lenet-bn.onnx', 'resnet-small.onnx', 'mobilenet-se.onnx']) {
     it(`${file}: one random direction over all parameters matches a finite difference`, async () => {
       const { model, params } = trainableFixture(file);
