@@ -191,7 +191,10 @@ export function averagePoolGrad(c: GradContext, node: Node, dY: (Value | null)[]
   // `spread` covers the padded input from its first window: crop the leading pad, fill the tail
   const covered = outSpatial.map((o, i) => (o - 1) * win.strides[i]! + (win.kernel[i]! - 1) * win.dilations[i]! + 1);
   const axes = range(2, 2 + k);
-  const cropped = c.b.slice(spread, c.ints(win.pads.slice(0, k)), c.ints(spatial.map((s, i) => win.pads[i]! + s)), c.ints(axes));
+  const needsCrop = spatial.some((s, i) => win.pads[i]! > 0 || covered[i]! > s);
+  const cropped = needsCrop
+    ? c.b.slice(spread, c.ints(win.pads.slice(0, k)), c.ints(spatial.map((s, i) => win.pads[i]! + s)), c.ints(axes))
+    : spread;
   const tail = spatial.map((s, i) => Math.max(0, win.pads[i]! + s - covered[i]!));
   const dX = tail.some((t) => t > 0) ? c.b.pad(cropped, c.ints([0, 0, ...spatial.map(() => 0), 0, 0, ...tail])) : cropped;
   return [dX];
