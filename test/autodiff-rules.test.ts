@@ -4,13 +4,16 @@
 // error for an op without a rule, no gradient into integer inputs, BatchNormalization running
 // statistics against a hand computation, and whole fixture models.
 
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { isUserError } from '../compiler/diagnostics.js';
 import { Graph, Model, Value, tensorType } from '../compiler/ir.js';
-import { encodeModel, readModel } from '../compiler/onnx-codec.js';
+import { decodeModel, encodeModel, readModel } from '../compiler/onnx-codec.js';
 import { OpBuilder, minIrVersion, type Attrs } from '../compiler/op-builder.js';
+import { compile } from '../compiler/pipeline.js';
 import { Rng } from '../compiler/rng.js';
 import { refreshShapes } from '../compiler/shape-inference.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
@@ -549,9 +552,24 @@ describe('training mode', () => {
   });
 });
 
-/** A fixture ready for a train step: opset 18, batch 2, training mode; its float parameters. */
-function trainableFixture(file: string): { model: Model; params: Value[] } {
-  const model = readModel(path.join(REPO_ROOT, 'fixtures', file));
+/** The fixture as the compiler leaves it after insert-group-norm (both group-norm forms). */
+async function afterGroupNorm(file: string): Promise<Model> {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-autodiff-'));
+  let snapshot: Uint8Array | null = null;
+  try {
+    await compile({ model: path.join(REPO_ROOT, 'fixtures', file), groups: 4, rates: [1], calibrate: false, outDir: path.join(out, 'sliced') }, {
+      afterStep: (step, model) => {
+        if (step === 'insert-group-norm') snapshot = encodeModel(model);
+      },
+    });
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+  return decodeModel(snapshot!, null, file);
+}
+
+/** A model ready for a train step: opset 18, batch 2, training mode; its float parameters. */
+function trainable(model: Model): { model: Model; params: Value[] } {
   upgradeOpset(model, 18);
   for (const input of model.graph.inputs) {
     const t = input.tensorType!;
@@ -565,9 +583,23 @@ function trainableFixture(file: string): { model: Model; params: Value[] } {
   return { model, params };
 }
 
+describe('whole models after insert-group-norm (InstanceNormalization and MatMul group norms)', () => {
+  for (const file of ['lenet-bn.onnx', 'mobilenet-se.onnx']) {
+    it(`${file}: each parameter tensor's derivative along its gradient matches within 2%`, async () => {
+      const { model, params } = trainable(await afterGroupNorm(file));
+      const ops = new Set(model.graph.nodes.map((node) => node.op));
+      expect(ops.has('InstanceNormalization')).toBe(true);
+      if (file === 'lenet-bn.onnx') expect(ops.has('MatMul')).toBe(true);
+      const res = await gradcheck(model, { wrt: params.map((v) => v.name), seed: 13, eps: 1e-4, direction: 'gradient' });
+      expect(mismatches(res.checks, 2e-2, 4)).toEqual([]);
+      expect(params.filter((v) => !res.gradients[v.name]).map((v) => v.name)).toEqual([]);
+    });
+  }
+});
+
 describe('whole fixture models (train mode, every float parameter)', () => {
   it('lenet-bn.onnx with a mean cross-entropy loss (LogSoftmax, GatherElements, ReduceMean)', async () => {
-    const { model, params } = trainableFixture('lenet-bn.onnx');
+    const { model, params } = trainable(readModel(path.join(REPO_ROOT, 'fixtures', 'lenet-bn.onnx')));
     const b = new OpBuilder(model.graph, 18);
     const labels = new Value('labels', tensorType(DataType.INT64, [2, 1]));
     model.graph.inputs.push(labels);
@@ -584,7 +616,7 @@ describe('whole fixture models (train mode, every float parameter)', () => {
 
   for (const file of ['lenet-bn.onnx', 'resnet-small.onnx', 'mobilenet-se.onnx']) {
     it(`${file}: one random direction over all parameters matches a finite difference`, async () => {
-      const { model, params } = trainableFixture(file);
+      const { model, params } = trainable(readModel(path.join(REPO_ROOT, 'fixtures', file)));
       const res = await gradcheck(model, { wrt: params.map((v) => v.name), joint: true, seed: 3 });
       expect(mismatches(res.checks, 2e-3)).toEqual([]);
       expect(res.backwardNodes.filter((node) => node.domain !== '').map((node) => node.op)).toEqual([]);
@@ -595,7 +627,7 @@ describe('whole fixture models (train mode, every float parameter)', () => {
     // gradient off by a few percent shows. The bound leaves room for ReLU, MaxPool and Clip
     // kinks crossed by the step and for float32 rounding (4× the estimated noise floor).
     it(`${file}: each parameter tensor's derivative along its gradient matches within 2%`, async () => {
-      const { model, params } = trainableFixture(file);
+      const { model, params } = trainable(readModel(path.join(REPO_ROOT, 'fixtures', file)));
       const res = await gradcheck(model, { wrt: params.map((v) => v.name), seed: 5, eps: 1e-4, direction: 'gradient' });
       expect(mismatches(res.checks, 2e-2, 4)).toEqual([]);
     });
