@@ -309,6 +309,11 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
   Reciprocal: unary((c, _x, y, g) => c.b.op1('Neg', [c.b.mul(g, c.b.mul(y, y))])),
   Relu: unary((c, x, _y, g) => mask(c, c.b.op1('Greater', [x, c.scalar(0, x)]), g, x)),
   LeakyRelu: unary((c, x, _y, g, n) => c.b.op1('Where', [c.b.op1('Greater', [x, c.scalar(0, x)]), g, c.b.mul(g, c.scalar(n.attrFloat('alpha', 0.01), x))])),
+  Elu: unary((c, x, y, g, n) => {
+    const alpha = c.scalar(n.attrFloat('alpha', 1), x);
+    return c.b.op1('Where', [c.b.op1('Greater', [x, c.scalar(0, x)]), g, c.b.mul(g, c.b.add(y, alpha))]);
+  }),
+  Softplus: unary((c, x, _y, g) => c.b.mul(g, c.b.op1('Sigmoid', [x]))),
   Sigmoid: unary((c, x, y, g) => c.b.mul(g, c.b.mul(y, c.b.sub(c.scalar(1, x), y)))),
   Tanh: unary((c, x, y, g) => c.b.mul(g, c.b.sub(c.scalar(1, x), c.b.mul(y, y)))),
   Erf: unary((c, x, _y, g) => c.b.mul(g, c.b.mul(c.scalar(2 / Math.sqrt(Math.PI), x), c.b.op1('Exp', [c.b.op1('Neg', [c.b.mul(x, x)])])))),
@@ -343,6 +348,13 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
   }),
   Sum: broadcasting((_c, _n, g) => g),
   Mean: broadcasting((c, n, g) => c.b.mul(g, c.scalar(1 / n.inputs.length, n.outputs[0]!))),
+  PRelu: broadcasting((c, n, g, i) => {
+    const [x, slope] = [n.inputs[0]!, n.inputs[1]!];
+    const positive = c.b.op1('Greater', [x, c.scalar(0, x)]);
+    return i === 0
+      ? c.b.op1('Where', [positive, g, c.b.mul(g, slope)])
+      : c.b.op1('Where', [positive, c.scalar(0, x), c.b.mul(g, x)]);
+  }),
   Max: extremum,
   Min: extremum,
   Where: broadcasting((c, n, g, i) => {

@@ -105,6 +105,11 @@ const ELEMENTWISE: Record<string, Case> = {
   'Relu': unaryCase('Relu', {}, wide(1)),
   'LeakyRelu alpha 0.1': unaryCase('LeakyRelu', { alpha: 0.1 }, wide(1)),
   'Sigmoid': unaryCase('Sigmoid'),
+  'Elu alpha 0.7': unaryCase('Elu', { alpha: 0.7 }, wide(1)),
+  'Softplus': unaryCase('Softplus'),
+  'PRelu with a per-channel slope': {
+    build: (n) => n.b.op1('PRelu', [n.input('x', [2, 3, 4]), n.input('slope', [3, 1])]), wrt: ['x', 'slope'], gen: { x: wide(1) },
+  },
   'Tanh': unaryCase('Tanh'),
   'HardSigmoid alpha 0.3 beta 0.4 (all three pieces)': unaryCase('HardSigmoid', { alpha: 0.3, beta: 0.4 }, wide(3)),
   'HardSwish (all three pieces)': unaryCase('HardSwish', {}, wide(4)),
