@@ -67,6 +67,13 @@ function isFloat(v: Value): boolean {
   return t !== null && FLOAT_TYPES.has(t);
 }
 
+/** The integers from, from + 1, ..., to − 1 (axis lists). */
+export function range(from: number, to: number): number[] {
+  const out: number[] = [];
+  for (let i = from; i < to; i++) out.push(i);
+  return out;
+}
+
 export function unsupportedOp(node: Node, why: string, hint = 'rewrite the model without it, or differentiate a smaller part'): Error {
   return userError(ErrorCodes.UNSUPPORTED, `cannot differentiate ${node.label()}: ${why}`, {
     expected: 'an op with a gradient rule (passes/gradient-rules.ts)',

@@ -23,7 +23,7 @@
 
 import { tensorType, type Node, type Value } from '../compiler/ir.js';
 import { DataType } from '../compiler/tensor.js';
-import { unsupportedOp, type GradContext } from './autodiff.js';
+import { range, unsupportedOp, type GradContext } from './autodiff.js';
 
 interface Window {
   kernel: number[];
@@ -31,12 +31,6 @@ interface Window {
   dilations: number[];
   /** [begin..., end...] */
   pads: number[];
-}
-
-function range(from: number, to: number): number[] {
-  const out: number[] = [];
-  for (let i = from; i < to; i++) out.push(i);
-  return out;
 }
 
 const product = (dims: readonly number[]): number => dims.reduce((n, d) => n * d, 1);

@@ -11,7 +11,7 @@
 
 import { tensorType, type Node, type Value } from '../compiler/ir.js';
 import { DataType } from '../compiler/tensor.js';
-import { unsupportedOp, type GradContext, type GradRule } from './autodiff.js';
+import { range, unsupportedOp, type GradContext, type GradRule } from './autodiff.js';
 import {
   averagePoolGrad, batchNormGrad, convGrad, convTransposeGrad, globalAveragePoolGrad, instanceNormGrad, layerNormGrad, maxPoolGrad,
   resizeGrad,
@@ -30,12 +30,6 @@ function mask(c: GradContext, cond: Value, g: Value, like: Value): Value {
 
 function normalizeAxis(axis: number, rank: number): number {
   return axis < 0 ? axis + rank : axis;
-}
-
-function range(from: number, to: number): number[] {
-  const out: number[] = [];
-  for (let i = from; i < to; i++) out.push(i);
-  return out;
 }
 
 /** The gradient of an elementwise op with broadcasting: `f` gives each needed input's
@@ -309,10 +303,7 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
   Reciprocal: unary((c, _x, y, g) => c.b.op1('Neg', [c.b.mul(g, c.b.mul(y, y))])),
   Relu: unary((c, x, _y, g) => mask(c, c.b.op1('Greater', [x, c.scalar(0, x)]), g, x)),
   LeakyRelu: unary((c, x, _y, g, n) => c.b.op1('Where', [c.b.op1('Greater', [x, c.scalar(0, x)]), g, c.b.mul(g, c.scalar(n.attrFloat('alpha', 0.01), x))])),
-  Elu: unary((c, x, y, g, n) => {
-    const alpha = c.scalar(n.attrFloat('alpha', 1), x);
-    return c.b.op1('Where', [c.b.op1('Greater', [x, c.scalar(0, x)]), g, c.b.mul(g, c.b.add(y, alpha))]);
-  }),
+  Elu: unary((c, x, y, g, n) => c.b.op1('Where', [c.b.op1('Greater', [x, c.scalar(0, x)]), g, c.b.mul(g, c.b.add(y, c.scalar(n.attrFloat('alpha', 1), x)))])),
   Softplus: unary((c, x, _y, g) => c.b.mul(g, c.b.op1('Sigmoid', [x]))),
   Sigmoid: unary((c, x, y, g) => c.b.mul(g, c.b.mul(y, c.b.sub(c.scalar(1, x), y)))),
   Tanh: unary((c, x, y, g) => c.b.mul(g, c.b.sub(c.scalar(1, x), c.b.mul(y, y)))),
