@@ -4,6 +4,8 @@
 // - Conv input gradient: ConvTranspose(dY, W) with the forward group, strides, dilations and
 //   pads, and output_padding = (H + pad_begin + pad_end − ((k−1)·d + 1)) mod s so the result is
 //   exactly H wide. No auto_pad or output_shape on it: runtimes redistribute pads their own way.
+//   With asymmetric pads: ConvTranspose without pads, then Slice/Pad (same numbers; the CUDA
+//   provider would run the padded form on the CPU).
 // - Conv weight gradient: ONNX has no batch groups, so the batch is folded into channels:
 //   X → [Cg, G·N, S], dY → [G·Mg, N, So], Conv(X', dY', group G, strides = forward dilations,
 //   dilations = forward strides, forward pads), cut to the kernel, swap the first two axes.
@@ -90,6 +92,21 @@ function convWeightGrad(c: GradContext, input: Value, inputDims: number[], dOut:
   return b.transpose(cut, [1, 0, ...range(2, 2 + k)]);
 }
 
+/**
+ * A ConvTranspose without pads covers the padded input from its first window on; cut it back to
+ * the input: crop the leading pads and zero-fill a tail no window read (floor-mode remainders).
+ */
+function unpad(c: GradContext, full: Value, win: Window, spatial: number[], outSpatial: number[]): Value {
+  const k = spatial.length;
+  const covered = outSpatial.map((o, i) => (o - 1) * win.strides[i]! + (win.kernel[i]! - 1) * win.dilations[i]! + 1);
+  const needsCrop = spatial.some((s, i) => win.pads[i]! > 0 || covered[i]! > s);
+  const cropped = needsCrop
+    ? c.b.slice(full, c.ints(win.pads.slice(0, k)), c.ints(spatial.map((s, i) => win.pads[i]! + s)), c.ints(range(2, 2 + k)))
+    : full;
+  const tail = spatial.map((s, i) => Math.max(0, win.pads[i]! + s - covered[i]!));
+  return tail.some((t) => t > 0) ? c.b.pad(cropped, c.ints([0, 0, ...spatial.map(() => 0), 0, 0, ...tail])) : cropped;
+}
+
 function biasGrad(c: GradContext, g: Value, rank: number): Value {
   return c.b.reduce('ReduceSum', g, [0, ...range(2, rank)], false);
 }
@@ -103,7 +120,11 @@ export function convGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Val
   const win = windowOf(node, xd.slice(2), wd.slice(2));
   const k = win.kernel.length;
   let dX: Value | null = null;
-  if (c.needs(x!)) {
+  if (c.needs(x!) && win.kernel.some((_, i) => win.pads[i] !== win.pads[i + k])) {
+    // asymmetric pads: the unpadded form (CUDA runs ConvTranspose with asymmetric pads on the CPU)
+    const full = c.b.op1('ConvTranspose', [g, w!], { dilations: win.dilations, group, kernel_shape: win.kernel, strides: win.strides });
+    dX = unpad(c, full, win, xd.slice(2), c.dims(node.outputs[0]!).slice(2));
+  } else if (c.needs(x!)) {
     const outputPadding = win.kernel.map((size, i) =>
       (xd[2 + i]! + win.pads[i]! + win.pads[i + k]! - ((size - 1) * win.dilations[i]! + 1)) % win.strides[i]!);
     dX = c.b.op1('ConvTranspose', [g, w!], {
@@ -182,16 +203,7 @@ export function averagePoolGrad(c: GradContext, node: Node, dY: (Value | null)[]
   const spread = c.b.op1('ConvTranspose', [scaled, ones], {
     dilations: win.dilations, group: xd[1]!, kernel_shape: win.kernel, strides: win.strides,
   });
-  // `spread` covers the padded input from its first window: crop the leading pad, fill the tail
-  const covered = outSpatial.map((o, i) => (o - 1) * win.strides[i]! + (win.kernel[i]! - 1) * win.dilations[i]! + 1);
-  const axes = range(2, 2 + k);
-  const needsCrop = spatial.some((s, i) => win.pads[i]! > 0 || covered[i]! > s);
-  const cropped = needsCrop
-    ? c.b.slice(spread, c.ints(win.pads.slice(0, k)), c.ints(spatial.map((s, i) => win.pads[i]! + s)), c.ints(axes))
-    : spread;
-  const tail = spatial.map((s, i) => Math.max(0, win.pads[i]! + s - covered[i]!));
-  const dX = tail.some((t) => t > 0) ? c.b.pad(cropped, c.ints([0, 0, ...spatial.map(() => 0), 0, 0, ...tail])) : cropped;
-  return [dX];
+  return [unpad(c, spread, win, spatial, outSpatial)];
 }
 
 export function globalAveragePoolGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
