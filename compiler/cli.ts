@@ -19,6 +19,7 @@ import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
 import { verifyModel } from './verifier.js';
 import { isStepName, STEPS } from './steps.js';
+import { registerTrainCommands } from './cli-train.js';
 
 export const EXIT_OK = 0;
 export const EXIT_USER_ERROR = 1;
@@ -167,6 +168,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
       if (opts.stats) io.stderr(formatStats(result));
     });
 
+  registerTrainCommands(program, io);
   return program;
 }
 

@@ -2,12 +2,15 @@
 // python3-torch (scripts/make-torch-refs.py), the loss and every parameter's gradient of one
 // batch in training mode, and the BatchNorm running statistics after it.
 
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readModel } from '../compiler/onnx-codec.js';
 import { modelGradients } from '../compiler/grad.js';
 import { inferShapes } from '../compiler/shape-inference.js';
-import { readNpz, type NdArray } from '../runtime/npz.js';
+import { readNpz, writeNpz, type NdArray } from '../runtime/npz.js';
+import { runBin } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/models.js';
 
 const REFS = path.join(REPO_ROOT, 'test', 'data', 'torch-refs');
@@ -76,4 +79,45 @@ describe('gradients match PyTorch', () => {
       }
     });
   }
+});
+
+describe('slicec grad', () => {
+  it('prints the loss and writes every gradient under its initializer name', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-grad-'));
+    try {
+      const out = path.join(dir, 'grads.npz');
+      const run = runBin(['grad', path.join(REFS, 'mlp_ln.onnx'), '--data', path.join(REFS, 'mlp_ln.npz'), '-o', out, '--json']);
+      expect(run.code, run.stderr).toBe(0);
+      const result = JSON.parse(run.stdout) as { loss: number; gradients: { name: string }[] };
+      const ref = readNpz(path.join(REFS, 'mlp_ln.npz'));
+      expect(Math.abs(result.loss - Number(ref.get('loss')!.data[0]))).toBeLessThan(1e-5);
+      const written = readNpz(out);
+      for (const key of [...ref.keys()].filter((k) => k.startsWith('grad/'))) {
+        expect(relativeError(written.get(key.slice(5))!, ref.get(key)!)).toBeLessThan(1e-3);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('works on a compiled folder at a rate, and refuses a batch without labels', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-grad-'));
+    try {
+      const compiled = path.join(dir, 'out');
+      expect(runBin([path.join(REFS, 'cnn_bn.onnx'), '--groups', '4', '--norm', 'keep', '-o', compiled]).code).toBe(0);
+      const run = runBin(['grad', compiled, '--rate', '0.5', '--data', path.join(REFS, 'cnn_bn.npz'), '--json']);
+      expect(run.code, run.stderr).toBe(0);
+      const result = JSON.parse(run.stdout) as { loss: number; gradients: { name: string; shape: number[] }[] };
+      expect(result.loss).toBeGreaterThan(0);
+      expect(result.gradients.find((g) => g.name === 'c2.weight')!.shape).toEqual([8, 4, 3, 3]);
+      const noLabels = path.join(dir, 'x.npz');
+      writeNpz(noLabels, { x: readNpz(path.join(REFS, 'cnn_bn.npz')).get('x')! });
+      const bad = runBin(['grad', compiled, '--data', noLabels]);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain('error SLC010');
+      expect(bad.stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
