@@ -28,6 +28,11 @@ const SLOTS: Record<string, Record<number, ParameterRole>> = {
   GroupNormalization: { 1: 'norm-scale', 2: 'norm-bias' },
 };
 
+/** The role of a constant read in input slot `index` of `node`, when that slot holds a parameter. */
+export function parameterSlotRole(node: { op: string; domain: string }, index: number): ParameterRole | undefined {
+  return node.domain === '' ? SLOTS[node.op]?.[index] : undefined;
+}
+
 export interface RoleHints {
   /** Constants that are part of an operation, never trained (group-norm helpers). */
   fixed: Set<Value>;
@@ -41,8 +46,7 @@ function roleOf(value: Value, analysis: ChannelAnalysis, hints: RoleHints): Para
   if (hints.normScale.has(value)) return 'norm-scale';
   if (hints.normBias.has(value)) return 'norm-bias';
   for (const use of value.uses) {
-    if (use.node.domain !== '') continue;
-    const role = SLOTS[use.node.op]?.[use.index];
+    const role = parameterSlotRole(use.node, use.index);
     if (role) return role;
   }
   // per-channel constants of elementwise ops (a bias added after a MatMul, a layer scale) are

@@ -21,6 +21,7 @@ import { ErrorCodes, userError } from './diagnostics.js';
 import { refreshShapes } from './shape-inference.js';
 import { DataType, dtypeShortName } from './tensor.js';
 import { verifyModel } from './verifier.js';
+import { parameterSlotRole } from './parameter-map.js';
 import { addLoss, type LossSpec } from '../passes/add-loss.js';
 import { addOptimizer, type OptimizerSpec } from '../passes/add-optimizer.js';
 import { autodiff } from '../passes/autodiff.js';
@@ -63,6 +64,8 @@ export interface TrainStepOptions {
   trainable?: (name: string) => boolean;
   /** Weight decay per parameter (e.g. 0 for biases and norm vectors); default the optimizer's. */
   weightDecay?: (name: string) => number | undefined;
+  /** Sizes of an input's symbolic dims other than the batch (e.g. an image size), by input name. */
+  inputShapes?: Record<string, number[]>;
 }
 
 function staticShape(v: Value): number[] {
@@ -75,29 +78,64 @@ function describe<R>(v: Value, role: R, extra: { parameter?: string; state?: str
   return { name: v.name, role, ...extra, dtype: dtypeShortName[v.elemType ?? 0] ?? String(v.elemType), shape: staticShape(v) };
 }
 
-/** Set the leading (batch) dim of every graph input to `batch`; other symbolic dims are refused. */
-function fixBatch(model: Model, batch: number): void {
+/**
+ * Set the leading (batch) dim of every graph input to `batch` and the other symbolic dims from
+ * `given`; a symbolic dim left over is refused.
+ */
+function fixInputShapes(model: Model, batch: number, given: Record<string, number[]>): void {
   for (const input of model.graph.inputs) {
     const t = input.tensorType;
     if (!t?.shape) continue;
-    const shape = t.shape.map((d, i) => (i === 0 && typeof d !== 'number' ? batch : d));
+    const sizes = given[input.name];
+    if (sizes && (sizes.length !== t.shape.length || sizes.some((d, i) => typeof t.shape![i] === 'number' && t.shape![i] !== d && i > 0))) {
+      throw userError(ErrorCodes.BAD_INPUT_FILE, `the data's shape does not fit input ${input.name}`, {
+        expected: `[${t.shape.join(', ')}]`,
+        found: `[${sizes.join(', ')}]`,
+        hint: 'resize the data to the size the model reads',
+      });
+    }
+    const shape = t.shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? batch : (sizes?.[i] ?? d)));
     const free = shape.find((d) => typeof d !== 'number');
     if (free !== undefined) {
       throw userError(ErrorCodes.UNSUPPORTED, `input ${input.name} has a symbolic dimension other than the batch`, {
         expected: 'inputs whose only symbolic dimension is the leading batch dimension',
         found: `${input.name}: [${t.shape.join(', ')}]`,
-        hint: 'export the model with fixed sizes for every dimension but the batch',
+        hint: 'give the data\'s size (the trainer takes it from the data), or export the model with fixed sizes',
       });
     }
     input.type = { ...t, shape };
   }
 }
 
+/**
+ * Constant nodes that feed a layer's weight, bias or norm slot (Paddle exports hold weights in
+ * them) become initializers, so every weight is lifted to a graph input the same way. Other
+ * Constant nodes (GELU's 0.5, an epsilon) are part of an operation and stay.
+ */
+function constantNodesToInitializers(model: Model): Value[] {
+  const graph = model.graph;
+  const moved: Value[] = [];
+  for (const node of [...graph.nodes]) {
+    if (node.op !== 'Constant' || node.domain !== '' || !node.outputs[0]?.const) continue;
+    const value = node.outputs[0];
+    if (!value.uses.some((u) => parameterSlotRole(u.node, u.index))) continue;
+    graph.nodes.splice(graph.nodes.indexOf(node), 1);
+    node.outputs.length = 0;
+    node.graph = null;
+    value.producer = null;
+    graph.initializers.push(value);
+    moved.push(value);
+  }
+  return moved;
+}
+
 export function buildTrainStep(source: Model, opts: TrainStepOptions): { model: Model; signature: TrainStepSignature } {
   const { model } = cloneModel(source);
   const graph = model.graph;
+  // only the model's own weights are trained, not constants the upgrade adds (Clip bounds)
+  const own = new Set(graph.initializers);
   upgradeOpset(model, TRAIN_OPSET);
-  fixBatch(model, opts.batch);
+  fixInputShapes(model, opts.batch, opts.inputShapes ?? {});
   // the outputs' declared (symbolic) types are the inference graph's contract, not this graph's
   for (const o of graph.outputs) o.type = null;
   refreshShapes(model);
@@ -111,12 +149,13 @@ export function buildTrainStep(source: Model, opts: TrainStepOptions): { model: 
       found: String(opts.output),
     });
   }
+  for (const v of constantNodesToInitializers(model)) own.add(v);
   const training = toTrainingMode(model, { dropout: opts.dropout ?? 'off' });
   const stats = new Set(training.runningStats.map((s) => s.input));
 
   // parameters and running statistics become graph inputs (fed by the trainer each step)
   const trainable = opts.trainable ?? (() => true);
-  const params = graph.initializers.filter((v) => v.elemType === DataType.FLOAT && v.uses.length > 0 && !stats.has(v) && trainable(v.name));
+  const params = graph.initializers.filter((v) => own.has(v) && v.elemType === DataType.FLOAT && v.uses.length > 0 && !stats.has(v) && trainable(v.name));
   const lifted = new Set<Value>([...params, ...stats]);
   graph.initializers = graph.initializers.filter((v) => !lifted.has(v));
   for (const v of lifted) {
