@@ -1,0 +1,130 @@
+// Train-step speed: slicec's train-step graph (forward + cross-entropy + backward + SGD, standard
+// ONNX ops in onnxruntime-node) against the forward of the same network, and against Debian's
+// PyTorch 1.13 on the same networks, one thread each, in one run.
+//
+// The networks are the Fashion-MNIST CNN at widths r = 1, .75, .5, .25 (what each slice rate's
+// graph holds), exported by bench/torch-train-speed.py, which also times PyTorch on them. The
+// PyTorch timing runs between two halves of slicec's runs, so a change of machine load hits both.
+// Targets: train step ≤ 3× the forward time (backward is about 2× forward FLOPs); train samples/s
+// at least PyTorch's.
+//
+//   npx tsx bench/train-step.ts [--runs 7] [--iters 10] [--batch 64]
+
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { tensorToArray } from '../compiler/grad.js';
+import { encodeModel, readModel } from '../compiler/onnx-codec.js';
+import { Rng } from '../compiler/rng.js';
+import { buildTrainStep } from '../compiler/train-step.js';
+import { GraphSession } from '../runtime/graph-session.js';
+import type { NdArray } from '../runtime/npz.js';
+import { argValue, median, nowMs, table } from './common.js';
+
+const RATES = [1, 0.75, 0.5, 0.25];
+const runs = Number(argValue('--runs') ?? 7);
+const iters = Number(argValue('--iters') ?? 10);
+const batch = Number(argValue('--batch') ?? 64);
+
+interface Cell {
+  forward: GraphSession;
+  forwardFeeds: Map<string, NdArray>;
+  train: GraphSession;
+  trainFeeds: Map<string, NdArray>;
+  /** Updated-parameter output → the input it feeds on the next step. */
+  loop: [string, string][];
+  forwardMs: number[];
+  trainMs: number[];
+}
+
+async function prepare(file: string, rng: Rng): Promise<Cell> {
+  const model = readModel(file);
+  const x: NdArray = { dtype: 'float32', shape: [batch, 1, 28, 28], data: rng.uniform(batch * 784, -1, 1) };
+  const y: NdArray = { dtype: 'int64', shape: [batch], data: BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)) };
+  const step = buildTrainStep(model, { batch, loss: { kind: 'cross-entropy' }, optimizer: { kind: 'sgd', momentum: 0, nesterov: false, weightDecay: 0 } });
+  const weights = new Map(model.graph.initializers.map((v) => [v.name, v.const!]));
+  const trainFeeds = new Map<string, NdArray>();
+  for (const input of step.signature.inputs) {
+    if (input.role === 'batch') trainFeeds.set(input.name, x);
+    else if (input.role === 'labels') trainFeeds.set(input.name, y);
+    else if (input.role === 'parameter' || input.role === 'running-stat') trainFeeds.set(input.name, tensorToArray(weights.get(input.parameter!)!));
+    else if (input.role === 'lr') trainFeeds.set(input.name, { dtype: 'float32', shape: [], data: Float32Array.of(0.01) });
+    else if (input.role === 'step') trainFeeds.set(input.name, { dtype: 'float32', shape: [], data: Float32Array.of(1) });
+  }
+  const loop: [string, string][] = [];
+  for (const o of step.signature.outputs) {
+    if (o.role !== 'parameter' && o.role !== 'running-stat') continue;
+    const input = step.signature.inputs.find((i) => i.role === o.role && i.parameter === o.parameter)!;
+    loop.push([o.name, input.name]);
+  }
+  const forward = await GraphSession.create(file);
+  const train = await GraphSession.create(encodeModel(step.model));
+  return { forward, forwardFeeds: new Map([[forward.inputNames[0]!, x]]), train, trainFeeds, loop, forwardMs: [], trainMs: [] };
+}
+
+async function timeRun(cell: Cell): Promise<void> {
+  let start = nowMs();
+  for (let i = 0; i < iters; i++) await cell.forward.run(cell.forwardFeeds);
+  cell.forwardMs.push((nowMs() - start) / iters);
+  start = nowMs();
+  for (let i = 0; i < iters; i++) {
+    const out = await cell.train.run(cell.trainFeeds);
+    for (const [from, to] of cell.loop) cell.trainFeeds.set(to, out.get(from)!);
+  }
+  cell.trainMs.push((nowMs() - start) / iters);
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-train-bench-'));
+  try {
+    // writes the networks and times PyTorch once, so the files exist for slicec's cells
+    const torchArgs = ['bench/torch-train-speed.py', '--runs', String(runs), '--iters', String(iters), '--batch', String(batch), '--onnx-dir', dir];
+    const rng = new Rng(1);
+    const first = execFileSync('/usr/bin/python3', torchArgs, { encoding: 'utf8' });
+    const cells = new Map<number, Cell>();
+    for (const r of RATES) cells.set(r, await prepare(path.join(dir, `fashion_cnn_r${r}.onnx`), rng));
+    for (const cell of cells.values()) await timeRun(cell); // warm-up
+    for (const cell of cells.values()) {
+      cell.forwardMs.length = 0;
+      cell.trainMs.length = 0;
+    }
+    const half = Math.ceil(runs / 2);
+    for (let k = 0; k < half; k++) for (const cell of cells.values()) await timeRun(cell);
+    const second = execFileSync('/usr/bin/python3', torchArgs.slice(0, -2), { encoding: 'utf8' });
+    for (let k = half; k < runs; k++) for (const cell of cells.values()) await timeRun(cell);
+
+    const torchRows = (text: string): Map<number, { forward: number; train: number }> => {
+      const rows = new Map<number, { forward: number; train: number }>();
+      for (const line of text.split('\n')) {
+        const cols = line.split('|').map((c) => c.trim()).filter((c) => c.length > 0);
+        const rate = Number(cols[1]);
+        if (cols.length >= 6 && RATES.includes(rate)) rows.set(rate, { forward: Number(cols[cols.length - 2]!.replace(/,/g, '')), train: Number(cols[cols.length - 1]!.replace(/,/g, '')) });
+      }
+      return rows;
+    };
+    const t1 = torchRows(first);
+    const t2 = torchRows(second);
+    console.log(`slicec train step vs forward and vs PyTorch, batch ${batch}, one thread, ${runs} runs × ${iters} batches (medians)`);
+    console.log(first.split('\n')[0]);
+    console.log('');
+    const rows = RATES.map((r) => {
+      const cell = cells.get(r)!;
+      const fwd = median(cell.forwardMs);
+      const trn = median(cell.trainMs);
+      const torchTrain = (t1.get(r)!.train + t2.get(r)!.train) / 2;
+      const torchForward = (t1.get(r)!.forward + t2.get(r)!.forward) / 2;
+      const ours = (batch * 1000) / trn;
+      return [String(r), ((batch * 1000) / fwd).toFixed(0), ours.toFixed(0), (trn / fwd).toFixed(2), torchForward.toFixed(0), torchTrain.toFixed(0), (ours / torchTrain).toFixed(2)];
+    });
+    for (const line of table(['rate', 'fwd/s', 'train/s', 'train÷fwd time', 'torch fwd/s', 'torch train/s', 'train vs torch'], rows)) console.log(line);
+    for (const cell of cells.values()) {
+      await cell.forward.release();
+      await cell.train.release();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
