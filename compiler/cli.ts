@@ -4,20 +4,23 @@
 // argument, bad flag value), 70 internal error (a bug: the stack is printed).
 //
 // Commander never exits the process here: exitOverride turns its exits into CommanderError and
-// configureOutput routes its text through `io`, so tests can run `main` in-process.
+// configureOutput routes its text through `io`, so tests can run `main` in-process. Output to a
+// closed pipe (`slicec print m.onnx | head`) ends the process quietly instead of with EPIPE.
 
 import { Command, CommanderError } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, UserError, formatInternalError, isUserError, userError } from './diagnostics.js';
+import type { Manifest } from './artifacts.js';
 import type { Model, Value } from './ir.js';
 import { readModel } from './onnx-codec.js';
 import type { CompileOptions, CompileResult } from './pipeline-types.js';
 import { printModel } from './printer.js';
+import { progressReporter } from './progress.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
-import { verifyModel } from './verifier.js';
+import { verifyModel, verifyShapes } from './verifier.js';
 
 export const EXIT_OK = 0;
 export const EXIT_USER_ERROR = 1;
@@ -29,15 +32,31 @@ export const EXIT_INTERNAL = 70;
 export interface CliIO {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /** The terminal progress bars draw on, when there is one (the real process only). */
+  tty?: NodeJS.WriteStream;
 }
 
 const processIO: CliIO = {
   stdout: (text) => void process.stdout.write(text),
   stderr: (text) => void process.stderr.write(text),
+  tty: process.stderr,
 };
+
+/** A reader that went away (`| head`) is not an error: stop writing and exit as things stand. */
+function quietOnClosedPipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') throw e;
+      process.exit(typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK);
+    });
+  }
+}
 
 /** Run the CLI with `argv` (no node/script prefix); resolves to the process exit code. */
 export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
+  if (io === processIO) quietOnClosedPipe();
+  // `-v` alone is how many tools ask for the version
+  if (argv.length === 1 && argv[0] === '-v') argv = ['--version'];
   const json = argv.includes('--json');
   const state: RunState = { exitCode: EXIT_OK, usageMessage: '' };
   const program = buildProgram(io, json, state);
@@ -90,6 +109,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     })
     .showHelpAfterError('(run slicec --help for usage)')
     .addHelpText('after', '\nWithout a command, `slicec <model> --groups <n> ...` runs compile.\n');
+  const stepNames = STEP_NAMES.join(', ');
 
   program
     .command('print')
@@ -108,8 +128,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     .argument('<model>', 'ONNX model file')
     .option('--json', 'print the result as JSON')
     .action((file: string, opts: { json?: boolean }) => {
-      const model = readModel(file);
-      verifyModel(model, { mode: 'input', source: file });
+      const model = loadModel(file);
       const nodes = model.graph.nodes.length;
       const initializers = model.graph.initializers.length;
       if (opts.json) writeJson(io, { ok: true, nodes, initializers });
@@ -120,17 +139,18 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     .command('compile', { isDefault: true })
     .description('compile a model into sliced models (the default command)')
     .argument('<model>', 'ONNX model file')
-    .requiredOption('--groups <n>', 'ordered channel groups per sliced layer (integer ≥ 1)', parseGroups)
+    .option('--groups <n>', 'ordered channel groups per sliced layer (integer ≥ 1; required)', parseGroups)
     .option('--rates <list>', 'comma-separated slice rates in (0,1] (default: k/groups for every k)', parseRates)
     .option('-o, --out <dir>', 'output directory (default: <model>.sliced/)')
     .option('--round-to <n>', 'round kept channel counts to multiples of n where possible', parseRoundTo)
     .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing', parseNorm)
     .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
     .option('--explain', 'print, per layer, whether it is sliced and why not')
-    .option('--print-before <step|all>', 'print the model before a step (repeatable or a comma list)', collectSteps('--print-before'))
-    .option('--print-after <step|all>', 'print the model after a step (repeatable or a comma list)', collectSteps('--print-after'))
+    .option('--print-before <step|all>', `print the model before a step (repeatable or a comma list); steps: ${stepNames}`, collectSteps('--print-before'))
+    .option('--print-after <step|all>', 'print the model after a step (same steps)', collectSteps('--print-after'))
     .option('--stats', 'print per-step timings and node counts')
-    .option('--json', 'print the compile result as JSON')
+    .option('--quiet', 'no progress bars and no notes (errors are still printed)')
+    .option('--json', 'print the compile result as JSON (no progress bars)')
     .addHelpText(
       'after',
       '\nExamples:\n' +
@@ -139,6 +159,19 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         '  slicec compile model.onnx --groups 8 --print-after all 2> dumps.txt\n',
     )
     .action(async (file: string, opts: CompileFlags) => {
+      if (opts.groups === undefined) {
+        throw userError(ErrorCodes.BAD_FLAG, '--groups is required', {
+          expected: '--groups <n>, the number of channel groups per sliced layer', found: 'no --groups', hint: `example: slicec ${file} --groups 8`,
+        });
+      }
+      const quiet = opts.quiet === true;
+      const printing = (opts.printBefore?.length ?? 0) + (opts.printAfter?.length ?? 0) > 0;
+      const bars = io.tty && !printing ? progressReporter(io.tty, quiet || opts.json === true) : null;
+      const note = (text: string): void => {
+        if (quiet) return;
+        if (bars) bars.log(text);
+        else io.stderr(withNewline(text));
+      };
       const options: CompileOptions = {
         model: file,
         groups: opts.groups,
@@ -150,18 +183,28 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         printBefore: opts.printBefore,
         printAfter: opts.printAfter,
         log: (text) => io.stderr(withNewline(text)),
+        warn: note,
         stats: opts.stats === true,
+        ...(bars ? { progress: (p) => bars.update(p) } : {}),
       };
+      checkStepNames('--print-before', opts.printBefore);
+      checkStepNames('--print-after', opts.printAfter);
       // Loaded on demand: print and verify do not need the passes.
-      const { compile, STEPS } = await import('./pipeline.js');
-      checkStepNames('--print-before', opts.printBefore, STEPS);
-      checkStepNames('--print-after', opts.printAfter, STEPS);
-      const result = await compile(options);
+      const { compile } = await import('./pipeline.js');
+      let result: CompileResult;
+      try {
+        result = await compile(options);
+      } finally {
+        bars?.stop();
+      }
+      const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
+      const summary = { ...result, rates: result.rates.map((r, i) => ({ ...r, file: path.join(result.outDir, r.file), macRatio: manifest.rates[i]!.macRatio })) };
+      for (const line of compileNotes(summary)) note(`note: ${line}`);
       if (opts.json) {
-        writeJson(io, result);
+        writeJson(io, summary);
         return;
       }
-      io.stdout(formatCompileSummary(result));
+      io.stdout(formatCompileSummary(summary));
       if (opts.explain) io.stdout(`\n${formatExplanation(result)}`);
       if (opts.stats) io.stderr(formatStats(result));
     });
@@ -170,7 +213,8 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
 }
 
 interface CompileFlags {
-  groups: number;
+  groups?: number;
+  quiet?: boolean;
   rates?: number[];
   out?: string;
   roundTo?: number;
@@ -243,21 +287,28 @@ function collectSteps(flag: string): (value: string, previous: string[] | undefi
   };
 }
 
-function checkStepNames(flag: string, names: string[] | undefined, steps: readonly string[]): void {
+/** The compile steps, as --print-before/--print-after take them (pipeline.ts STEPS; kept here so help needs no passes). */
+const STEP_NAMES = [
+  'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
+  'calibrate-group-norm', 'make-elastic', 'prune-to-rate',
+] as const;
+
+function checkStepNames(flag: string, names: string[] | undefined): void {
   for (const name of names ?? []) {
-    if (name !== 'all' && !steps.includes(name)) {
-      throw badFlag(flag, `"all" or a step name: ${steps.join(', ')}`, name);
+    if (name !== 'all' && !(STEP_NAMES as readonly string[]).includes(name)) {
+      throw badFlag(flag, `"all" or a step name: ${STEP_NAMES.join(', ')}`, name);
     }
   }
 }
 
 // ---------------------------------------------------------------- print and verify
 
-/** Read, verify as an input model, and infer shapes: what `print` shows. */
+/** Read, verify as an input model, infer shapes and check them: what `print` shows and `verify` checks. */
 function loadModel(file: string): Model {
   const model = readModel(file);
   verifyModel(model, { mode: 'input', source: file });
   inferShapes(model);
+  verifyShapes(model, { mode: 'input', source: file });
   return model;
 }
 
@@ -293,14 +344,16 @@ function modelSummary(model: Model): Record<string, unknown> {
 
 // ---------------------------------------------------------------- compile output
 
-function formatCompileSummary(result: CompileResult): string {
-  const full = result.rates.find((r) => r.rate === 1);
+/** The compile result as printed: rate files as absolute paths, each with the manifest's MAC ratio. */
+type CompileSummary = Omit<CompileResult, 'rates'> & { rates: (CompileResult['rates'][number] & { macRatio: number })[] };
+
+function formatCompileSummary(result: CompileSummary): string {
   const rows = result.rates.map((r) => [
     formatRate(r.rate),
     String(r.activeGroups),
     formatCount(r.parameters),
     formatCount(r.macs),
-    full && full.macs > 0 ? (r.macs / full.macs).toFixed(3) : '-',
+    r.macRatio.toFixed(3),
     displayPath(result.outDir, r.file),
   ]);
   const table = formatTable(['rate', 'groups', 'params', 'MACs', 'MACs/rate1', 'file'], rows, [false, true, true, true, true, false]);
@@ -312,7 +365,31 @@ function formatCompileSummary(result: CompileResult): string {
   return lines.filter((l) => l !== '').join('\n');
 }
 
-function formatNormalization(result: CompileResult): string {
+/** What a user should know about a result: nothing sliced, or group norms that changed the model. */
+function compileNotes(result: CompileSummary): string[] {
+  const notes: string[] = [];
+  const sliced = result.layers.some((l) => l.sliced);
+  if (!sliced || (result.rates.length > 1 && result.rates.every((r) => r.macs === result.rates[0]!.macs))) {
+    notes.push(
+      'nothing could be sliced: every rate gives the same graph (MACs ratio 1.0)' +
+        (result.layers.length > 0 ? '; run with --explain to see why each layer is kept whole' : ''),
+    );
+  }
+  const c = result.normalization.calibration;
+  const changed = c && (c.after.relativeError > 0.05 || (c.after.top1 !== null && c.after.top1 < 0.99));
+  if (c && changed) {
+    const top1 = c.after.top1 === null ? '' : `top-1 agreement ${(c.after.top1 * 100).toFixed(1)}%, `;
+    notes.push(
+      `the group norms change the full-rate model (${top1}relative error ${c.after.relativeError.toFixed(3)} against the original). ` +
+        'Fine-tuning restores accuracy: train elastic.onnx on the original training data, drawing its rate input from the compiled rates at each step (as in model slicing)' +
+        `${c.source === 'synthetic' ? '; --calibration with real inputs also fits the group norms better' : ''}. ` +
+        'Or compile with --norm keep, which keeps the original model exactly at rate 1.',
+    );
+  }
+  return notes;
+}
+
+function formatNormalization(result: CompileSummary): string {
   const n = result.normalization;
   const counts = Object.entries(n.sites).map(([kind, count]) => `${count} ${kind}`).join(', ');
   let line = `normalization: ${n.mode}${counts ? ` (${counts})` : ''}`;
@@ -347,7 +424,7 @@ function formatTable(headers: string[], rows: string[][], rightAlign: boolean[])
 }
 
 function formatRate(rate: number): string {
-  return Number.isInteger(rate * 1000) ? String(rate) : rate.toFixed(4);
+  return String(Number(rate.toPrecision(6)));
 }
 
 function formatCount(n: number): string {

@@ -28,6 +28,8 @@ export interface CompileOptions {
   printAfter?: string[];
   /** Where printed dumps and stats go (default stderr). */
   log?: (text: string) => void;
+  /** Where notes go (merged rates, ...), one line per call (default stderr). */
+  warn?: (text: string) => void;
   /** Collect per-step timings and counters. */
   stats?: boolean;
   /** Told when each step starts and finishes (and per rate for per-rate steps), for progress bars. */
