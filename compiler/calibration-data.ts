@@ -44,7 +44,7 @@ function calibrationFiles(file: string): string[] {
   try {
     stat = fs.statSync(file);
   } catch {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `cannot read calibration data ${file}`, { expected: 'a TensorProto .pb file or a folder of input_N.pb files', found: 'no such file or folder' });
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `cannot read calibration data ${file}`, { expected: 'a TensorProto .pb file or a folder of input_N.pb files', found: 'no such file or folder', hint: 'check the --calibration path' });
   }
   if (!stat.isDirectory()) return [file];
   const files: string[] = [];
@@ -63,11 +63,11 @@ function readCalibrationTensor(f: string): Tensor {
   try {
     bytes = fs.readFileSync(f);
   } catch (e) {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `cannot read calibration data ${f}`, { expected: 'a readable TensorProto .pb file', found: (e as NodeJS.ErrnoException).code ?? String(e) });
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `cannot read calibration data ${f}`, { expected: 'a readable TensorProto .pb file', found: (e as NodeJS.ErrnoException).code ?? String(e), hint: 'check the file\'s permissions' });
   }
   const t = decodeTensorProto(bytes, f);
   if (t.dtype !== DataType.FLOAT) {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `calibration tensor ${f} is not float32`, { expected: 'a float32 tensor', found: `data type ${t.dtype}` });
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `calibration tensor ${f} is not float32`, { expected: 'a float32 tensor', found: `data type ${t.dtype}`, hint: 'save the inputs as float32 TensorProtos' });
   }
   const data = t.data() as Float32Array;
   const bad = data.findIndex((x) => !Number.isFinite(x));
@@ -99,13 +99,13 @@ export function loadCalibration(file: string, model: Model): Record<string, Floa
   const feeds: Record<string, FloatTensor> = {};
   inputs.forEach((input, i) => {
     const f = files[i]!;
-    if (!fs.existsSync(f)) throw userError(ErrorCodes.BAD_INPUT_FILE, `calibration data for input ${input.name} is missing`, { expected: f, found: 'no such file' });
+    if (!fs.existsSync(f)) throw userError(ErrorCodes.BAD_INPUT_FILE, `calibration data for input ${input.name} is missing`, { expected: f, found: 'no such file', hint: 'put one input_N.pb per model input in the folder' });
     const t = readCalibrationTensor(f);
     const shape = input.shape;
     const fits = shape && shape.length === t.dims.length && shape.every((d, k) => typeof d !== 'number' || d === t.dims[k]);
     if (!fits) {
       throw userError(ErrorCodes.BAD_INPUT_FILE, `calibration tensor ${f} does not fit input ${input.name}`, {
-        expected: `shape [${(shape ?? []).map((d) => d ?? '?').join(',')}]`, found: `[${t.dims.join(',')}]`,
+        expected: `shape [${(shape ?? []).map((d) => d ?? '?').join(',')}]`, found: `[${t.dims.join(',')}]`, hint: 'give a batch of the model\'s own input shape',
       });
     }
     feeds[input.name] = { dims: [...t.dims], data: t.data() as Float32Array };

@@ -199,7 +199,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
       }
       const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
       const summary = { ...result, rates: result.rates.map((r, i) => ({ ...r, file: path.join(result.outDir, r.file), macRatio: manifest.rates[i]!.macRatio })) };
-      for (const line of compileNotes(summary)) note(`note: ${line}`);
+      for (const line of compileNotes(summary, manifest.groups)) note(`note: ${line}`);
       if (opts.json) {
         writeJson(io, summary);
         return;
@@ -366,13 +366,13 @@ function formatCompileSummary(result: CompileSummary): string {
 }
 
 /** What a user should know about a result: nothing sliced, or group norms that changed the model. */
-function compileNotes(result: CompileSummary): string[] {
+function compileNotes(result: CompileSummary, groups: number): string[] {
   const notes: string[] = [];
-  const sliced = result.layers.some((l) => l.sliced);
+  const sliced = groups > 1 && result.layers.some((l) => l.sliced);
   if (!sliced || (result.rates.length > 1 && result.rates.every((r) => r.macs === result.rates[0]!.macs))) {
     notes.push(
       'nothing could be sliced: every rate gives the same graph (MACs ratio 1.0)' +
-        (result.layers.length > 0 ? '; run with --explain to see why each layer is kept whole' : ''),
+        (groups === 1 ? '; --groups 1 keeps every layer whole, use --groups 2 or more' : '; run with --explain to see why each layer is kept whole'),
     );
   }
   const c = result.normalization.calibration;

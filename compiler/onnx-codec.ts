@@ -109,10 +109,11 @@ export function decodeTensorProto(bytes: Uint8Array, source = 'tensor'): Tensor 
     throw userError(ErrorCodes.BAD_INPUT_FILE, `${source} is not a serialized ONNX TensorProto`, {
       expected: 'a TensorProto .pb file (as in ONNX test data)',
       found: `${bytes.byteLength} bytes that fail to parse (${(e as Error).message})`,
+      hint: 'write it with onnx.numpy_helper.from_array(array).SerializeToString()',
     });
   }
   if (proto.dataLocation === TensorProto_DataLocation.EXTERNAL) {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `${source} refers to external data`, { expected: 'a self-contained TensorProto', found: 'data_location = EXTERNAL' });
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `${source} refers to external data`, { expected: 'a self-contained TensorProto', found: 'data_location = EXTERNAL', hint: 'save the tensor with its data inline' });
   }
   return readTensor(proto, { baseDir: null, source, externalCache: new Map() });
 }
