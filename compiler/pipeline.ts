@@ -140,34 +140,34 @@ export function validateOptions(options: CompileOptions): { groups: number; rate
 }
 
 /**
- * One rate per distinct graph: rates whose kept widths agree in every sliced union (the same
- * active groups, or groups left empty because --groups exceeds a layer's channels) give the same
- * graph, so only the largest of them is compiled (a server picks the smallest rate ≥ the one it
- * wants). Notes say what was merged.
+ * One rate per graph: rates with the same active groups give the same graph, and so do rates
+ * whose extra groups are empty because --groups exceeds the channels of the widest sliced layer
+ * (then rates are told apart by the kept widths of every union). Of each such set only the
+ * largest rate is compiled (a server picks the smallest compiled rate ≥ the one it wants), and a
+ * note says what was merged. When nothing is sliced every rate is kept (and the CLI says so).
  */
 export function distinctRates(partition: Partition, rates: number[], explicit: boolean): { rates: number[]; notes: string[] } {
-  const byWidths = new Map<string, number[]>();
+  const widest = Math.max(0, ...partition.unions.map((g) => g.union.fineWidth / g.union.unit));
+  const emptyGroups = widest > 0 && widest < partition.groups;
+  const classes = new Map<string, number[]>();
   for (const rate of rates) {
     const kept = keptWidths(partition, rate);
-    const key = partition.unions.map((g) => kept.get(g.union)).join(',');
-    byWidths.set(key, [...(byWidths.get(key) ?? []), rate]);
+    const key = emptyGroups ? partition.unions.map((g) => kept.get(g.union)).join(',') : String(activeGroups(rate, partition.groups));
+    classes.set(key, [...(classes.get(key) ?? []), rate]);
   }
-  const classes = [...byWidths.values()];
-  const kept = classes.map((c) => c[c.length - 1]!).sort((a, b) => a - b);
+  const chosen = [...classes.values()].map((c) => c[c.length - 1]!).sort((a, b) => a - b);
   const notes: string[] = [];
-  if (kept.length === rates.length) return { rates: kept, notes };
-  const widest = Math.max(0, ...partition.unions.map((g) => g.union.fineWidth / g.union.unit));
-  if (widest > 0 && widest < partition.groups) {
-    notes.push(`--groups ${partition.groups} is more than the ${widest} channels of the widest sliced layer: groups past that are empty`);
-  }
+  if (chosen.length === rates.length) return { rates: chosen, notes };
+  if (emptyGroups) notes.push(`--groups ${partition.groups} is more than the ${widest} channels of the widest sliced layer: groups past that are empty`);
   if (explicit) {
-    for (const c of classes.filter((c) => c.length > 1)) {
+    for (const c of [...classes.values()].filter((c) => c.length > 1)) {
       notes.push(`rates ${c.join(', ')} give the same graph (${activeGroups(c[c.length - 1]!, partition.groups)} active groups); compiling ${c[c.length - 1]} only`);
     }
   } else {
-    notes.push(`the ${rates.length} default rates give ${kept.length} distinct graphs; compiling ${kept.join(', ')}`);
+    const list = chosen.length <= 12 ? `: ${chosen.join(', ')}` : '';
+    notes.push(`the ${rates.length} default rates give ${chosen.length} distinct graphs; compiling those${list}`);
   }
-  return { rates: kept, notes };
+  return { rates: chosen, notes };
 }
 
 /** Digits that keep every rate file name distinct (3 unless rates differ further down). */
