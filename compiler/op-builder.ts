@@ -199,6 +199,15 @@ export class OpBuilder {
     return node.outputs;
   }
 
+  // ------------------------------------------------------------------ graph interface
+
+  /** Append a graph input named `name` (made unique) of the given type. */
+  input(name: string, type: ValueType): Value {
+    const v = new Value(this.graph.uniqueName(name), type);
+    this.graph.inputs.push(v);
+    return v;
+  }
+
   // ------------------------------------------------------------------ constants
 
   /** An initializer holding `data`: a Tensor, float32 numbers, or int64 bigints (1-D). */

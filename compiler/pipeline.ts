@@ -9,7 +9,8 @@ import { OutputStage, checkOutput, MANIFEST_FORMAT, type Manifest, type Manifest
 import { modelCost } from './cost.js';
 import { ErrorCodes, userError, withStep } from './diagnostics.js';
 import type { Model, Value } from './ir.js';
-import { decodeModel, encodeModel, readModelFile, writeModel } from './onnx-codec.js';
+import { cloneModel } from './clone.js';
+import { encodeModel, readModelFile, writeModel } from './onnx-codec.js';
 import { printModel, type PrintSection } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
@@ -20,6 +21,8 @@ import { find } from '../passes/channel-space.js';
 import { activeGroups, describePartition, keptWidths, partitionChannels, type Partition } from '../passes/partition-channels.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
+import { remapAnalysis } from '../passes/remap-analysis.js';
+import { mergeAdditions } from '../passes/analysis-additions.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
@@ -230,15 +233,14 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   steps.run('reorder-channels', model, () => reorderChannels(model.graph, analysis, partition), { transform: true });
   const normalization = await normalize(model, analysis, partition, options, steps);
 
-  const snapshot = encodeModel(model);
   const stage = new OutputStage(outDir);
   try {
     const rateResults: ManifestRate[] = [];
     for (const rate of rates) {
       await yieldForSignals();
-      const copy = decodeModel(snapshot, model.baseDir, options.model);
+      const { model: copy, map } = cloneModel(model);
       const kept = keptWidths(partition, rate);
-      steps.run(`prune-to-rate@${rate.toFixed(digits)}`, copy, () => pruneToRate(copy, analysis, model.graph.nodes, kept), { transform: true });
+      steps.run(`prune-to-rate@${rate.toFixed(digits)}`, copy, () => pruneToRate(copy, remapAnalysis(analysis, map), kept), { transform: true });
       const cost = modelCost(copy);
       const file = rateFileName(rate, digits);
       writeModel(copy, stage.file(file), { dropValueInfo: true, externalData: false });
@@ -252,8 +254,8 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
         slicedUnions: partition.unions.filter((g) => !g.groupAxis && kept.get(g.union)! < g.union.fineWidth).map((g) => g.union.id),
       });
     }
-    const elastic = decodeModel(snapshot, model.baseDir, options.model);
-    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, analysis, partition, model.graph.nodes), { transform: true });
+    const { model: elastic, map: elasticMap } = cloneModel(model);
+    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, remapAnalysis(analysis, elasticMap), partition), { transform: true });
     writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
     const full = inferFullCost(model, rateResults);
     for (const r of rateResults) r.macRatio = full > 0 ? r.macs / full : 1;
@@ -299,16 +301,27 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
   const mode = options.norm ?? 'gn';
   if (mode === 'keep') return { mode, sites: {}, skipped: [], calibration: null };
   if (mode === 'none') {
-    const folded = steps.run('fold-batch-norm', model, () => foldBatchNorm(model, analysis), { transform: true });
+    const folded = steps.run('fold-batch-norm', model, () => {
+      const r = foldBatchNorm(model, analysis);
+      mergeAdditions(model.graph, analysis, partition, r.additions);
+      return r;
+    }, { transform: true });
     return { mode, sites: { folded: folded.folded }, skipped: folded.kept.map((k) => ({ where: k, why: 'BatchNorm kept' })), calibration: null };
   }
   const before = encodeModel(model);
-  const inserted = steps.run('insert-group-norm', model, () => insertGroupNorm(model, analysis, partition), {
+  const inserted = steps.run('insert-group-norm', model, () => {
+    const r = insertGroupNorm(model, analysis, partition);
+    mergeAdditions(model.graph, analysis, partition, r.additions);
+    return r;
+  }, {
     transform: true,
-    sections: (r) => [{ title: 'group norms', lines: [
-      ...r.sites.map((s) => `${s.kind} ${s.form} on ${s.input.name}: ${s.groups} groups → ${s.output.name}`),
-      ...r.skipped.map((s) => `skipped ${s.where}: ${s.why}`),
-    ] }],
+    sections: (r) => [
+      { title: 'group norms', lines: [
+        ...r.sites.map((s) => `${s.kind} ${s.form} on ${s.input.name}: ${s.groups} groups → ${s.output.name}`),
+        ...r.skipped.map((s) => `skipped ${s.where}: ${s.why}`),
+      ] },
+      { title: 'groups', lines: describePartition(partition) },
+    ],
   });
   const sites: Record<string, number> = {};
   for (const s of inserted.sites) sites[s.kind] = (sites[s.kind] ?? 0) + 1;

@@ -8,8 +8,17 @@ import type { Model, Node } from '../compiler/ir.js';
 import { OpBuilder } from '../compiler/op-builder.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
 import type { ChannelAnalysis } from './couple-channels.js';
+import { emptyAdditions, type AnalysisAdditions } from './analysis-additions.js';
 
-export function foldBatchNorm(model: Model, analysis: ChannelAnalysis): { folded: number; kept: string[] } {
+export interface FoldResult {
+  folded: number;
+  kept: string[];
+  /** Folded biases and the spaces they are cut on, for compile() to merge. */
+  additions: AnalysisAdditions;
+}
+
+export function foldBatchNorm(model: Model, analysis: ChannelAnalysis): FoldResult {
+  const additions = emptyAdditions();
   const graph = model.graph;
   const b = new OpBuilder(graph, model.opset());
   let folded = 0;
@@ -43,7 +52,7 @@ export function foldBatchNorm(model: Model, analysis: ChannelAnalysis): { folded
     const biasValue = conv.inputs[2] && conv.inputs[2].uses.length === 1 ? conv.inputs[2] : b.constant(Tensor.float32([out], bias), `${conv.name || 'layer'}_folded_bias`);
     if (biasValue === conv.inputs[2]) graph.setConstant(biasValue, Tensor.float32([out], bias));
     else conv.setInput(2, biasValue);
-    if (space) analysis.params.set(biasValue, [{ axis: 0, space }]);
+    if (space) additions.params.set(biasValue, [{ axis: 0, space }]);
     const y = bn.outputs[0]!;
     graph.replaceAllUses(y, conv.outputs[0]!, { outputs: true });
     if (graph.outputs.includes(conv.outputs[0]!)) conv.outputs[0]!.name = y.name;
@@ -51,8 +60,7 @@ export function foldBatchNorm(model: Model, analysis: ChannelAnalysis): { folded
     folded++;
   }
   graph.removeUnusedInitializers();
-  for (const value of [...analysis.params.keys()]) if (value.uses.length === 0) analysis.params.delete(value);
-  return { folded, kept };
+  return { folded, kept, additions };
 }
 
 function foldable(bn: Node, layer: Node | null | undefined): string | null {

@@ -25,6 +25,7 @@ import { Tensor } from '../compiler/tensor.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { Union, resolve, type Space } from './channel-space.js';
 import type { Partition } from './partition-channels.js';
+import { emptyAdditions, nextUnionId, type AnalysisAdditions } from './analysis-additions.js';
 
 export type NormMode = 'gn' | 'keep' | 'none';
 
@@ -52,6 +53,8 @@ export interface GroupNormSite {
 export interface GroupNormResult {
   sites: GroupNormSite[];
   skipped: { where: string; why: string }[];
+  /** Group-axis unions, the new norm constants and their spaces, for compile() to merge. */
+  additions: AnalysisAdditions;
 }
 
 interface SiteGroups {
@@ -117,15 +120,16 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
   const sliceable = new Set(partition.unions.map((g) => g.union));
   const touchesSliced = (space: Space): boolean => space.some((s) => sliceable.has(resolve(s).root));
   const groupUnions = new Map<string, Union>();
-  const result: GroupNormResult = { sites: [], skipped: [] };
+  const additions = emptyAdditions();
+  const result: GroupNormResult = { sites: [], skipped: [], additions };
 
   const groupSpaceFor = (groups: SiteGroups): Space => {
     const key = groups.boundaries.join(',');
     let u = groupUnions.get(key);
     if (!u) {
-      u = new Union(analysis.unions.length, groups.groups);
-      analysis.unions.push(u);
-      partition.unions.push({ union: u, boundaries: groups.boundaries, groupAxis: true });
+      u = new Union(nextUnionId(analysis, additions), groups.groups);
+      additions.unions.push(u);
+      additions.groups.push({ union: u, boundaries: groups.boundaries, groupAxis: true });
       groupUnions.set(key, u);
     }
     return [{ union: u, perFine: 1 }];
@@ -209,23 +213,25 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
     const oldUses = c.replaced.uses.map((u) => ({ ...u }));
     const isOutput = graph.outputs.includes(c.replaced);
 
+    // constants are named after the layer whose norm they are (`bn1.gn_gamma`), not a counter
+    const prefix = siteName(c);
     const affineDims = t.axis === 1 ? [width, ...Array(rank - 2).fill(1)] : [width];
-    const gamma = b.constant(Tensor.float32(affineDims, c.gammaInit ?? new Float32Array(width).fill(1)), 'gn_gamma');
-    const beta = b.constant(Tensor.float32(affineDims, c.betaInit ?? new Float32Array(width)), 'gn_beta');
+    const gamma = b.constant(Tensor.float32(affineDims, c.gammaInit ?? new Float32Array(width).fill(1)), `${prefix}.gn_gamma`);
+    const beta = b.constant(Tensor.float32(affineDims, c.betaInit ?? new Float32Array(width)), `${prefix}.gn_beta`);
     let normalizedValue: Value;
     let form: GroupNormSite['form'];
     if (groups.equalContiguous && t.axis === 1 && rank >= 2) {
       form = 'instance-norm';
-      const shape3 = b.int64Const([0, groups.groups, -1], 'gn_groups_shape');
+      const shape3 = b.int64Const([0, groups.groups, -1], `${prefix}.gn_groups_shape`);
       const grouped = b.reshape(c.input, shape3);
       const reshapeNode = grouped.producer!;
-      const ones = b.constant(Tensor.float32([groups.groups], new Float32Array(groups.groups).fill(1)), 'gn_ones');
-      const zeros = b.constant(Tensor.float32([groups.groups], new Float32Array(groups.groups)), 'gn_zeros');
+      const ones = b.constant(Tensor.float32([groups.groups], new Float32Array(groups.groups).fill(1)), `${prefix}.gn_ones`);
+      const zeros = b.constant(Tensor.float32([groups.groups], new Float32Array(groups.groups)), `${prefix}.gn_zeros`);
       const inorm = b.instanceNorm(grouped, ones, zeros, c.epsilon);
       normalizedValue = b.reshape(inorm, b.shape(c.input));
-      analysis.shapeRewrites.push({ node: reshapeNode, inputIndex: 1, entry: 1, space: groupSpace });
-      analysis.params.set(ones, [{ axis: 0, space: groupSpace }]);
-      analysis.params.set(zeros, [{ axis: 0, space: groupSpace }]);
+      additions.shapeRewrites.push({ node: reshapeNode, inputIndex: 1, entry: 1, space: groupSpace });
+      additions.params.set(ones, [{ axis: 0, space: groupSpace }]);
+      additions.params.set(zeros, [{ axis: 0, space: groupSpace }]);
     } else {
       form = 'matrix';
       const A = new Float32Array(width * groups.groups);
@@ -236,17 +242,17 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
         A[ch * groups.groups + g] = 1 / sizes[g]!;
         B[g * width + ch] = 1;
       }
-      const avg = b.constant(Tensor.float32([width, groups.groups], A), 'gn_average');
-      const expand = b.constant(Tensor.float32([groups.groups, width], B), 'gn_expand');
-      analysis.params.set(avg, [{ axis: 0, space: channelSpace }, { axis: 1, space: groupSpace }]);
-      analysis.params.set(expand, [{ axis: 0, space: groupSpace }, { axis: 1, space: channelSpace }]);
+      const avg = b.constant(Tensor.float32([width, groups.groups], A), `${prefix}.gn_average`);
+      const expand = b.constant(Tensor.float32([groups.groups, width], B), `${prefix}.gn_expand`);
+      additions.params.set(avg, [{ axis: 0, space: channelSpace }, { axis: 1, space: groupSpace }]);
+      additions.params.set(expand, [{ axis: 0, space: groupSpace }, { axis: 1, space: channelSpace }]);
       const spatialAxes = t.axis === 1 ? [...Array(rank).keys()].slice(2) : [];
       const square = b.mul(c.input, c.input);
       const meanC = spatialAxes.length ? b.reduce('ReduceMean', c.input, spatialAxes, false) : c.input;
       const squareC = spatialAxes.length ? b.reduce('ReduceMean', square, spatialAxes, false) : square;
       const meanG = b.matMul(meanC, avg);
       const varG = b.sub(b.matMul(squareC, avg), b.mul(meanG, meanG));
-      const eps = b.constant(Tensor.float32([], [c.epsilon]), 'gn_epsilon');
+      const eps = b.constant(Tensor.float32([], [c.epsilon]), `${prefix}.gn_epsilon`);
       const rstdG = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(varG, eps)])]);
       let meanBack = b.matMul(meanG, expand);
       let rstdBack = b.matMul(rstdG, expand);
@@ -257,9 +263,9 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
       normalizedValue = b.mul(b.sub(c.input, meanBack), rstdBack);
     }
     const output = b.add(b.mul(normalizedValue, gamma), beta);
-    analysis.params.set(gamma, [{ axis: 0, space: channelSpace }]);
-    analysis.params.set(beta, [{ axis: 0, space: channelSpace }]);
-    analysis.tracked.set(output, { axis: t.axis, space: channelSpace });
+    additions.params.set(gamma, [{ axis: 0, space: channelSpace }]);
+    additions.params.set(beta, [{ axis: 0, space: channelSpace }]);
+    additions.tracked.set(output, { axis: t.axis, space: channelSpace });
     output.type = c.replaced.type;
 
     for (const u of oldUses) if (u.index >= 0) u.node.setInput(u.index, output);
@@ -272,12 +278,16 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
   }
   graph.removeDeadNodes();
   graph.removeUnusedInitializers();
-  for (const value of [...analysis.params.keys()]) {
-    if (value.uses.length === 0 && !graph.outputs.includes(value)) analysis.params.delete(value);
-  }
   const cycle = graph.sortTopologically();
   if (cycle) throw new Error(`insert-group-norm produced a cycle through ${cycle[0]!.label()}`);
   return result;
+}
+
+function siteName(c: { remove: Node[]; input: Value }): string {
+  const node = c.remove[0] ?? c.input.producer;
+  if (!node?.name) return c.input.name;
+  // PyTorch names nodes `/bn1/BatchNormalization`: keep the module path
+  return node.name.replace(new RegExp(`/${node.op}(_\\d+)?$`), '').replace(/^\//, '') || node.name;
 }
 
 function countGroups(groups: SiteGroups): number[] {

@@ -26,29 +26,20 @@ import { upgradeOpset } from './upgrade-opset.js';
 export const SLICE_RATE_INPUT = 'slice_rate';
 const ELASTIC_MIN_OPSET = 11;
 
-/**
- * Make `copy` (a structural copy of the analysed model) elastic. `originalNodes` is the analysed
- * model's node list, used to match nodes by position.
- */
-export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: Partition, originalNodes: readonly Node[]): { input: string } {
+/** Make `copy` elastic; `analysis` must describe this model's own values and nodes. */
+export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: Partition): { input: string } {
   const graph = copy.graph;
-  if (graph.nodes.length !== originalNodes.length) throw new Error('make-elastic: the copy does not match the analysed model');
-  const nodeAt = new Map<Node, Node>();
-  originalNodes.forEach((n, i) => nodeAt.set(n, graph.nodes[i]!));
-  const byName = graph.valuesByName();
-
-  // resolve everything in the copy before the opset upgrade adds nodes
   const params = [...analysis.params].map(([value, axes]) => {
-    const target = byName.get(value.name);
-    if (!target?.const) throw new Error(`make-elastic: constant ${value.name} is missing from the copy`);
-    return { value: target, axes };
+    if (!value.const) throw new Error(`make-elastic: ${value.name} is not a constant`);
+    return { value, axes };
   });
+  // the input spaces are read before the opset upgrade rewrites nodes
   const grouped = analysis.groupedConvs.map((g) => ({
-    node: nodeAt.get(g.node)!,
+    node: g.node,
     inSpace: analysis.tracked.get(g.node.inputs[0]!)!.space,
     outSpace: g.outSpace,
   }));
-  const rewrites = analysis.shapeRewrites.map((r) => ({ ...r, node: nodeAt.get(r.node)! }));
+  const rewrites = analysis.shapeRewrites;
 
   if (copy.opset() < ELASTIC_MIN_OPSET) upgradeOpset(copy, ELASTIC_MIN_OPSET);
   const b = new OpBuilder(graph, copy.opset());

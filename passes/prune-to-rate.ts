@@ -1,8 +1,7 @@
 // prune-to-rate: one static, standalone ONNX graph per slice rate.
 //
-// Works on a fresh copy of the reordered model (decoded from its bytes, so every rate starts
-// from the same graph; nodes keep their order, so analysis results are matched by node index
-// and constant name). Every constant recorded by couple-channels is cut to the kept channels of
+// Works on a clone of the reordered model (compiler/clone.ts) with the analysis carried over to
+// the clone (passes/remap-analysis.ts), so every rate starts from the same graph. Every constant recorded by couple-channels is cut to the kept channels of
 // each axis (a prefix of every segment of its space), grouped convs get their new `group`, and
 // shape constants holding a sliced size are rewritten. Inputs and outputs keep their names,
 // shapes and dtypes (couple-channels pinned them); the opset is kept. Shapes are re-inferred.
@@ -14,20 +13,11 @@ import { gatherAxis } from '../compiler/tensor-ops.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { keptCount, keptIndices, type KeptWidths } from './channel-space.js';
 
-/**
- * Cut `copy` (a structural copy of the model the analysis was made on) to the kept widths.
- * `originalNodes` is the analysed model's node list, used to match nodes by position.
- */
-export function pruneToRate(copy: Model, analysis: ChannelAnalysis, originalNodes: readonly object[], kept: KeptWidths): void {
-  const graph = copy.graph;
-  if (graph.nodes.length !== originalNodes.length) throw new Error('prune-to-rate: the copy does not match the analysed model');
-  const nodeAt = new Map<object, number>();
-  originalNodes.forEach((n, i) => nodeAt.set(n, i));
-  const byName = graph.valuesByName();
-
-  for (const [value, axes] of analysis.params) {
-    const target = byName.get(value.name);
-    if (!target?.const) throw new Error(`prune-to-rate: constant ${value.name} is missing from the copy`);
+/** Cut `model` to the kept widths; `analysis` must describe this model's own values and nodes. */
+export function pruneToRate(model: Model, analysis: ChannelAnalysis, kept: KeptWidths): void {
+  const graph = model.graph;
+  for (const [target, axes] of analysis.params) {
+    if (!target.const) throw new Error(`prune-to-rate: ${target.name} is not a constant`);
     let tensor = target.const;
     for (const p of axes) {
       const indices = keptIndices(p.space, kept);
@@ -35,12 +25,9 @@ export function pruneToRate(copy: Model, analysis: ChannelAnalysis, originalNode
     }
     if (tensor !== target.const) graph.setConstant(target, tensor);
   }
-  for (const g of analysis.groupedConvs) {
-    const node = graph.nodes[nodeAt.get(g.node)!]!;
-    node.setInt('group', keptCount(g.outSpace, kept) / g.outPerGroup);
-  }
+  for (const g of analysis.groupedConvs) g.node.setInt('group', keptCount(g.outSpace, kept) / g.outPerGroup);
   for (const r of analysis.shapeRewrites) {
-    const node = graph.nodes[nodeAt.get(r.node)!]!;
+    const node = r.node;
     const shapeValue = node.inputs[r.inputIndex]!;
     const entries = shapeValue.const!.bigints();
     entries[r.entry] = BigInt(keptCount(r.space, kept));
@@ -48,5 +35,5 @@ export function pruneToRate(copy: Model, analysis: ChannelAnalysis, originalNode
     node.setInput(r.inputIndex, fresh);
   }
   graph.removeUnusedInitializers();
-  refreshShapes(copy);
+  refreshShapes(model);
 }

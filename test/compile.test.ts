@@ -14,11 +14,11 @@ import type { Model } from '../compiler/ir.js';
 import { inferShapes } from '../compiler/shape-inference.js';
 import { gatherAxis } from '../compiler/tensor-ops.js';
 import { Tensor } from '../compiler/tensor.js';
-import { coupleChannels } from '../passes/couple-channels.js';
+import { coupleChannels, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
-import { editDropped } from './helpers/slicing.js';
+import { copyWithAnalysis, editDropped } from './helpers/slicing.js';
 import { fixtureModels, openwakewordModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-compile-'));
@@ -137,15 +137,15 @@ describe('pruning computes exactly the sub-network', () => {
       const state = analyse(fixture.file, 4);
       const rate = 0.5;
       const feeds = randomFeeds(readModel(fixture.file), 3, 2)!;
-      const pruneFrom = async (model: Model): Promise<Record<string, ort.Tensor>> => {
-        pruneToRate(model, state.analysis, state.model.graph.nodes, keptWidths(state.partition, rate));
-        return run(encodeModel(model), feeds);
+      const pruneFrom = async (copy: { model: Model; analysis: ChannelAnalysis }): Promise<Record<string, ort.Tensor>> => {
+        pruneToRate(copy.model, copy.analysis, keptWidths(state.partition, rate));
+        return run(encodeModel(copy.model), feeds);
       };
-      const pruned = await pruneFrom(decodeModel(state.snapshot, null));
+      const pruned = await pruneFrom(copyWithAnalysis(state.model, state.analysis));
 
       // perturbing dropped weights changes nothing in the pruned graph
-      const perturbed = decodeModel(state.snapshot, null);
-      editDropped(perturbed, state.analysis, keptWidths(state.partition, rate), (x, i) => x + Math.sin(i) * 10);
+      const perturbed = copyWithAnalysis(state.model, state.analysis);
+      editDropped(perturbed.model, perturbed.analysis, keptWidths(state.partition, rate), (x, i) => x + Math.sin(i) * 10);
       const prunedPerturbed = await pruneFrom(perturbed);
       for (const name of Object.keys(pruned)) expect(Array.from(prunedPerturbed[name]!.data as Float32Array)).toEqual(Array.from(pruned[name]!.data as Float32Array));
 
@@ -157,9 +157,9 @@ describe('pruning computes exactly the sub-network', () => {
 
       // and something was actually dropped
       const sliced = [...state.analysis.params.keys()].some((v) => {
-        const m = decodeModel(state.snapshot, null);
-        pruneToRate(m, state.analysis, state.model.graph.nodes, keptWidths(state.partition, rate));
-        return m.graph.valuesByName().get(v.name)!.const!.size < v.const!.size;
+        const copy = copyWithAnalysis(state.model, state.analysis);
+        pruneToRate(copy.model, copy.analysis, keptWidths(state.partition, rate));
+        return copy.model.graph.valuesByName().get(v.name)!.const!.size < v.const!.size;
       });
       expect(sliced).toBe(true);
     });

@@ -10,16 +10,18 @@ import * as ortWeb from 'onnxruntime-web';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../compiler/artifacts.js';
 import { decodeModel, encodeModel, encodeTensorProto, readModel } from '../compiler/onnx-codec.js';
+import type { Model } from '../compiler/ir.js';
 import { compile } from '../compiler/pipeline.js';
 import { inferShapes } from '../compiler/shape-inference.js';
 import { Tensor } from '../compiler/tensor.js';
-import { coupleChannels } from '../passes/couple-channels.js';
+import { coupleChannels, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
+import { mergeAdditions } from '../passes/analysis-additions.js';
 import { makeElastic } from '../passes/make-elastic.js';
 import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
-import { editDropped } from './helpers/slicing.js';
+import { copyWithAnalysis, editDropped } from './helpers/slicing.js';
 import { fixtureModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-elastic-'));
@@ -113,30 +115,29 @@ describe('group independence', () => {
       const analysis = coupleChannels(model, { layerNorms: 'rewrite' });
       const partition = partitionChannels(analysis, 4);
       reorderChannels(model.graph, analysis, partition);
-      insertGroupNorm(model, analysis, partition);
-      const snapshot = encodeModel(model);
+      mergeAdditions(model.graph, analysis, partition, insertGroupNorm(model, analysis, partition).additions);
       const rate = 0.5;
       const kept = keptWidths(partition, rate);
       const feeds = randomFeeds(readModel(file), 5, 2)!;
 
       /** Every intermediate activation of the pruned graph, and the elastic output. */
-      const observe = async (bytes: Uint8Array) => {
-        const pruned = decodeModel(bytes, null);
-        pruneToRate(pruned, analysis, model.graph.nodes, kept);
+      const observe = async (from: { model: Model; analysis: ChannelAnalysis }) => {
+        const { model: pruned, analysis: prunedAnalysis } = copyWithAnalysis(from.model, from.analysis);
+        pruneToRate(pruned, prunedAnalysis, kept);
         const values = pruned.graph.nodes.flatMap((n) => n.outputs).filter((v) => v.name && v.elemType === 1 && !pruned.graph.outputs.includes(v));
         pruned.graph.outputs.push(...values);
         const activations = await runNode(encodeModel(pruned, { dropValueInfo: true }), feeds);
-        const elastic = decodeModel(bytes, null);
-        makeElastic(elastic, analysis, partition, model.graph.nodes);
+        const { model: elastic, analysis: elasticAnalysis } = copyWithAnalysis(from.model, from.analysis);
+        makeElastic(elastic, elasticAnalysis, partition);
         const out = await runNode(encodeModel(elastic, { dropValueInfo: true }), withRate(feeds, rate));
         return { activations, out };
       };
-      const base = await observe(snapshot);
+      const base = await observe({ model, analysis });
 
-      const changed = decodeModel(snapshot, null);
-      const touched = editDropped(changed, analysis, kept, (x) => x * 3 + 1);
+      const changed = copyWithAnalysis(model, analysis);
+      const touched = editDropped(changed.model, changed.analysis, kept, (x) => x * 3 + 1);
       expect(touched).toBeGreaterThan(0);
-      const after = await observe(encodeModel(changed));
+      const after = await observe(changed);
       for (const [n, t] of Object.entries(base.activations)) expect(after.activations[n]!.data).toEqual(t.data);
       for (const [n, t] of Object.entries(base.out)) expect(relativeError(t.data, after.out[n]!.data)).toBeLessThan(1e-6);
     });

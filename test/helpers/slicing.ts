@@ -1,9 +1,17 @@
 // Test helper: rewrite the entries of every sliced constant that a rate drops.
 
+import { cloneModel } from '../../compiler/clone.js';
 import type { Model } from '../../compiler/ir.js';
 import { Tensor } from '../../compiler/tensor.js';
 import { keptIndices, type KeptWidths } from '../../passes/channel-space.js';
 import type { ChannelAnalysis } from '../../passes/couple-channels.js';
+import { remapAnalysis } from '../../passes/remap-analysis.js';
+
+/** A clone of the analysed model with the analysis carried over to it. */
+export function copyWithAnalysis(model: Model, analysis: ChannelAnalysis): { model: Model; analysis: ChannelAnalysis } {
+  const { model: copy, map } = cloneModel(model);
+  return { model: copy, analysis: remapAnalysis(analysis, map) };
+}
 
 /** Apply `change` to every dropped entry of every constant the analysis cuts; returns how many. */
 export function editDropped(copy: Model, analysis: ChannelAnalysis, kept: KeptWidths, change: (x: number, i: number) => number): number {
