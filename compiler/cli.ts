@@ -188,6 +188,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         stats: opts.stats === true,
         ...(bars ? { progress: (p) => bars.update(p) } : {}),
       };
+      if (opts.calibration && opts.norm !== undefined && opts.norm !== 'gn') note(`note: --calibration is used only with --norm gn; --norm ${opts.norm} ignores it`);
       checkStepNames('--print-before', opts.printBefore);
       checkStepNames('--print-after', opts.printAfter);
       // Loaded on demand: print and verify do not need the passes.
