@@ -1,17 +1,20 @@
 // The package as users get it: `npm pack`, install the tarball into an empty project, and run the
 // installed `slicec` there (version, a compile) and the package exports (compiler API, runtime).
-// Slow (an npm install, a few seconds with a warm cache): it lives in its own file. It needs no
+// Slow (an npm install, about 15 s with a warm cache): it lives in its own file. It needs no
 // network beyond npm's local cache: onnxruntime-node's download step is skipped, and npm prefers
-// cached packages.
+// cached packages. dist/ is built once up front and packed with --ignore-scripts, because the
+// `prepare` build that `npm pack` runs would rewrite dist/ under other test files using it.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureBuilt } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/models.js';
 
-const VERSION = (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const PKG = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string; scripts: Record<string, string> };
+const VERSION = PKG.version;
 const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', npm_config_update_notifier: 'false' };
 
 let tmp: string;
@@ -25,8 +28,9 @@ function run(command: string, args: string[], cwd: string): { code: number; stdo
 }
 
 beforeAll(() => {
+  ensureBuilt();
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-pack-'));
-  const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: REPO_ROOT, env, encoding: 'utf8' })) as {
+  const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', tmp], { cwd: REPO_ROOT, env, encoding: 'utf8' })) as {
     filename: string;
     files: { path: string }[];
   }[];
@@ -43,6 +47,10 @@ afterAll(() => {
 });
 
 describe('npm pack', () => {
+  it('builds dist/ before packing (npm pack and npm ci run `prepare`)', () => {
+    expect(PKG.scripts.prepare).toBe('tsc -p tsconfig.build.json');
+  });
+
   it('ships the compiled code and its type declarations, not sources, tests, benches or goldens', () => {
     expect(files).toContain('bin/slicec.js');
     expect(files).toContain('dist/compiler/cli.js');
