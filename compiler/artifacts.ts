@@ -27,6 +27,27 @@ export interface ManifestUnion {
   sliced: boolean;
   reason?: string;
   boundaries?: number[];
+  /** The union counts a group norm's groups, not channels. */
+  groupAxis?: boolean;
+}
+
+export type ParameterRole = 'weight' | 'bias' | 'norm-scale' | 'norm-bias' | 'running-stat' | 'fixed';
+
+/** One segment of a cut axis: see compiler/parameter-map.ts. */
+export interface ParameterSegment {
+  union: number;
+  offset: number;
+  scale: number;
+}
+
+export interface ManifestParameter {
+  name: string;
+  role: ParameterRole;
+  dtype: string;
+  /** Dims of the full tensor (the rate-1 graph and elastic.onnx hold it under this name). */
+  dims: number[];
+  /** Axes the per-rate graphs cut; empty when the tensor is the same at every rate. */
+  cuts: { axis: number; segments: ParameterSegment[] }[];
 }
 
 export interface ManifestRate {
@@ -53,6 +74,8 @@ export interface Manifest {
   unions: ManifestUnion[];
   rates: ManifestRate[];
   layers: { layer: string; op: string; channels: number; union: number; sliced: boolean; reason?: string }[];
+  /** Every initializer of the full model, its role and how each rate cuts it. */
+  parameters: ManifestParameter[];
 }
 
 /** File in a stage naming the process that writes it, so a later run can tell a dead stage. */

@@ -22,6 +22,8 @@ import { progressReporter } from './progress.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
 import { verifyModel, verifyShapes } from './verifier.js';
+import { isStepName, STEPS } from './steps.js';
+import { registerTrainCommands } from './cli-train.js';
 
 export const EXIT_OK = 0;
 export const EXIT_USER_ERROR = 1;
@@ -110,7 +112,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     })
     .showHelpAfterError('(run slicec --help for usage)')
     .addHelpText('after', '\nWithout a command, `slicec <model> --groups <n> ...` runs compile.\n');
-  const stepNames = STEP_NAMES.join(', ');
+  const stepNames = STEPS.join(', ');
 
   program
     .command('print')
@@ -211,6 +213,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
       if (opts.stats) io.stderr(formatStats(result));
     });
 
+  registerTrainCommands(program, io);
   return program;
 }
 
@@ -289,16 +292,10 @@ function collectSteps(flag: string): (value: string, previous: string[] | undefi
   };
 }
 
-/** The compile steps, as --print-before/--print-after take them (pipeline.ts STEPS; kept here so help needs no passes). */
-const STEP_NAMES = [
-  'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
-  'calibrate-group-norm', 'make-elastic', 'prune-to-rate',
-] as const;
-
 function checkStepNames(flag: string, names: string[] | undefined): void {
   for (const name of names ?? []) {
-    if (name !== 'all' && !(STEP_NAMES as readonly string[]).includes(name)) {
-      throw badFlag(flag, `"all" or a step name: ${STEP_NAMES.join(', ')}`, name);
+    if (name !== 'all' && !isStepName(name)) {
+      throw badFlag(flag, `"all" or a step name: ${STEPS.join(', ')} (a per-rate step also as step@rate, e.g. prune-to-rate@0.500)`, name);
     }
   }
 }

@@ -159,6 +159,8 @@ export class OpBuilder {
   readonly graph: Graph;
   /** Default-domain opset the emitted ops must conform to. */
   readonly opset: number;
+  /** Prefix of default node names (`<prefix>/<OpType>`), e.g. the forward node a backward serves. */
+  namePrefix = '';
 
   constructor(graph: Graph, opset: number) {
     this.graph = graph;
@@ -178,7 +180,7 @@ export class OpBuilder {
   }
 
   private nodeName(opType: string, opts: NodeOptions): string {
-    return this.graph.uniqueName(opts.name ?? `/${opType}`);
+    return this.graph.uniqueName(opts.name ?? `${this.namePrefix}/${opType}`);
   }
 
   /** Emit with an already reserved node name. */

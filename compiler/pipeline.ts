@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { OutputStage, checkOutput, MANIFEST_FORMAT, type Manifest, type ManifestRate, type TensorSignature } from './artifacts.js';
 import { modelCost } from './cost.js';
+import { buildParameterMap, type RoleHints } from './parameter-map.js';
 import { ErrorCodes, userError, withStep } from './diagnostics.js';
 import type { Model, Value } from './ir.js';
 import { cloneModel } from './clone.js';
@@ -21,19 +22,17 @@ import { find } from '../passes/channel-space.js';
 import { activeGroups, describePartition, keptWidths, partitionChannels, type Partition } from '../passes/partition-channels.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
-import { remapAnalysis } from '../passes/remap-analysis.js';
+import { applyReplacements, remapAnalysis } from '../passes/remap-analysis.js';
+import { upgradeOpset } from '../passes/upgrade-opset.js';
 import { mergeAdditions } from '../passes/analysis-additions.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
-import { makeElastic } from '../passes/make-elastic.js';
+import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { runFloat } from '../runtime/session.js';
 import { checkCalibrationFiles, loadCalibration, syntheticCalibration } from './calibration-data.js';
 
-export const STEPS = [
-  'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
-  'calibrate-group-norm', 'make-elastic', 'prune-to-rate',
-] as const;
+export { STEPS } from './steps.js';
 
 export interface StepHook {
   (step: string, model: Model, sections: PrintSection[]): void;
@@ -231,7 +230,8 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const digits = rateDigits(rates);
   steps.expect('prune-to-rate', rates.length);
   steps.run('reorder-channels', model, () => reorderChannels(model.graph, analysis, partition), { transform: true });
-  const normalization = await normalize(model, analysis, partition, options, steps);
+  const { result: normalization, hints } = await normalize(model, analysis, partition, options, steps);
+  const parameters = buildParameterMap(model, analysis, hints);
 
   const stage = new OutputStage(outDir);
   try {
@@ -255,7 +255,12 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       });
     }
     const { model: elastic, map: elasticMap } = cloneModel(model);
-    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, remapAnalysis(analysis, elasticMap), partition), { transform: true });
+    const upgrade = steps.run('upgrade-opset', elastic, () => upgradeOpset(elastic, ELASTIC_MIN_OPSET), {
+      transform: true,
+      sections: (r) => [{ title: 'upgrade-opset', lines: r.upgraded ? [`from ${r.from} to ${ELASTIC_MIN_OPSET}`, ...r.converted.map((c) => `rewrote ${c}`)] : [`kept opset ${r.from}`] }],
+    });
+    const elasticAnalysis = applyReplacements(remapAnalysis(analysis, elasticMap), upgrade.replaced);
+    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, elasticAnalysis, partition), { transform: true });
     writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
     const full = inferFullCost(model, rateResults);
     for (const r of rateResults) r.macRatio = full > 0 ? r.macs / full : 1;
@@ -286,6 +291,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       unions: unionsOf(analysis, partition),
       rates: rateResults,
       layers,
+      parameters,
     };
     fs.writeFileSync(stage.file('manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     stage.commit();
@@ -297,16 +303,22 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   }
 }
 
-async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper): Promise<NormalizationResult> {
+interface Normalized {
+  result: NormalizationResult;
+  hints: RoleHints;
+}
+
+async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper): Promise<Normalized> {
   const mode = options.norm ?? 'gn';
-  if (mode === 'keep') return { mode, sites: {}, skipped: [], calibration: null };
+  const hints: RoleHints = { fixed: new Set(), normScale: new Set(), normBias: new Set() };
+  if (mode === 'keep') return { result: { mode, sites: {}, skipped: [], calibration: null }, hints };
   if (mode === 'none') {
     const folded = steps.run('fold-batch-norm', model, () => {
       const r = foldBatchNorm(model, analysis);
       mergeAdditions(model.graph, analysis, partition, r.additions);
       return r;
     }, { transform: true });
-    return { mode, sites: { folded: folded.folded }, skipped: folded.kept.map((k) => ({ where: k, why: 'BatchNorm kept' })), calibration: null };
+    return { result: { mode, sites: { folded: folded.folded }, skipped: folded.kept.map((k) => ({ where: k, why: 'BatchNorm kept' })), calibration: null }, hints };
   }
   const before = encodeModel(model);
   const inserted = steps.run('insert-group-norm', model, () => {
@@ -324,17 +336,25 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
     ],
   });
   const sites: Record<string, number> = {};
-  for (const s of inserted.sites) sites[s.kind] = (sites[s.kind] ?? 0) + 1;
-  if (inserted.sites.length === 0 || options.calibrate === false) return { mode, sites, skipped: inserted.skipped, calibration: null };
+  for (const s of inserted.sites) {
+    sites[s.kind] = (sites[s.kind] ?? 0) + 1;
+    hints.normScale.add(s.gamma);
+    hints.normBias.add(s.beta);
+    for (const v of s.fixed) hints.fixed.add(v);
+  }
+  if (inserted.sites.length === 0 || options.calibrate === false) return { result: { mode, sites, skipped: inserted.skipped, calibration: null }, hints };
   const source = options.calibration ? 'file' : 'synthetic';
   const feeds = options.calibration ? loadCalibration(options.calibration, model) : syntheticCalibration(model);
   const report = await steps.runAsync('calibrate-group-norm', model, () =>
     calibrateGroupNorm(model, before, inserted.sites, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs), source), { transform: true });
   return {
-    mode,
-    sites,
-    skipped: inserted.skipped,
-    calibration: { source: report.source, batch: report.batch, before: report.before, after: report.after },
+    result: {
+      mode,
+      sites,
+      skipped: inserted.skipped,
+      calibration: { source: report.source, batch: report.batch, before: report.before, after: report.after },
+    },
+    hints,
   };
 }
 
@@ -350,20 +370,21 @@ function inferFullCost(model: Model, rates: ManifestRate[]): number {
 }
 
 function unionsOf(analysis: ChannelAnalysis, partition: Partition): Manifest['unions'] {
-  const sliced = new Map(partition.unions.filter((g) => !g.groupAxis).map((g) => [g.union, g.boundaries]));
-  const seen = new Set<number>(partition.unions.filter((g) => g.groupAxis).map((g) => g.union.id));
+  const groups = new Map(partition.unions.map((g) => [g.union, g]));
+  const seen = new Set<number>();
   const out: Manifest['unions'] = [];
   for (const u of analysis.unions) {
     const root = find(u).root;
     if (seen.has(root.id)) continue;
     seen.add(root.id);
-    const boundaries = sliced.get(root);
+    const g = groups.get(root);
     out.push({
       id: root.id,
       width: root.fineWidth,
       unit: root.unit,
-      sliced: !!boundaries,
-      ...(boundaries ? { boundaries } : { reason: root.pinned ?? 'too few channels or no producer' }),
+      sliced: !!g,
+      ...(g ? { boundaries: g.boundaries } : { reason: root.pinned ?? 'too few channels or no producer' }),
+      ...(g?.groupAxis ? { groupAxis: true } : {}),
     });
   }
   return out.sort((a, b) => a.id - b.id);

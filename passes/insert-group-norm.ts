@@ -48,6 +48,8 @@ export interface GroupNormSite {
   epsilon: number;
   gamma: Value;
   beta: Value;
+  /** Constants of the normalization itself (unit scales, averaging matrices, epsilon): never trained. */
+  fixed: Value[];
 }
 
 export interface GroupNormResult {
@@ -220,6 +222,7 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
     const beta = b.constant(Tensor.float32(affineDims, c.betaInit ?? new Float32Array(width)), `${prefix}.gn_beta`);
     let normalizedValue: Value;
     let form: GroupNormSite['form'];
+    const fixed: Value[] = [];
     if (groups.equalContiguous && t.axis === 1 && rank >= 2) {
       form = 'instance-norm';
       const shape3 = b.int64Const([0, groups.groups, -1], `${prefix}.gn_groups_shape`);
@@ -227,6 +230,7 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
       const reshapeNode = grouped.producer!;
       const ones = b.constant(Tensor.float32([groups.groups], new Float32Array(groups.groups).fill(1)), `${prefix}.gn_ones`);
       const zeros = b.constant(Tensor.float32([groups.groups], new Float32Array(groups.groups)), `${prefix}.gn_zeros`);
+      fixed.push(shape3, ones, zeros);
       const inorm = b.instanceNorm(grouped, ones, zeros, c.epsilon);
       normalizedValue = b.reshape(inorm, b.shape(c.input));
       additions.shapeRewrites.push({ node: reshapeNode, inputIndex: 1, entry: 1, space: groupSpace });
@@ -253,6 +257,7 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
       const meanG = b.matMul(meanC, avg);
       const varG = b.sub(b.matMul(squareC, avg), b.mul(meanG, meanG));
       const eps = b.constant(Tensor.float32([], [c.epsilon]), `${prefix}.gn_epsilon`);
+      fixed.push(avg, expand, eps);
       const rstdG = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(varG, eps)])]);
       let meanBack = b.matMul(meanG, expand);
       let rstdBack = b.matMul(rstdG, expand);
@@ -273,7 +278,7 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
     for (const n of c.remove) if (n.outputs.every((o) => o.uses.length === 0)) graph.removeNode(n);
     result.sites.push({
       kind: c.kind, form, input: c.input, output, targetName: c.replaced.name, axis: t.axis,
-      groupOf: groups.groupOf, groups: groups.groups, epsilon: c.epsilon, gamma, beta,
+      groupOf: groups.groupOf, groups: groups.groups, epsilon: c.epsilon, gamma, beta, fixed,
     });
   }
   graph.removeDeadNodes();

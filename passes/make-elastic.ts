@@ -11,8 +11,8 @@
 //    group j reads only input group j, so the kept outputs equal the pruned conv's.
 // Group norms need nothing special: their constants are cut on the group axis (ones[k],
 // Reshape[0,k,-1], A[:kept,:k]), so only active groups are normalized.
-// Run-time Slice bounds need opset 10 and run-time Pad/Range 11, so the graph is raised to
-// opset 11 when it is older (upgrade-opset).
+// Run-time Slice bounds need opset 10 and run-time Pad/Range 11, so compile() raises an older
+// graph to opset 11 first (the upgrade-opset step).
 
 import { Value, tensorType, type Model, type Node } from '../compiler/ir.js';
 import { OpBuilder } from '../compiler/op-builder.js';
@@ -21,10 +21,10 @@ import { DataType, Tensor } from '../compiler/tensor.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { resolve, type Space, type Union } from './channel-space.js';
 import type { Partition } from './partition-channels.js';
-import { upgradeOpset } from './upgrade-opset.js';
 
 export const SLICE_RATE_INPUT = 'slice_rate';
-const ELASTIC_MIN_OPSET = 11;
+/** Run-time Slice bounds need opset 10 and run-time Pad/Range 11: compile() raises the copy first. */
+export const ELASTIC_MIN_OPSET = 11;
 
 /** Make `copy` elastic; `analysis` must describe this model's own values and nodes. */
 export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: Partition): { input: string } {
@@ -33,7 +33,6 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
     if (!value.const) throw new Error(`make-elastic: ${value.name} is not a constant`);
     return { value, axes };
   });
-  // the input spaces are read before the opset upgrade rewrites nodes
   const grouped = analysis.groupedConvs.map((g) => ({
     node: g.node,
     inSpace: analysis.tracked.get(g.node.inputs[0]!)!.space,
@@ -41,7 +40,7 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
   }));
   const rewrites = analysis.shapeRewrites;
 
-  if (copy.opset() < ELASTIC_MIN_OPSET) upgradeOpset(copy, ELASTIC_MIN_OPSET);
+  if (copy.opset() < ELASTIC_MIN_OPSET) throw new Error(`make-elastic: the copy is at opset ${copy.opset()}; upgrade-opset raises it to ${ELASTIC_MIN_OPSET} first`);
   const b = new OpBuilder(graph, copy.opset());
   const groups = partition.groups;
   const bounds = new Map<Union, number[]>(partition.unions.map((g) => [g.union, g.boundaries]));

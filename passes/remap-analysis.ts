@@ -32,3 +32,17 @@ export function remapAnalysis(analysis: ChannelAnalysis, map: CloneMap): Channel
       .map((s) => ({ ...s, input: value(s.input), output: value(s.output), nodes: s.nodes.map(node) })),
   };
 }
+
+/**
+ * Follow values that a transform replaced (upgrade-opset's take-overs): tracked tensors are
+ * re-keyed to the value that now stands for them. Constants and layer nodes are never replaced.
+ */
+export function applyReplacements(analysis: ChannelAnalysis, replaced: Map<Value, Value>): ChannelAnalysis {
+  if (replaced.size === 0) return analysis;
+  const tracked = new Map(analysis.tracked);
+  for (const [from, to] of replaced) {
+    const t = tracked.get(from);
+    if (t) tracked.set(to, t);
+  }
+  return { ...analysis, tracked };
+}

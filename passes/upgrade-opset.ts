@@ -36,6 +36,8 @@ export interface UpgradeResult {
   from: number;
   /** Labels of the nodes that were rewritten (`Slice "slice_1"`), in graph order. */
   converted: string[];
+  /** Values another value now stands for (it took over their uses and name): old → new. */
+  replaced: Map<Value, Value>;
 }
 
 interface Ctx {
@@ -45,6 +47,7 @@ interface Ctx {
   b: OpBuilder;
   ranks: Map<Value, number>;
   elems: Map<Value, number>;
+  replaced: Map<Value, Value>;
 }
 
 /** What a converter plans: the rewrite to apply once every node has been checked. */
@@ -58,7 +61,7 @@ type Converter = (node: Node, ctx: Ctx) => Apply | null;
 export function upgradeOpset(model: Model, target: number): UpgradeResult {
   const from = model.opset('');
   if (!Number.isInteger(target) || target < 1) throw new Error(`upgradeOpset: bad target opset ${target}`);
-  if (from >= target) return { upgraded: false, from, converted: [] };
+  if (from >= target) return { upgraded: false, from, converted: [], replaced: new Map() };
   if (target > MAX_UPGRADE_TARGET) {
     throw userError(ErrorCodes.UNSUPPORTED, `cannot raise the model's opset from ${from} to ${target}`, {
       expected: `a target opset <= ${MAX_UPGRADE_TARGET}`,
@@ -68,7 +71,7 @@ export function upgradeOpset(model: Model, target: number): UpgradeResult {
   }
   const graph = model.graph;
   const { ranks, elems } = typeFacts(model);
-  const ctx: Ctx = { graph, from, target, b: new OpBuilder(graph, target), ranks, elems };
+  const ctx: Ctx = { graph, from, target, b: new OpBuilder(graph, target), ranks, elems, replaced: new Map() };
 
   const plan: { node: Node; apply: Apply }[] = [];
   for (const node of graph.nodes) {
@@ -87,7 +90,7 @@ export function upgradeOpset(model: Model, target: number): UpgradeResult {
   model.opsetImports.set(key, BigInt(target));
   const ir = BigInt(minIrVersion(target));
   if (model.irVersion < ir) model.irVersion = ir;
-  return { upgraded: true, from, converted };
+  return { upgraded: true, from, converted, replaced: ctx.replaced };
 }
 
 // ---------------------------------------------------------------- planning
@@ -273,6 +276,7 @@ function takeOver(ctx: Ctx, oldOut: Value, newOut: Value, except: Node): void {
     }
   }
   ctx.graph.outputs = ctx.graph.outputs.map((o) => (o === oldOut ? newOut : o));
+  ctx.replaced.set(oldOut, newOut);
   const name = oldOut.name;
   oldOut.name = newOut.name;
   newOut.name = name;

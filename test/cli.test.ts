@@ -286,6 +286,14 @@ describe('compile', () => {
     expect(run.stdout).not.toContain('model ir_version=');
   });
 
+  it('takes every step name the stepper prints: per-rate steps as step@rate, upgrade-opset', async () => {
+    const run = await runCli([RESNET, '--groups', '2', '-o', path.join(tmp, 'per-rate-dump'), '--print-after', 'prune-to-rate@0.500,upgrade-opset']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr.match(/\/\/ after prune-to-rate@0\.500\n/g)).toHaveLength(1);
+    expect(run.stderr).not.toContain('// after prune-to-rate@1.000');
+    expect(run.stderr).toContain('// after upgrade-opset\nmodel ir_version=');
+  });
+
   it('an unknown step name: SLC007 listing the steps', async () => {
     const run = await runCli([RESNET, '--groups', '2', '-o', path.join(tmp, 'never'), '--print-after', 'reorder']);
     expect(run.code).toBe(2);

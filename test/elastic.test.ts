@@ -17,7 +17,8 @@ import { Tensor } from '../compiler/tensor.js';
 import { coupleChannels, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { mergeAdditions } from '../passes/analysis-additions.js';
-import { makeElastic } from '../passes/make-elastic.js';
+import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
+import { upgradeOpset } from '../passes/upgrade-opset.js';
 import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
@@ -128,6 +129,7 @@ describe('group independence', () => {
         pruned.graph.outputs.push(...values);
         const activations = await runNode(encodeModel(pruned, { dropValueInfo: true }), feeds);
         const { model: elastic, analysis: elasticAnalysis } = copyWithAnalysis(from.model, from.analysis);
+        upgradeOpset(elastic, ELASTIC_MIN_OPSET);
         makeElastic(elastic, elasticAnalysis, partition);
         const out = await runNode(encodeModel(elastic, { dropValueInfo: true }), withRate(feeds, rate));
         return { activations, out };

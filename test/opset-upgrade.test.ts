@@ -435,8 +435,8 @@ describe('upgradeOpset contract', () => {
     const { model, b, xs } = newModel(13, [X4]);
     model.graph.outputs = [b.relu(xs[0]!)];
     const before = encodeModel(model);
-    expect(upgradeOpset(model, 13)).toEqual({ upgraded: false, from: 13, converted: [] });
-    expect(upgradeOpset(model, 11)).toEqual({ upgraded: false, from: 13, converted: [] });
+    expect(upgradeOpset(model, 13)).toEqual({ upgraded: false, from: 13, converted: [], replaced: new Map() });
+    expect(upgradeOpset(model, 11)).toEqual({ upgraded: false, from: 13, converted: [], replaced: new Map() });
     expect(Buffer.from(encodeModel(model)).equals(Buffer.from(before))).toBe(true);
   });
 

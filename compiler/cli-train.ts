@@ -1,0 +1,111 @@
+// Training commands of the CLI: `grad` (and, beside it, fine-tuning, training and evaluation).
+// Registered on the main program by compiler/cli.ts; errors propagate to its exit-code mapping.
+
+import type { Command } from 'commander';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Manifest } from './artifacts.js';
+import { ErrorCodes, userError } from './diagnostics.js';
+import { readModel } from './onnx-codec.js';
+import { inferShapes } from './shape-inference.js';
+import { verifyModel } from './verifier.js';
+import { readNpz, writeNpz, type NdArray } from '../runtime/npz.js';
+
+export interface TrainCliIO {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+function json(io: TrainCliIO, value: unknown): void {
+  io.stdout(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** A model file, or a compiled folder and one of its rates (default 1). */
+export function resolveModelFile(target: string, rate: number | undefined): string {
+  const manifestFile = path.join(target, 'manifest.json');
+  if (fs.existsSync(target) && fs.statSync(target).isDirectory()) {
+    if (!fs.existsSync(manifestFile)) {
+      throw userError(ErrorCodes.BAD_INPUT_FILE, `${target} is a folder but not a slicec output`, {
+        expected: 'an .onnx model or a folder written by slicec compile (with manifest.json)',
+        found: 'a folder without manifest.json',
+        hint: 'compile the model first: slicec model.onnx --groups 8',
+      });
+    }
+    const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as Manifest;
+    const want = rate ?? 1;
+    const entry = manifest.rates.find((r) => Math.abs(r.rate - want) < 1e-9);
+    if (!entry) {
+      throw userError(ErrorCodes.BAD_FLAG, `rate ${want} is not compiled in ${target}`, {
+        expected: `one of ${manifest.rates.map((r) => r.rate).join(', ')}`,
+        found: String(want),
+        hint: 'pick a compiled rate with --rate, or recompile with --rates',
+      });
+    }
+    return path.join(target, entry.file);
+  }
+  if (rate !== undefined) {
+    throw userError(ErrorCodes.BAD_FLAG, '--rate needs a compiled folder', {
+      expected: 'a folder written by slicec compile', found: target, hint: 'drop --rate for a plain model',
+    });
+  }
+  return target;
+}
+
+function parseRate(value: string): number {
+  const r = Number(value);
+  if (!(r > 0 && r <= 1)) {
+    throw userError(ErrorCodes.BAD_FLAG, `--rate expects a slice rate in (0, 1], got "${value}"`, { expected: 'a rate in (0, 1], e.g. 0.5', found: `"${value}"` });
+  }
+  return r;
+}
+
+function batchArrays(file: string): { x: NdArray; y: NdArray } {
+  const arrays = readNpz(file);
+  const x = arrays.get('x');
+  const y = arrays.get('y');
+  if (!x || !y) {
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `${file} lacks the arrays x and y`, {
+      expected: 'an .npz with x (the batch) and y (int64 labels)',
+      found: `arrays: ${[...arrays.keys()].join(', ') || 'none'}`,
+      hint: 'numpy: np.savez("batch.npz", x=x, y=y.astype(np.int64))',
+    });
+  }
+  return { x, y };
+}
+
+export function registerTrainCommands(program: Command, io: TrainCliIO): void {
+  program
+    .command('grad')
+    .description('loss and every trainable initializer\'s gradient on one batch (mean cross-entropy, training mode)')
+    .argument('<model>', 'ONNX model file, or a folder written by slicec compile')
+    .requiredOption('--data <batch.npz>', 'the batch: arrays x and int64 y')
+    .option('--rate <r>', 'with a compiled folder: the rate whose graph to use (default 1)', parseRate)
+    .option('--output <name>', 'the model output holding the logits (default: the first)')
+    .option('-o, --out <grads.npz>', 'write the gradients, under the initializers\' names')
+    .option('--json', 'print the result as JSON')
+    .action(async (target: string, opts: { data: string; rate?: number; output?: string; out?: string; json?: boolean }) => {
+      const file = resolveModelFile(target, opts.rate);
+      const { x, y } = batchArrays(opts.data);
+      const model = readModel(file);
+      verifyModel(model, { mode: 'input', source: file });
+      inferShapes(model);
+      // loaded on demand: the passes and onnxruntime are not needed to start the CLI
+      const { modelGradients } = await import('./grad.js');
+      const result = await modelGradients(model, x, y, { output: opts.output });
+      if (opts.out) writeNpz(opts.out, result.gradients);
+      const norms = [...result.gradients].map(([name, g]) => {
+        let s = 0;
+        for (let i = 0; i < g.data.length; i++) s += Number(g.data[i]) ** 2;
+        return { name, shape: g.shape, norm: Math.sqrt(s) };
+      });
+      if (opts.json) {
+        json(io, { loss: result.loss, batch: x.shape[0], model: file, gradients: norms, ...(opts.out ? { file: path.resolve(opts.out) } : {}) });
+        return;
+      }
+      io.stdout(`loss ${result.loss.toPrecision(7)} (mean cross-entropy over ${x.shape[0]} samples, training mode)\n`);
+      const width = Math.max(9, ...norms.map((n) => n.name.length));
+      io.stdout(`${'parameter'.padEnd(width)}  ${'shape'.padEnd(16)}  L2 norm of the gradient\n`);
+      for (const n of norms) io.stdout(`${n.name.padEnd(width)}  ${`[${n.shape.join(',')}]`.padEnd(16)}  ${n.norm.toPrecision(5)}\n`);
+      if (opts.out) io.stdout(`wrote ${opts.out}\n`);
+    });
+}

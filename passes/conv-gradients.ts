@@ -1,0 +1,367 @@
+// The long gradient forms, in standard ops only (verified forms, shared notes on gradients):
+// Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, Resize and the normalizations.
+//
+// - Conv input gradient: ConvTranspose(dY, W) with the forward group, strides, dilations and
+//   pads, and output_padding = (H + pad_begin + pad_end − ((k−1)·d + 1)) mod s so the result is
+//   exactly H wide. No auto_pad or output_shape on it: runtimes redistribute pads their own way.
+//   With asymmetric pads: ConvTranspose without pads, then Slice/Pad (same numbers; the CUDA
+//   provider would run the padded form on the CPU).
+// - Conv weight gradient: ONNX has no batch groups, so the batch is folded into channels:
+//   X → [Cg, G·N, S], dY → [G·Mg, N, So], Conv(X', dY', group G, strides = forward dilations,
+//   dilations = forward strides, forward pads), cut to the kernel, swap the first two axes.
+//   dW[k] = Σ_o dY[o]·X[o·s + k·d − p] is exactly that correlation.
+// - ConvTranspose is the adjoint of Conv with the same weight: its input gradient is that Conv,
+//   its weight gradient the Conv weight gradient with the roles of input and output swapped.
+// - MaxPool: the forward node also outputs Indices (flat over N·C·H·W); the gradient scatters dY
+//   there with ScatterElements(reduction add), which stays right when windows overlap.
+// - AveragePool: depthwise ConvTranspose of dY/count with a ones kernel, then crop the padding
+//   (and pad the tail a floor-mode pool never read); count is a constant per output position.
+// - Resize (nearest, linear) is linear and separable: per resized axis Y = A·X with a constant
+//   [out, in] interpolation matrix built here from the coordinate rules, so dX = Aᵀ·dY per axis.
+// - Normalizations (BatchNormalization with batch or running statistics, InstanceNormalization,
+//   LayerNormalization; group norms are built from these): with x̂ the normalized input and
+//   isd = 1/σ, dX = isd·(g − mean(g) − x̂·mean(g·x̂)) with g = dY·γ and means over the normalized
+//   axes; dγ = Σ dY·x̂, dβ = Σ dY. Running statistics get no gradient.
+
+import { tensorType, type Node, type Value } from '../compiler/ir.js';
+import { DataType } from '../compiler/tensor.js';
+import { range, unsupportedOp, type GradContext } from './autodiff.js';
+
+interface Window {
+  kernel: number[];
+  strides: number[];
+  dilations: number[];
+  /** [begin..., end...] */
+  pads: number[];
+}
+
+const product = (dims: readonly number[]): number => dims.reduce((n, d) => n * d, 1);
+
+/** Kernel, strides, dilations and explicit pads of a Conv or pool (auto_pad resolved). */
+function windowOf(node: Node, spatialIn: number[], kernel: number[]): Window {
+  const n = spatialIn.length;
+  const strides = node.attrInts('strides') ?? new Array<number>(n).fill(1);
+  const dilations = node.attrInts('dilations') ?? new Array<number>(n).fill(1);
+  const autoPad = node.attrString('auto_pad', 'NOTSET');
+  let pads = node.attrInts('pads') ?? new Array<number>(2 * n).fill(0);
+  if (autoPad === 'VALID') pads = new Array<number>(2 * n).fill(0);
+  if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
+    pads = new Array<number>(2 * n).fill(0);
+    spatialIn.forEach((size, i) => {
+      const out = Math.ceil(size / strides[i]!);
+      const total = Math.max(0, (out - 1) * strides[i]! + (kernel[i]! - 1) * dilations[i]! + 1 - size);
+      const small = Math.floor(total / 2);
+      pads[i] = autoPad === 'SAME_UPPER' ? small : total - small;
+      pads[i + n] = total - pads[i]!;
+    });
+  }
+  return { kernel, strides, dilations, pads };
+}
+
+/**
+ * dW of a Conv whose input `input` is [N, G·Cg, S] and whose output gradient `dOut` is
+ * [N, G·Mg, So] (dims given: backward values carry no type yet); the result is [G·Mg, Cg, kernel].
+ */
+function convWeightGrad(c: GradContext, input: Value, inputDims: number[], dOut: Value, dOutDims: number[], group: number, win: Window): Value {
+  const b = c.b;
+  const [n, channels, ...spatial] = inputDims;
+  const [, outChannels, ...outSpatial] = dOutDims;
+  const cg = channels! / group;
+  const mg = outChannels! / group;
+  const rest = range(3, 3 + spatial.length);
+  let folded: Value;
+  let kernel: Value;
+  if (group === 1) {
+    folded = b.transpose(input, [1, 0, ...range(2, 2 + spatial.length)]);
+    kernel = b.transpose(dOut, [1, 0, ...range(2, 2 + spatial.length)]);
+  } else {
+    const x5 = b.transpose(b.reshape(input, c.ints([n!, group, cg, ...spatial])), [2, 1, 0, ...rest]);
+    folded = b.reshape(x5, c.ints([cg, group * n!, ...spatial]));
+    const g5 = b.transpose(b.reshape(dOut, c.ints([n!, group, mg, ...outSpatial])), [1, 2, 0, ...rest]);
+    kernel = b.reshape(g5, c.ints([group * mg, n!, ...outSpatial]));
+  }
+  const full = b.conv(folded, kernel, null, {
+    kernelShape: outSpatial, strides: win.dilations, dilations: win.strides, pads: win.pads, group,
+  });
+  const k = spatial.length;
+  const fullSize = spatial.map((size, i) =>
+    Math.floor((size + win.pads[i]! + win.pads[i + k]! - ((outSpatial[i]! - 1) * win.strides[i]! + 1)) / win.dilations[i]!) + 1);
+  const cut = fullSize.some((size, i) => size !== win.kernel[i])
+    ? b.slice(full, c.ints(win.kernel.map(() => 0)), c.ints(win.kernel), c.ints(range(2, 2 + k)))
+    : full;
+  return b.transpose(cut, [1, 0, ...range(2, 2 + k)]);
+}
+
+/**
+ * A ConvTranspose without pads covers the padded input from its first window on; cut it back to
+ * the input: crop the leading pads and zero-fill a tail no window read (floor-mode remainders).
+ */
+function unpad(c: GradContext, full: Value, win: Window, spatial: number[], outSpatial: number[]): Value {
+  const k = spatial.length;
+  const covered = outSpatial.map((o, i) => (o - 1) * win.strides[i]! + (win.kernel[i]! - 1) * win.dilations[i]! + 1);
+  const needsCrop = spatial.some((s, i) => win.pads[i]! > 0 || covered[i]! > s);
+  const cropped = needsCrop
+    ? c.b.slice(full, c.ints(win.pads.slice(0, k)), c.ints(spatial.map((s, i) => win.pads[i]! + s)), c.ints(range(2, 2 + k)))
+    : full;
+  const tail = spatial.map((s, i) => Math.max(0, win.pads[i]! + s - covered[i]!));
+  return tail.some((t) => t > 0) ? c.b.pad(cropped, c.ints([0, 0, ...spatial.map(() => 0), 0, 0, ...tail])) : cropped;
+}
+
+function biasGrad(c: GradContext, g: Value, rank: number): Value {
+  return c.b.reduce('ReduceSum', g, [0, ...range(2, rank)], false);
+}
+
+export function convGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  const g = dY[0]!;
+  const [x, w, bias] = node.inputs;
+  const xd = c.dims(x!);
+  const wd = c.dims(w!);
+  const group = node.attrInt('group', 1);
+  const win = windowOf(node, xd.slice(2), wd.slice(2));
+  const k = win.kernel.length;
+  let dX: Value | null = null;
+  if (c.needs(x!) && win.kernel.some((_, i) => win.pads[i] !== win.pads[i + k])) {
+    // asymmetric pads: the unpadded form (CUDA runs ConvTranspose with asymmetric pads on the CPU)
+    const full = c.b.op1('ConvTranspose', [g, w!], { dilations: win.dilations, group, kernel_shape: win.kernel, strides: win.strides });
+    dX = unpad(c, full, win, xd.slice(2), c.dims(node.outputs[0]!).slice(2));
+  } else if (c.needs(x!)) {
+    const outputPadding = win.kernel.map((size, i) =>
+      (xd[2 + i]! + win.pads[i]! + win.pads[i + k]! - ((size - 1) * win.dilations[i]! + 1)) % win.strides[i]!);
+    dX = c.b.op1('ConvTranspose', [g, w!], {
+      dilations: win.dilations, group, kernel_shape: win.kernel, output_padding: outputPadding, pads: win.pads, strides: win.strides,
+    });
+  }
+  const dW = c.needs(w!) ? convWeightGrad(c, x!, xd, g, c.dims(node.outputs[0]!), group, win) : null;
+  const dB = bias && c.needs(bias) ? biasGrad(c, g, xd.length) : null;
+  return [dX, dW, dB];
+}
+
+export function convTransposeGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  const g = dY[0]!;
+  const [x, w, bias] = node.inputs;
+  if (node.attrString('auto_pad', 'NOTSET') !== 'NOTSET' || node.attr('output_shape')) {
+    throw unsupportedOp(node, 'auto_pad or output_shape on ConvTranspose', 'give explicit pads and output_padding');
+  }
+  const xd = c.dims(x!);
+  const group = node.attrInt('group', 1);
+  const k = xd.length - 2;
+  const win: Window = {
+    kernel: c.dims(w!).slice(2),
+    strides: node.attrInts('strides') ?? new Array<number>(k).fill(1),
+    dilations: node.attrInts('dilations') ?? new Array<number>(k).fill(1),
+    pads: node.attrInts('pads') ?? new Array<number>(2 * k).fill(0),
+  };
+  const dX = c.needs(x!) ? c.b.conv(g, w!, null, { kernelShape: win.kernel, strides: win.strides, dilations: win.dilations, pads: win.pads, group }) : null;
+  // the equivalent Conv reads this node's output and writes its input
+  const dW = c.needs(w!) ? convWeightGrad(c, g, c.dims(node.outputs[0]!), x!, xd, group, win) : null;
+  const dB = bias && c.needs(bias) ? biasGrad(c, g, xd.length) : null;
+  return [dX, dW, dB];
+}
+
+export function maxPoolGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  const [x, y] = [node.inputs[0]!, node.outputs[0]!];
+  if (node.attrInt('storage_order', 0) !== 0) throw unsupportedOp(node, 'MaxPool with storage_order 1');
+  const indices = node.outputs[1] ?? node.addOutput(c.b.graph.uniqueName(`${y.name}.indices`), tensorType(DataType.INT64, c.dims(y)));
+  const count = product(c.dims(y));
+  const flat = (v: Value): Value => c.b.reshape(v, c.ints([count]));
+  const scattered = c.b.op1('ScatterElements', [c.zeros([product(c.dims(x))], x), flat(indices), flat(dY[0]!)], { axis: 0, reduction: 'add' });
+  return [c.b.reshape(scattered, c.ints(c.dims(x)))];
+}
+
+export function averagePoolGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  const [x, y] = [node.inputs[0]!, node.outputs[0]!];
+  const xd = c.dims(x);
+  const yd = c.dims(y);
+  const spatial = xd.slice(2);
+  const win = windowOf(node, spatial, node.attrInts('kernel_shape')!);
+  const k = spatial.length;
+  const includePad = node.attrInt('count_include_pad', 0) === 1;
+  // window element counts, separable per axis: taps inside the input (or the padded input)
+  const counts = spatial.map((size, i) => range(0, yd[2 + i]!).map((o) => {
+    const lo = includePad ? -win.pads[i]! : 0;
+    const hi = includePad ? size + win.pads[i + k]! : size;
+    let taps = 0;
+    for (let t = 0; t < win.kernel[i]!; t++) {
+      const at = o * win.strides[i]! - win.pads[i]! + t * win.dilations[i]!;
+      if (at >= lo && at < hi) taps++;
+    }
+    return taps;
+  }));
+  const outSpatial = yd.slice(2);
+  const inverse = new Float64Array(product(outSpatial));
+  for (let flat = 0; flat < inverse.length; flat++) {
+    let rest = flat;
+    let count = 1;
+    for (let i = k - 1; i >= 0; i--) {
+      count *= counts[i]![rest % outSpatial[i]!]!;
+      rest = Math.floor(rest / outSpatial[i]!);
+    }
+    inverse[flat] = count > 0 ? 1 / count : 0;
+  }
+  const scaled = c.b.mul(dY[0]!, c.floats(inverse, [1, 1, ...outSpatial], x));
+  const ones = c.floats(new Float64Array(xd[1]! * product(win.kernel)).fill(1), [xd[1]!, 1, ...win.kernel], x);
+  const spread = c.b.op1('ConvTranspose', [scaled, ones], {
+    dilations: win.dilations, group: xd[1]!, kernel_shape: win.kernel, strides: win.strides,
+  });
+  return [unpad(c, spread, win, spatial, outSpatial)];
+}
+
+export function globalAveragePoolGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  const x = node.inputs[0]!;
+  const xd = c.dims(x);
+  const scaled = c.b.mul(dY[0]!, c.scalar(1 / product(xd.slice(2)), x));
+  return [c.b.op1('Expand', [scaled, c.ints(xd)])];
+}
+
+/** Batch statistics over `axes`: x̂ = (x − mean)·isd with isd = 1/√(var + ε). */
+function standardize(c: GradContext, x: Value, axes: number[], epsilon: number): { xhat: Value; isd: Value } {
+  const b = c.b;
+  const centered = b.sub(x, b.reduce('ReduceMean', x, axes, true));
+  const variance = b.reduce('ReduceMean', b.mul(centered, centered), axes, true);
+  const isd = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]);
+  return { xhat: b.mul(centered, isd), isd };
+}
+
+/** dX = isd·(g − mean(g) − x̂·mean(g·x̂)), g the gradient of x̂, means over `axes`. */
+function normalizedInputGrad(c: GradContext, g: Value, xhat: Value, isd: Value, axes: number[]): Value {
+  const b = c.b;
+  const meanG = b.reduce('ReduceMean', g, axes, true);
+  const meanGX = b.reduce('ReduceMean', b.mul(g, xhat), axes, true);
+  return b.mul(isd, b.sub(b.sub(g, meanG), b.mul(xhat, meanGX)));
+}
+
+function noGradOnExtraOutputs(node: Node, dY: (Value | null)[]): void {
+  if (dY.slice(1).some((g) => g !== null)) throw unsupportedOp(node, 'a gradient reaches one of its statistics outputs');
+}
+
+/** Channel-wise (axis 1) normalization: BatchNormalization and InstanceNormalization. */
+function channelNormGrad(kind: 'batch' | 'instance', c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  noGradOnExtraOutputs(node, dY);
+  const g = dY[0]!;
+  const [x, scale, bias, mean, variance] = node.inputs as Value[];
+  const b = c.b;
+  const xd = c.dims(x);
+  const perChannel = (v: Value): Value => b.reshape(v, c.ints([xd[1]!, ...new Array<number>(xd.length - 2).fill(1)]));
+  const epsilon = node.attrFloat('epsilon', 1e-5);
+  const sumAxes = [0, ...range(2, xd.length)];
+  const batchStats = kind === 'instance' || node.attrInt('training_mode', 0) === 1;
+  let xhat: () => Value;
+  let dX: Value | null = null;
+  if (batchStats) {
+    const statAxes = kind === 'batch' ? sumAxes : range(2, xd.length);
+    const s = standardize(c, x, statAxes, epsilon);
+    xhat = () => s.xhat;
+    if (c.needs(x)) dX = normalizedInputGrad(c, b.mul(g, perChannel(scale)), s.xhat, s.isd, statAxes);
+  } else {
+    const isd = perChannel(b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]));
+    xhat = () => b.mul(b.sub(x, perChannel(mean)), isd);
+    if (c.needs(x)) dX = b.mul(g, b.mul(perChannel(scale), isd));
+  }
+  const dScale = c.needs(scale) ? b.reduce('ReduceSum', b.mul(g, xhat()), sumAxes, false) : null;
+  const dBias = c.needs(bias) ? b.reduce('ReduceSum', g, sumAxes, false) : null;
+  return [dX, dScale, dBias, null, null];
+}
+
+export function layerNormGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  noGradOnExtraOutputs(node, dY);
+  const g = dY[0]!;
+  const [x, scale, bias] = node.inputs;
+  const y = node.outputs[0]!;
+  const rank = c.dims(x!).length;
+  const axes = range((node.attrInt('axis', -1) + rank) % rank, rank);
+  const s = standardize(c, x!, axes, node.attrFloat('epsilon', 1e-5));
+  const dX = c.needs(x!) ? normalizedInputGrad(c, c.b.mul(g, scale!), s.xhat, s.isd, axes) : null;
+  const dScale = c.needs(scale!) ? c.sumTo(c.b.mul(g, s.xhat), y, scale!) : null;
+  const dBias = bias && c.needs(bias) ? c.sumTo(g, y, bias) : null;
+  return [dX, dScale, dBias];
+}
+
+export function batchNormGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  return channelNormGrad('batch', c, node, dY);
+}
+
+export function instanceNormGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  return channelNormGrad('instance', c, node, dY);
+}
+
+/** Source coordinate of output index `o` on one axis (ONNX Resize coordinate_transformation_mode). */
+function sourceCoordinate(node: Node, mode: string, o: number, scale: number, inSize: number, outSize: number): number {
+  switch (mode) {
+    case 'half_pixel': return (o + 0.5) / scale - 0.5;
+    case 'pytorch_half_pixel': return outSize > 1 ? (o + 0.5) / scale - 0.5 : 0;
+    case 'align_corners': return outSize === 1 ? 0 : (o * (inSize - 1)) / (outSize - 1);
+    case 'asymmetric': return o / scale;
+    case 'half_pixel_symmetric': {
+      const adjustment = outSize / (scale * inSize);
+      return (inSize / 2) * (1 - adjustment) + (o + 0.5) / scale - 0.5;
+    }
+    default: throw unsupportedOp(node, `Resize coordinate_transformation_mode "${mode}"`);
+  }
+}
+
+function nearestIndex(node: Node, mode: string, x: number): number {
+  switch (mode) {
+    case 'round_prefer_floor': return x - Math.floor(x) === 0.5 ? Math.floor(x) : Math.round(x);
+    case 'round_prefer_ceil': return Math.round(x);
+    case 'floor': return Math.floor(x);
+    case 'ceil': return Math.ceil(x);
+    default: throw unsupportedOp(node, `Resize nearest_mode "${mode}"`);
+  }
+}
+
+/** The [out, in] matrix of one resized axis. */
+function interpolationMatrix(node: Node, inSize: number, outSize: number, scale: number): Float64Array {
+  const mode = node.attrString('mode', 'nearest');
+  const transform = node.attrString('coordinate_transformation_mode', 'half_pixel');
+  const a = new Float64Array(outSize * inSize);
+  for (let o = 0; o < outSize; o++) {
+    const x = sourceCoordinate(node, transform, o, scale, inSize, outSize);
+    if (mode === 'nearest') {
+      const i = Math.min(Math.max(nearestIndex(node, node.attrString('nearest_mode', 'round_prefer_floor'), x), 0), inSize - 1);
+      a[o * inSize + i] = 1;
+    } else {
+      const clamped = Math.min(Math.max(x, 0), inSize - 1);
+      const i0 = Math.floor(clamped);
+      const i1 = Math.min(i0 + 1, inSize - 1);
+      a[o * inSize + i0] += 1 - (clamped - i0);
+      a[o * inSize + i1] += clamped - i0;
+    }
+  }
+  return a;
+}
+
+export function resizeGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
+  const [x, , scalesInput, sizesInput] = node.inputs;
+  const mode = node.attrString('mode', 'nearest');
+  if (mode !== 'nearest' && mode !== 'linear') throw unsupportedOp(node, `Resize mode "${mode}"`);
+  if (node.attrInt('antialias', 0) !== 0 || node.attrInt('exclude_outside', 0) !== 0) throw unsupportedOp(node, 'Resize with antialias or exclude_outside');
+  const xd = c.dims(x!);
+  const yd = c.dims(node.outputs[0]!);
+  const axes = (node.attrInts('axes') ?? range(0, xd.length)).map((a) => (a < 0 ? a + xd.length : a));
+  const scaleOf = new Map<number, number>();
+  if (scalesInput && scalesInput.const && scalesInput.const.size > 0) {
+    const scales = scalesInput.const.numbers();
+    axes.forEach((axis, i) => scaleOf.set(axis, scales[i]!));
+  } else if (sizesInput) {
+    const sizes = c.constInts(sizesInput, node, 'sizes')!;
+    const ratios = axes.map((axis, i) => sizes[i]! / xd[axis]!);
+    const policy = node.attrString('keep_aspect_ratio_policy', 'stretch');
+    const common = policy === 'not_larger' ? Math.min(...ratios) : policy === 'not_smaller' ? Math.max(...ratios) : null;
+    axes.forEach((axis, i) => scaleOf.set(axis, common ?? ratios[i]!));
+  } else {
+    throw unsupportedOp(node, 'its scales or sizes are computed at run time');
+  }
+  let g = dY[0]!;
+  const last = xd.length - 1;
+  for (const axis of axes) {
+    const scale = scaleOf.get(axis)!;
+    if (xd[axis] === yd[axis] && scale === 1) continue;
+    const matrix = interpolationMatrix(node, xd[axis]!, yd[axis]!, scale);
+    const swap = range(0, xd.length);
+    [swap[axis], swap[last]] = [last, axis];
+    const moved = axis === last ? g : c.b.transpose(g, swap);
+    const applied = c.b.matMul(moved, c.floats(matrix, [yd[axis]!, xd[axis]!], x!));
+    g = axis === last ? applied : c.b.transpose(applied, swap);
+  }
+  return [g, null, null, null];
+}

@@ -1,0 +1,59 @@
+// A session over one graph that takes and returns NdArrays of any dtype slicec uses (float32,
+// float64, int64, int32, uint8, bool): what training, gradients and evaluation run on. One
+// thread by default so numbers do not depend on how work was split.
+
+import * as ort from 'onnxruntime-node';
+import type { NdArray, NpyDtype } from './npz.js';
+
+const ORT_TYPES: Record<NpyDtype, ort.Tensor.Type> = {
+  float32: 'float32', float64: 'float64', int64: 'int64', int32: 'int32', uint8: 'uint8', bool: 'bool',
+};
+
+function toOrt(a: NdArray): ort.Tensor {
+  return new ort.Tensor(ORT_TYPES[a.dtype], a.data as never, a.shape);
+}
+
+function fromOrt(name: string, t: ort.Tensor): NdArray {
+  const dtype = (Object.keys(ORT_TYPES) as NpyDtype[]).find((k) => ORT_TYPES[k] === t.type);
+  if (!dtype) throw new Error(`output ${name} has type ${t.type}, which slicec does not read`);
+  return { dtype, shape: [...t.dims], data: t.data as NdArray['data'] };
+}
+
+export interface GraphSessionOptions {
+  threads?: number;
+  device?: 'cpu' | 'cuda';
+}
+
+export class GraphSession {
+  private constructor(private readonly session: ort.InferenceSession) {}
+
+  static async create(model: Uint8Array | string, opts: GraphSessionOptions = {}): Promise<GraphSession> {
+    const session = await ort.InferenceSession.create(model as Uint8Array, {
+      intraOpNumThreads: opts.threads ?? 1,
+      interOpNumThreads: 1,
+      logSeverityLevel: 3,
+      executionProviders: opts.device === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
+    });
+    return new GraphSession(session);
+  }
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
+  async run(feeds: Record<string, NdArray> | Map<string, NdArray>, outputs?: string[]): Promise<Map<string, NdArray>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, a] of feeds instanceof Map ? feeds : Object.entries(feeds)) ortFeeds[name] = toOrt(a);
+    const names = outputs ?? [...this.session.outputNames];
+    const result = await this.session.run(ortFeeds, names);
+    return new Map(names.map((n) => [n, fromOrt(n, result[n]!)]));
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
