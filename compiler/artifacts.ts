@@ -209,18 +209,34 @@ function notWritable(outDir: string, where: string, e: unknown): Error {
   });
 }
 
-/** The files an earlier slicec output holds (manifest, elastic graph, rate files), or null when not ours. */
+/**
+ * The files an earlier slicec output holds, or null when it is not ours: manifest.json and every
+ * file its manifest names (elastic graph, rate files, and whatever later fields list), found as
+ * string values that are relative file paths inside the folder.
+ */
 function ourFiles(outDir: string): Set<string> | null {
+  let manifest: unknown;
   try {
-    const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as Partial<Manifest>;
-    if (typeof manifest.format !== 'string' || !manifest.format.startsWith('slicec/')) return null;
-    const files = new Set(['manifest.json']);
-    if (typeof manifest.elastic?.file === 'string') files.add(manifest.elastic.file);
-    for (const r of manifest.rates ?? []) if (typeof r.file === 'string') files.add(r.file);
-    return files;
+    manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8'));
   } catch {
     return null;
   }
+  const format = (manifest as { format?: unknown } | null)?.format;
+  if (typeof format !== 'string' || !format.startsWith('slicec/')) return null;
+  const files = new Set(['manifest.json']);
+  const visit = (v: unknown): void => {
+    if (typeof v === 'string') {
+      // file names: an extension, no spaces, inside the folder (layer and op names are not)
+      if (/^[^\s]+\.[A-Za-z0-9_]+$/.test(v) && !path.isAbsolute(v) && !v.split(/[\\/]/).includes('..')) files.add(v.split(path.sep).join('/'));
+    } else if (Array.isArray(v)) {
+      v.forEach(visit);
+    } else if (v && typeof v === 'object') {
+      Object.values(v).forEach(visit);
+    }
+  };
+  // not `source`: its name is the input model's, which a user may well keep in the folder
+  for (const [key, value] of Object.entries(manifest as object)) if (key !== 'source') visit(value);
+  return files;
 }
 
 function checkReplaceable(outDir: string): void {

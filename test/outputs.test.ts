@@ -109,10 +109,12 @@ describe('the output folder', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(manifestOf(out).groups).toBe(4);
     fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
+    // a copy of the input model is the user's too, though the manifest names its source
+    fs.copyFileSync(RESNET, path.join(out, 'resnet-small.onnx'));
     const run = runBuilt([RESNET, '--groups', '2', '--norm', 'keep', '-o', out]);
     expect(run.code).toBe(1);
     expect(run.stderr).toContain(`error ${ErrorCodes.OUTPUT_HAS_USER_FILES}`);
-    expect(run.stderr).toContain('notes.txt');
+    expect(run.stderr).toContain('notes.txt, resnet-small.onnx');
     expect(run.stderr).not.toMatch(STACK_LINE);
     expect(fs.readFileSync(path.join(out, 'notes.txt'), 'utf8')).toBe('mine');
     expect(manifestOf(out).groups).toBe(4);
