@@ -4,20 +4,24 @@
 // argument, bad flag value), 70 internal error (a bug: the stack is printed).
 //
 // Commander never exits the process here: exitOverride turns its exits into CommanderError and
-// configureOutput routes its text through `io`, so tests can run `main` in-process.
+// configureOutput routes its text through `io`, so tests can run `main` in-process. Output to a
+// closed pipe (`slicec print m.onnx | head`) ends the process quietly instead of with EPIPE.
 
 import { Command, CommanderError } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, UserError, formatInternalError, isUserError, userError } from './diagnostics.js';
+import type { Manifest } from './artifacts.js';
 import type { Model, Value } from './ir.js';
 import { readModel } from './onnx-codec.js';
 import type { CompileOptions, CompileResult } from './pipeline-types.js';
 import { printModel } from './printer.js';
+import { compileNotes, formatCompileSummary, formatExplanation, formatStats, type CompileSummary } from './cli-format.js';
+import { progressReporter } from './progress.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
-import { verifyModel } from './verifier.js';
+import { verifyModel, verifyShapes } from './verifier.js';
 import { isStepName, STEPS } from './steps.js';
 import { registerTrainCommands } from './cli-train.js';
 
@@ -31,15 +35,31 @@ export const EXIT_INTERNAL = 70;
 export interface CliIO {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /** The terminal progress bars draw on, when there is one (the real process only). */
+  tty?: NodeJS.WriteStream;
 }
 
 const processIO: CliIO = {
   stdout: (text) => void process.stdout.write(text),
   stderr: (text) => void process.stderr.write(text),
+  tty: process.stderr,
 };
+
+/** A reader that went away (`| head`) is not an error: stop writing and exit as things stand. */
+function quietOnClosedPipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') throw e;
+      process.exit(typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK);
+    });
+  }
+}
 
 /** Run the CLI with `argv` (no node/script prefix); resolves to the process exit code. */
 export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
+  if (io === processIO) quietOnClosedPipe();
+  // `-v` alone is how many tools ask for the version
+  if (argv.length === 1 && argv[0] === '-v') argv = ['--version'];
   const json = argv.includes('--json');
   const state: RunState = { exitCode: EXIT_OK, usageMessage: '' };
   const program = buildProgram(io, json, state);
@@ -92,6 +112,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     })
     .showHelpAfterError('(run slicec --help for usage)')
     .addHelpText('after', '\nWithout a command, `slicec <model> --groups <n> ...` runs compile.\n');
+  const stepNames = STEPS.join(', ');
 
   program
     .command('print')
@@ -110,8 +131,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     .argument('<model>', 'ONNX model file')
     .option('--json', 'print the result as JSON')
     .action((file: string, opts: { json?: boolean }) => {
-      const model = readModel(file);
-      verifyModel(model, { mode: 'input', source: file });
+      const model = loadModel(file);
       const nodes = model.graph.nodes.length;
       const initializers = model.graph.initializers.length;
       if (opts.json) writeJson(io, { ok: true, nodes, initializers });
@@ -122,17 +142,18 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     .command('compile', { isDefault: true })
     .description('compile a model into sliced models (the default command)')
     .argument('<model>', 'ONNX model file')
-    .requiredOption('--groups <n>', 'ordered channel groups per sliced layer (integer ≥ 1)', parseGroups)
+    .option('--groups <n>', 'ordered channel groups per sliced layer (integer ≥ 1; required)', parseGroups)
     .option('--rates <list>', 'comma-separated slice rates in (0,1] (default: k/groups for every k)', parseRates)
     .option('-o, --out <dir>', 'output directory (default: <model>.sliced/)')
     .option('--round-to <n>', 'round kept channel counts to multiples of n where possible', parseRoundTo)
     .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing', parseNorm)
     .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
     .option('--explain', 'print, per layer, whether it is sliced and why not')
-    .option('--print-before <step|all>', 'print the model before a step (repeatable or a comma list)', collectSteps('--print-before'))
-    .option('--print-after <step|all>', 'print the model after a step (repeatable or a comma list)', collectSteps('--print-after'))
+    .option('--print-before <step|all>', `print the model before a step (repeatable or a comma list); steps: ${stepNames}`, collectSteps('--print-before'))
+    .option('--print-after <step|all>', 'print the model after a step (same steps)', collectSteps('--print-after'))
     .option('--stats', 'print per-step timings and node counts')
-    .option('--json', 'print the compile result as JSON')
+    .option('--quiet', 'no progress bars and no notes (errors are still printed)')
+    .option('--json', 'print the compile result as JSON (no progress bars)')
     .addHelpText(
       'after',
       '\nExamples:\n' +
@@ -141,6 +162,19 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         '  slicec compile model.onnx --groups 8 --print-after all 2> dumps.txt\n',
     )
     .action(async (file: string, opts: CompileFlags) => {
+      if (opts.groups === undefined) {
+        throw userError(ErrorCodes.BAD_FLAG, '--groups is required', {
+          expected: '--groups <n>, the number of channel groups per sliced layer', found: 'no --groups', hint: `example: slicec ${file} --groups 8`,
+        });
+      }
+      const quiet = opts.quiet === true;
+      const printing = (opts.printBefore?.length ?? 0) + (opts.printAfter?.length ?? 0) > 0;
+      const bars = io.tty && !printing ? progressReporter(io.tty, quiet || opts.json === true) : null;
+      const note = (text: string): void => {
+        if (quiet) return;
+        if (bars) bars.log(text);
+        else io.stderr(withNewline(text));
+      };
       const options: CompileOptions = {
         model: file,
         groups: opts.groups,
@@ -152,18 +186,29 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         printBefore: opts.printBefore,
         printAfter: opts.printAfter,
         log: (text) => io.stderr(withNewline(text)),
+        warn: note,
         stats: opts.stats === true,
+        ...(bars ? { progress: (p) => bars.update(p) } : {}),
       };
-      // Loaded on demand: print and verify do not need the passes.
-      const { compile } = await import('./pipeline.js');
+      if (opts.calibration && opts.norm !== undefined && opts.norm !== 'gn') note(`note: --calibration is used only with --norm gn; --norm ${opts.norm} ignores it`);
       checkStepNames('--print-before', opts.printBefore);
       checkStepNames('--print-after', opts.printAfter);
-      const result = await compile(options);
+      // Loaded on demand: print and verify do not need the passes.
+      const { compile } = await import('./pipeline.js');
+      let result: CompileResult;
+      try {
+        result = await compile(options);
+      } finally {
+        bars?.stop();
+      }
+      const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
+      const summary: CompileSummary = { ...result, rates: result.rates.map((r, i) => ({ ...r, file: path.join(result.outDir, r.file), macRatio: manifest.rates[i]!.macRatio })) };
+      for (const line of compileNotes(summary, manifest.groups)) note(`note: ${line}`);
       if (opts.json) {
-        writeJson(io, result);
+        writeJson(io, summary);
         return;
       }
-      io.stdout(formatCompileSummary(result));
+      io.stdout(formatCompileSummary(summary));
       if (opts.explain) io.stdout(`\n${formatExplanation(result)}`);
       if (opts.stats) io.stderr(formatStats(result));
     });
@@ -173,7 +218,8 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
 }
 
 interface CompileFlags {
-  groups: number;
+  groups?: number;
+  quiet?: boolean;
   rates?: number[];
   out?: string;
   roundTo?: number;
@@ -256,11 +302,12 @@ function checkStepNames(flag: string, names: string[] | undefined): void {
 
 // ---------------------------------------------------------------- print and verify
 
-/** Read, verify as an input model, and infer shapes: what `print` shows. */
+/** Read, verify as an input model, infer shapes and check them: what `print` shows and `verify` checks. */
 function loadModel(file: string): Model {
   const model = readModel(file);
   verifyModel(model, { mode: 'input', source: file });
   inferShapes(model);
+  verifyShapes(model, { mode: 'input', source: file });
   return model;
 }
 
@@ -292,79 +339,6 @@ function modelSummary(model: Model): Record<string, unknown> {
     initializers: model.graph.initializers.length,
     opset,
   };
-}
-
-// ---------------------------------------------------------------- compile output
-
-function formatCompileSummary(result: CompileResult): string {
-  const full = result.rates.find((r) => r.rate === 1);
-  const rows = result.rates.map((r) => [
-    formatRate(r.rate),
-    String(r.activeGroups),
-    formatCount(r.parameters),
-    formatCount(r.macs),
-    full && full.macs > 0 ? (r.macs / full.macs).toFixed(3) : '-',
-    displayPath(result.outDir, r.file),
-  ]);
-  const table = formatTable(['rate', 'groups', 'params', 'MACs', 'MACs/rate1', 'file'], rows, [false, true, true, true, true, false]);
-  const lines = [
-    `wrote ${displayDir(result.outDir)} (manifest: ${displayPath(result.outDir, result.manifestFile)}, elastic: ${displayPath(result.outDir, result.elasticFile)})`,
-    formatNormalization(result),
-    table,
-  ];
-  return lines.filter((l) => l !== '').join('\n');
-}
-
-function formatNormalization(result: CompileResult): string {
-  const n = result.normalization;
-  const counts = Object.entries(n.sites).map(([kind, count]) => `${count} ${kind}`).join(', ');
-  let line = `normalization: ${n.mode}${counts ? ` (${counts})` : ''}`;
-  const c = n.calibration;
-  if (c) {
-    const top1 = (a: { top1: number | null }): string => (a.top1 === null ? '' : `, top-1 agreement ${(a.top1 * 100).toFixed(1)}%`);
-    const source = c.source === 'file' ? 'calibration file' : 'synthetic N(0,1) inputs (pass --calibration for real data)';
-    line += `\ncalibration on ${c.batch} ${source}: full-rate output vs original, relative error ${c.before.relativeError.toFixed(3)} → ${c.after.relativeError.toFixed(3)}${top1(c.after)}`;
-  }
-  return line;
-}
-
-function formatExplanation(result: CompileResult): string {
-  const rows = result.layers.map((l) => [l.layer, l.op, String(l.channels), l.sliced ? 'yes' : 'no', l.reason ?? '']);
-  return formatTable(['layer', 'op', 'channels', 'sliced', 'reason'], rows, [false, false, true, false, false]);
-}
-
-function formatStats(result: CompileResult): string {
-  const rows = result.stats.map((s) => [s.step, s.ms.toFixed(1), String(s.nodes)]);
-  return formatTable(['step', 'ms', 'nodes'], rows, [false, true, true]);
-}
-
-/** Plain aligned columns; `rightAlign[i]` for numeric columns. Trailing spaces are trimmed. */
-function formatTable(headers: string[], rows: string[][], rightAlign: boolean[]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string =>
-    cells
-      .map((cell, i) => (rightAlign[i] ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
-      .join('  ')
-      .trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n') + '\n';
-}
-
-function formatRate(rate: number): string {
-  return Number.isInteger(rate * 1000) ? String(rate) : rate.toFixed(4);
-}
-
-function formatCount(n: number): string {
-  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-}
-
-/** A folder below the working directory as a relative path, any other as given. */
-function displayDir(dir: string): string {
-  const relative = path.relative(process.cwd(), dir);
-  return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : dir;
-}
-
-function displayPath(outDir: string, file: string): string {
-  return path.isAbsolute(file) ? path.relative(outDir, file) || file : file;
 }
 
 // ---------------------------------------------------------------- helpers

@@ -23,6 +23,18 @@ export const ErrorCodes = {
   UNSUPPORTED: 'SLC009',
   /** An input file other than the model (calibration data, ...) is not usable. */
   BAD_INPUT_FILE: 'SLC010',
+  /** The output folder cannot be written (read-only, under a file, a virtual filesystem). */
+  OUTPUT_NOT_WRITABLE: 'SLC011',
+  /** The model's opset imports are missing, unreleased, or lack a domain its nodes use. */
+  BAD_OPSET: 'SLC012',
+  /** A default-domain op that ONNX does not define (at the model's opset). */
+  UNKNOWN_OP: 'SLC013',
+  /** A step must run the model in onnxruntime, which cannot run one of its ops. */
+  CANNOT_RUN: 'SLC014',
+  /** An earlier output folder holds files slicec did not write. */
+  OUTPUT_HAS_USER_FILES: 'SLC015',
+  /** Calibration data holds NaN or infinite values. */
+  NON_FINITE_DATA: 'SLC016',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

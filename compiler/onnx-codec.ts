@@ -50,21 +50,29 @@ export interface ReadOptions {
 
 /** Read an ONNX file into the IR. Every problem with the file is a UserError. */
 export function readModel(file: string, opts: ReadOptions = {}): Model {
+  return readModelFile(file, opts).model;
+}
+
+/**
+ * Read an ONNX file once (it may be a pipe, as with `<(cat m.onnx)`) into the IR, and return its
+ * bytes too (for the manifest's checksum).
+ */
+export function readModelFile(file: string, opts: ReadOptions = {}): { model: Model; bytes: Uint8Array } {
   let bytes: Uint8Array;
   try {
     bytes = fs.readFileSync(file);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
+    if (err.code === 'EISDIR') {
+      throw userError(ErrorCodes.FILE_NOT_FOUND, `${file} is a directory`, { expected: 'an .onnx file', found: 'a directory', hint: 'pass the model file itself' });
+    }
     throw userError(ErrorCodes.FILE_NOT_FOUND, `cannot read model file ${file}`, {
       expected: 'a readable .onnx file',
       found: err.code === 'ENOENT' ? 'no such file' : `${err.code ?? 'error'}: ${err.message}`,
       hint: 'check the path',
     });
   }
-  if (fs.statSync(file).isDirectory()) {
-    throw userError(ErrorCodes.FILE_NOT_FOUND, `${file} is a directory`, { expected: 'an .onnx file', hint: 'pass the model file itself' });
-  }
-  return decodeModel(bytes, opts.baseDir ?? path.dirname(path.resolve(file)), file);
+  return { model: decodeModel(bytes, opts.baseDir ?? path.dirname(path.resolve(file)), file), bytes };
 }
 
 /** Parse the protobuf message only (for tests and tools that compare messages). */
@@ -101,10 +109,11 @@ export function decodeTensorProto(bytes: Uint8Array, source = 'tensor'): Tensor 
     throw userError(ErrorCodes.BAD_INPUT_FILE, `${source} is not a serialized ONNX TensorProto`, {
       expected: 'a TensorProto .pb file (as in ONNX test data)',
       found: `${bytes.byteLength} bytes that fail to parse (${(e as Error).message})`,
+      hint: 'write it with onnx.numpy_helper.from_array(array).SerializeToString()',
     });
   }
   if (proto.dataLocation === TensorProto_DataLocation.EXTERNAL) {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `${source} refers to external data`, { expected: 'a self-contained TensorProto', found: 'data_location = EXTERNAL' });
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `${source} refers to external data`, { expected: 'a self-contained TensorProto', found: 'data_location = EXTERNAL', hint: 'save the tensor with its data inline' });
   }
   return readTensor(proto, { baseDir: null, source, externalCache: new Map() });
 }
@@ -123,6 +132,12 @@ export function modelProtoToJson(proto: ModelProto): unknown {
  * model are copied from it on write, and so is the explicit presence of default values. */
 interface ModelExtra {
   orig: ModelProto;
+}
+
+/** `domain:name` of every function the model defines (model-local functions runtimes inline). */
+export function modelFunctionIds(model: Model): Set<string> {
+  const orig = (model.extra as ModelExtra | undefined)?.orig;
+  return new Set((orig?.functions ?? []).map((f) => `${f.domain}:${f.name}`));
 }
 
 /** Keep explicit presence: a default value is written only when the source message had it. */
@@ -480,17 +495,24 @@ function readExternal(tp: TensorProto, ctx: ReadContext): { bytes: Uint8Array; o
   if (path.isAbsolute(location) || location.split(/[\\/]/).includes('..') || location.includes('\0')) {
     throw fail(`external data location ${JSON.stringify(location)} escapes the model's folder`, location, 'external data must sit in the model\'s folder or below it');
   }
+  // The location must name a file inside the model's folder. That file may be a symbolic link to
+  // anywhere (the Hugging Face cache links snapshots/<rev>/model.onnx_data to ../../blobs/<hash>),
+  // as onnxruntime and onnx.checker allow: the link was placed by whoever owns the folder, while
+  // the location comes from the model. So the check is on the link's own place (its folder,
+  // symlinks resolved), and the data is then read through the link.
   const full = path.resolve(ctx.baseDir, location);
   let realBase: string;
+  let realDir: string;
   let realFull: string;
   try {
     realBase = fs.realpathSync(ctx.baseDir);
+    realDir = fs.realpathSync(path.dirname(full));
     realFull = fs.realpathSync(full);
   } catch {
     throw fail(`external data file ${location} does not exist`, `missing ${full}`, 'copy the data file next to the model');
   }
-  if (realFull !== realBase && !realFull.startsWith(realBase + path.sep)) {
-    throw fail(`external data location ${location} resolves outside the model's folder`, realFull);
+  if (realDir !== realBase && !realDir.startsWith(realBase + path.sep)) {
+    throw fail(`external data location ${location} resolves outside the model's folder`, path.join(realDir, path.basename(full)));
   }
   const parseNumber = (key: string, fallback: number): number => {
     const text = entries.get(key);

@@ -28,8 +28,19 @@ export interface CompileOptions {
   printAfter?: string[];
   /** Where printed dumps and stats go (default stderr). */
   log?: (text: string) => void;
+  /** Where notes go (merged rates, ...), one line per call (default stderr). */
+  warn?: (text: string) => void;
   /** Collect per-step timings and counters. */
   stats?: boolean;
+  /** Told when each step starts and finishes (and per rate for per-rate steps), for progress bars. */
+  progress?: (p: CompileProgress) => void;
+}
+
+/** `done` of `total` units of a step: rates for the per-rate step, 1 for the others. */
+export interface CompileProgress {
+  step: string;
+  done: number;
+  total: number;
 }
 
 export interface LayerExplanation {

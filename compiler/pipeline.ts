@@ -5,17 +5,17 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { OutputStage, MANIFEST_FORMAT, type Manifest, type ManifestRate, type TensorSignature } from './artifacts.js';
+import { OutputStage, checkOutput, MANIFEST_FORMAT, type Manifest, type ManifestRate, type TensorSignature } from './artifacts.js';
 import { modelCost } from './cost.js';
 import { buildParameterMap, type RoleHints } from './parameter-map.js';
 import { ErrorCodes, userError, withStep } from './diagnostics.js';
 import type { Model, Value } from './ir.js';
 import { cloneModel } from './clone.js';
-import { encodeModel, readModel, writeModel } from './onnx-codec.js';
+import { encodeModel, readModelFile, writeModel } from './onnx-codec.js';
 import { printModel, type PrintSection } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
-import { verifyModel } from './verifier.js';
+import { verifyModel, verifyShapes } from './verifier.js';
 import type { CompileOptions, CompileResult, LayerExplanation, NormalizationResult, RateResult, StepStat } from './pipeline-types.js';
 import { coupleChannels, explainLayers, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { find } from '../passes/channel-space.js';
@@ -30,7 +30,7 @@ import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { runFloat } from '../runtime/session.js';
-import { loadCalibration, syntheticCalibration } from './calibration-data.js';
+import { checkCalibrationFiles, loadCalibration, syntheticCalibration } from './calibration-data.js';
 
 export { STEPS } from './steps.js';
 
@@ -50,6 +50,9 @@ interface StepOptions<T> {
 
 class Stepper {
   readonly stats: StepStat[] = [];
+  /** Units of per-rate steps (`step@rate`), for progress. */
+  private readonly totals = new Map<string, number>();
+  private readonly done = new Map<string, number>();
   constructor(
     private readonly options: CompileOptions,
     private readonly hooks: PipelineHooks,
@@ -59,6 +62,19 @@ class Stepper {
     if (!list) return false;
     const base = step.split('@')[0]!;
     return list.includes('all') || list.includes(step) || list.includes(base);
+  }
+
+  /** Tell progress how many times a per-rate step will run. */
+  expect(step: string, total: number): void {
+    this.totals.set(step, total);
+  }
+
+  private progress(step: string, finished: boolean): void {
+    if (!this.options.progress) return;
+    const base = step.split('@')[0]!;
+    const done = (this.done.get(base) ?? 0) + (finished ? 1 : 0);
+    this.done.set(base, done);
+    this.options.progress({ step: base, done, total: this.totals.get(base) ?? 1 });
   }
 
   private log(text: string): void {
@@ -92,11 +108,13 @@ class Stepper {
   }
 
   private before(step: string, model: Model): void {
+    this.progress(step, false);
     if (this.wants(this.options.printBefore, step)) this.log(`// before ${step}\n${printModel(model)}\n`);
   }
 
   private after<T>(step: string, model: Model, start: number, result: T, opts: StepOptions<T>): T {
     this.stats.push({ step, ms: performance.now() - start, nodes: model.graph.nodes.length });
+    this.progress(step, true);
     const sections = opts.sections?.(result) ?? [];
     if (this.wants(this.options.printAfter, step)) this.log(`// after ${step}\n${printModel(model, { sections })}\n`);
     this.hooks.afterStep?.(step, model, sections);
@@ -123,6 +141,43 @@ export function validateOptions(options: CompileOptions): { groups: number; rate
   return { groups, rates: [...new Set(rates)].sort((a, b) => a - b), roundTo, outDir };
 }
 
+/**
+ * One rate per graph: rates with the same active groups give the same graph, and so do rates
+ * whose extra groups are empty because --groups exceeds the channels of the widest sliced layer
+ * (then rates are told apart by the kept widths of every union). Of each such set only the
+ * largest rate is compiled (a server picks the smallest compiled rate ≥ the one it wants), and a
+ * note says what was merged. When nothing is sliced every rate is kept (and the CLI says so).
+ */
+export function distinctRates(partition: Partition, rates: number[], explicit: boolean): { rates: number[]; notes: string[] } {
+  const widest = Math.max(0, ...partition.unions.map((g) => g.union.fineWidth / g.union.unit));
+  const emptyGroups = widest > 0 && widest < partition.groups;
+  const classes = new Map<string, number[]>();
+  for (const rate of rates) {
+    const kept = keptWidths(partition, rate);
+    const key = emptyGroups ? partition.unions.map((g) => kept.get(g.union)).join(',') : String(activeGroups(rate, partition.groups));
+    classes.set(key, [...(classes.get(key) ?? []), rate]);
+  }
+  const chosen = [...classes.values()].map((c) => c[c.length - 1]!).sort((a, b) => a - b);
+  const notes: string[] = [];
+  if (chosen.length === rates.length) return { rates: chosen, notes };
+  if (emptyGroups) notes.push(`--groups ${partition.groups} is more than the ${widest} channels of the widest sliced layer: groups past that are empty`);
+  if (explicit) {
+    for (const c of [...classes.values()].filter((c) => c.length > 1)) {
+      notes.push(`rates ${c.join(', ')} give the same graph (${activeGroups(c[c.length - 1]!, partition.groups)} active groups); compiling ${c[c.length - 1]} only`);
+    }
+  } else {
+    const list = chosen.length <= 12 ? `: ${chosen.join(', ')}` : '';
+    notes.push(`the ${rates.length} default rates give ${chosen.length} distinct graphs; compiling those${list}`);
+  }
+  return { rates: chosen, notes };
+}
+
+/** Digits that keep every rate file name distinct (3 unless rates differ further down). */
+function rateDigits(rates: number[]): number {
+  for (let d = 3; d < 12; d++) if (new Set(rates.map((r) => r.toFixed(d))).size === rates.length) return d;
+  return 12;
+}
+
 function signature(v: Value): TensorSignature {
   const t = v.tensorType;
   return { name: v.name, dtype: t ? (dtypeShortName[t.elemType] ?? String(t.elemType)) : 'opaque', shape: t?.shape ?? null };
@@ -146,18 +201,23 @@ export function describeUnions(analysis: ChannelAnalysis): string[] {
 
 const ELASTIC_FILE = 'elastic.onnx';
 
-function rateFileName(rate: number): string {
-  return `slices/rate-${rate.toFixed(3)}.onnx`;
+function rateFileName(rate: number, digits: number): string {
+  return `slices/rate-${rate.toFixed(digits)}.onnx`;
 }
 
 export async function compile(options: CompileOptions, hooks: PipelineHooks = {}): Promise<CompileResult> {
-  const { groups, rates, roundTo, outDir } = validateOptions(options);
+  const { groups, rates: requested, roundTo, outDir } = validateOptions(options);
+  // everything the user gave is checked before any work
+  checkOutput(outDir);
+  if (options.calibration && (options.norm ?? 'gn') === 'gn') checkCalibrationFiles(options.calibration);
+  const warn = options.warn ?? ((text: string) => void process.stderr.write(`${text}\n`));
   const steps = new Stepper(options, hooks);
-  const sourceBytes = readSource(options.model);
-
-  const model = readModel(options.model);
+  const { model, bytes: sourceBytes } = readModelFile(options.model);
   steps.run('read', model, () => verifyModel(model, { mode: 'input', source: options.model }));
-  steps.run('infer-shapes', model, () => inferShapes(model));
+  steps.run('infer-shapes', model, () => {
+    inferShapes(model);
+    verifyShapes(model, { mode: 'input', source: options.model });
+  });
   const norm = options.norm ?? 'gn';
   const analysis = steps.run('couple-channels', model, () => coupleChannels(model, { layerNorms: norm === 'gn' ? 'rewrite' : 'pin' }), {
     sections: (a) => [{ title: 'channel unions', lines: describeUnions(a) }],
@@ -165,6 +225,10 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const partition: Partition = steps.run('partition-channels', model, () => partitionChannels(analysis, groups, roundTo), {
     sections: (p) => [{ title: 'groups', lines: describePartition(p) }],
   });
+  const { rates, notes } = distinctRates(partition, requested, options.rates !== undefined);
+  for (const note of notes) warn(`note: ${note}`);
+  const digits = rateDigits(rates);
+  steps.expect('prune-to-rate', rates.length);
   steps.run('reorder-channels', model, () => reorderChannels(model.graph, analysis, partition), { transform: true });
   const { result: normalization, hints } = await normalize(model, analysis, partition, options, steps);
   const parameters = buildParameterMap(model, analysis, hints);
@@ -173,11 +237,12 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   try {
     const rateResults: ManifestRate[] = [];
     for (const rate of rates) {
+      await yieldForSignals();
       const { model: copy, map } = cloneModel(model);
       const kept = keptWidths(partition, rate);
-      steps.run(`prune-to-rate@${rate.toFixed(3)}`, copy, () => pruneToRate(copy, remapAnalysis(analysis, map), kept), { transform: true });
+      steps.run(`prune-to-rate@${rate.toFixed(digits)}`, copy, () => pruneToRate(copy, remapAnalysis(analysis, map), kept), { transform: true });
       const cost = modelCost(copy);
-      const file = rateFileName(rate);
+      const file = rateFileName(rate, digits);
       writeModel(copy, stage.file(file), { dropValueInfo: true, externalData: false });
       rateResults.push({
         rate,
@@ -293,12 +358,9 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
   };
 }
 
-function readSource(file: string): Uint8Array {
-  try {
-    return fs.readFileSync(file);
-  } catch {
-    return new Uint8Array(); // readModel reports the problem with its own message
-  }
+/** Lets SIGINT/SIGTERM handlers run (they remove the output stage) between long synchronous writes. */
+function yieldForSignals(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** MACs of the full-width model (the reordered model is the rate-1 graph). */

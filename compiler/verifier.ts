@@ -11,12 +11,17 @@
 //    value's uses, and each use names a slot of a node in this graph that holds the value;
 //  - graph outputs are defined, initializers carry data and have no producer;
 //  - default-domain nodes match their op's signature at the model's opset (op-schemas.ts).
+// A model read from a user must also be one a runtime can load (checked in 'input' mode): it
+// imports a released default-domain opset and every domain its nodes use, every default-domain
+// op exists at that opset (onnx-ops.ts), and a Conv's input channels (where known) match its
+// weight: C = W.dims[1] · group for Conv, C = W.dims[0] for ConvTranspose.
 //
 // One pass over nodes and one over use-lists: O(nodes + edges), a few milliseconds for models
 // with thousands of nodes. Subgraph bodies are opaque to the IR and are not checked here.
 
 import { ErrorCodes, userError, type ErrorCode } from './diagnostics.js';
 import type { Graph, Model, Node, Value } from './ir.js';
+import { MAX_OPSET, opIntroducedIn } from './onnx-ops.js';
 import { opSchema, type OpSchema } from './op-schemas.js';
 import { DataType, dtypeShortName } from './tensor.js';
 
@@ -51,7 +56,96 @@ function problemError(p: GraphProblem, opts: VerifyOptions): Error {
 
 /** Check a whole model; throws on the first problem. */
 export function verifyModel(model: Model, opts: VerifyOptions): void {
+  if (opts.mode === 'input') {
+    const p = findImportProblem(model);
+    if (p) throw problemError(p, opts);
+  }
   verifyGraph(model.graph, model.opset(''), opts);
+  if (opts.mode === 'input') verifyShapes(model, opts);
+}
+
+const isDefaultDomain = (domain: string): boolean => domain === '' || domain === 'ai.onnx';
+
+/** Opset imports a runtime needs: a released default opset, every used domain imported, known ops. */
+export function findImportProblem(model: Model): GraphProblem | null {
+  const nodes = model.graph.nodes;
+  const hasDefault = model.opsetImports.has('') || model.opsetImports.has('ai.onnx');
+  const reexport = 're-export the model with its opset imports (e.g. torch.onnx.export(..., opset_version=17))';
+  if (!hasDefault && (model.opsetImports.size === 0 || nodes.some((n) => isDefaultDomain(n.domain)))) {
+    return {
+      code: ErrorCodes.BAD_OPSET,
+      message: 'the model imports no default-domain (ai.onnx) opset',
+      expected: `an opset_import entry for the default domain, version 1 to ${MAX_OPSET}`,
+      found: model.opsetImports.size === 0 ? 'no opset_import entries' : `imports only ${[...model.opsetImports.keys()].join(', ')}`,
+      hint: reexport,
+    };
+  }
+  const opset = model.opset('');
+  if (hasDefault && (opset < 1 || opset > MAX_OPSET)) {
+    return {
+      code: ErrorCodes.BAD_OPSET,
+      message: `the model imports default-domain opset ${opset}, which no released ONNX runtime supports`,
+      expected: `default-domain opset 1 to ${MAX_OPSET}`,
+      found: `opset ${opset}`,
+      hint: `re-export the model at a released opset (${MAX_OPSET} or older)`,
+    };
+  }
+  for (let i = 0; i < nodes.length; i++) {
+    const node = nodes[i]!;
+    if (isDefaultDomain(node.domain)) {
+      const since = opIntroducedIn(node.op);
+      if (since === undefined || since > opset) {
+        return {
+          code: ErrorCodes.UNKNOWN_OP,
+          message: since === undefined
+            ? `${node.label()} (node ${i}) is not an ONNX operator`
+            : `${node.label()} (node ${i}) needs opset ${since}, but the model imports opset ${opset}`,
+          expected: since === undefined ? 'an operator of the ONNX specification (or a node in a custom domain)' : `opset ${since} or newer for ${node.op}`,
+          found: since === undefined ? `op ${JSON.stringify(node.op)} in the default domain` : `opset ${opset}`,
+          hint: since === undefined ? 'check the op name, or give custom ops their own domain' : `re-export the model at opset ${since} or newer`,
+        };
+      }
+    } else if (!model.opsetImports.has(node.domain)) {
+      return {
+        code: ErrorCodes.BAD_OPSET,
+        message: `${node.label()} (node ${i}) uses domain ${JSON.stringify(node.domain)}, which the model does not import`,
+        expected: `an opset_import entry for ${JSON.stringify(node.domain)}`,
+        found: `imports: ${[...model.opsetImports].map(([d, v]) => `${d || 'ai.onnx'} ${v}`).join(', ')}`,
+        hint: 'every domain a node uses must be listed in the model\'s opset_import; re-export the model',
+      };
+    }
+  }
+  return null;
+}
+
+/**
+ * Channel agreement of Conv and ConvTranspose where the input's channel count is known (declared
+ * shapes, or after shape inference). Throws like verifyModel.
+ */
+export function verifyShapes(model: Model, opts: VerifyOptions): void {
+  const nodes = model.graph.nodes;
+  for (let i = 0; i < nodes.length; i++) {
+    const node = nodes[i]!;
+    if (!isDefaultDomain(node.domain) || (node.op !== 'Conv' && node.op !== 'ConvTranspose')) continue;
+    const channels = node.inputs[0]?.shape?.[1];
+    const w = node.inputs[1];
+    const wDims = w?.const?.dims ?? w?.shape;
+    if (typeof channels !== 'number' || !wDims || wDims.length < 3) continue;
+    const group = node.attrInt('group', 1);
+    const wanted = node.op === 'Conv' ? wDims[1] : wDims[0];
+    if (typeof wanted !== 'number') continue;
+    const expectedChannels = node.op === 'Conv' ? wanted * group : wanted;
+    if (channels === expectedChannels) continue;
+    const schema = opSchema(node.op, '', model.opset(''));
+    const found = `${channels} input channels; weight ${w!.name} is [${wDims.join(',')}]${group !== 1 ? `, group ${group}` : ''}`;
+    const expected = node.op === 'Conv'
+      ? `input channels = weight dims[1] × group = ${wanted} × ${group} = ${expectedChannels}`
+      : `input channels = weight dims[0] = ${wanted}`;
+    const problem: GraphProblem = schema
+      ? nodeProblem(node, i, schema, model.opset(''), 'reads a different number of channels than its weight has', expected, found)
+      : { code: ErrorCodes.BAD_NODE, message: `${node.label()} (node ${i}) reads a different number of channels than its weight has`, expected, found, hint: 're-export the model' };
+    throw problemError(problem, opts);
+  }
 }
 
 const quote = (v: Value): string => JSON.stringify(v.name);

@@ -186,6 +186,12 @@ export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partiti
     const t = analysis.tracked.get(c.input)!;
     const rank = c.input.shape?.length;
     const groups = siteGroups(t.space, partition);
+    if (!groups && c.kind === 'layernorm') {
+      // every channel is in one slice group (--groups 1, or too few channels), so every rate
+      // keeps them all: the layer norm's statistics never change and it stays as it is
+      result.skipped.push({ where: c.where, why: 'its channels form one slice group, kept at every rate' });
+      continue;
+    }
     if (!groups || rank === undefined || rank < 2 || (t.axis !== 1 && t.axis !== rank - 1)) {
       if (c.kind === 'layernorm') throw new Error(`insert-group-norm: cannot rewrite the layer norm at ${c.where}, whose channels are sliced`);
       result.skipped.push({ where: c.where, why: 'the channels do not form at least two slice groups on a supported axis' });

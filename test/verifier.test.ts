@@ -186,18 +186,37 @@ describe('verifier', () => {
     expect(e.message).toContain('reads input 1 of element type f32');
   });
 
-  it('does not check unknown ops or other domains', () => {
+  it('does not check the signatures of ops in other imported domains', () => {
     const { model, g, x, reshape } = buildModel();
+    model.opsetImports.set('com.microsoft', 1n);
     const custom = new Node('FusedConv', 'com.microsoft');
     custom.setInput(0, x);
     custom.setInput(5, x);
     custom.addOutput('a');
     custom.addOutput('b');
     g.addNode(custom, reshape);
+    expect(() => verifyModel(model, { mode: 'input' })).not.toThrow();
+  });
+
+  it('refuses in input mode what no runtime loads: unknown default-domain ops, unimported domains', () => {
+    const unknownOp = buildModel();
     const unknown = new Node('NotAnOnnxOp');
     unknown.addOutput('c');
-    g.addNode(unknown, reshape);
-    expect(() => verifyModel(model, { mode: 'input' })).not.toThrow();
+    unknownOp.g.addNode(unknown, unknownOp.reshape);
+    expect(() => verifyModel(unknownOp.model, { mode: 'input' })).toThrow(expect.objectContaining({ code: ErrorCodes.UNKNOWN_OP }));
+    expect(() => verifyModel(unknownOp.model, { mode: 'pass' })).not.toThrow();
+    const tooNew = buildModel(13);
+    const gelu = new Node('Gelu');
+    gelu.setInput(0, tooNew.x);
+    gelu.addOutput('g');
+    tooNew.g.addNode(gelu, tooNew.reshape);
+    expect(() => verifyModel(tooNew.model, { mode: 'input' })).toThrow(/needs opset 20, but the model imports opset 13/);
+    const notImported = buildModel();
+    const custom = new Node('MyOp', 'com.example');
+    custom.setInput(0, notImported.x);
+    custom.addOutput('m');
+    notImported.g.addNode(custom, notImported.reshape);
+    expect(() => verifyModel(notImported.model, { mode: 'input' })).toThrow(expect.objectContaining({ code: ErrorCodes.BAD_OPSET }));
   });
 
   it('reports pass-mode failures as internal errors naming the step', () => {
