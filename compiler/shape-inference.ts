@@ -80,8 +80,9 @@ function mergeTypes(existing: Value['type'], inferred: TensorType | null): Value
 function safeInfer(node: Node, opset: number, known: KnownValues): (TensorType | null)[] | null {
   try {
     return inferNode(node, opset, known);
-  } catch {
-    return null; // a malformed node (bad attribute, wrong arity) simply stays untyped
+  } catch (e) {
+    // the verifier has checked arity and attributes before inference runs: a throw is a bug
+    throw new Error(`shape inference failed on ${node.label()}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
 }
 
@@ -1225,4 +1226,41 @@ export function refreshShapes(model: Model): void {
   graph.outputs.forEach((o, i) => {
     o.type = outputTypes[i] ?? o.type;
   });
+}
+
+export interface ShapeMismatch {
+  node: Node;
+  output: Value;
+  declared: TensorType;
+  inferred: TensorType;
+}
+
+/**
+ * Re-infer every node output without writing anything and list the outputs whose type says
+ * something inference contradicts: another dtype, another rank, or another number for a dim
+ * both know. What a pass left unknown or symbolic is not a contradiction.
+ */
+export function shapeMismatches(model: Model): ShapeMismatch[] {
+  const opset = model.opset('');
+  const known: KnownValues = new Map();
+  const out: ShapeMismatch[] = [];
+  for (const node of model.graph.nodes) {
+    if (node.domain !== '' && node.domain !== 'ai.onnx') continue;
+    const inferred = inferNode(node, opset, known);
+    node.outputs.forEach((o, i) => {
+      const declared = o.tensorType;
+      const t = inferred?.[i];
+      if (!declared || !t || !o.name) return;
+      if (contradicts(declared, t)) out.push({ node, output: o, declared, inferred: t });
+    });
+    foldNode(node, opset, known);
+  }
+  return out;
+}
+
+function contradicts(a: TensorType, b: TensorType): boolean {
+  if (a.elemType !== 0 && b.elemType !== 0 && a.elemType !== b.elemType) return true;
+  if (!a.shape || !b.shape) return false;
+  if (a.shape.length !== b.shape.length) return true;
+  return a.shape.some((d, i) => typeof d === 'number' && typeof b.shape![i] === 'number' && d !== b.shape![i]);
 }

@@ -20,7 +20,8 @@
 // with thousands of nodes. Subgraph bodies are opaque to the IR and are not checked here.
 
 import { ErrorCodes, userError, type ErrorCode } from './diagnostics.js';
-import type { Graph, Model, Node, Value } from './ir.js';
+import type { Graph, Model, Node, TensorType, Value } from './ir.js';
+import { shapeMismatches } from './shape-inference.js';
 import { MAX_OPSET, opIntroducedIn } from './onnx-ops.js';
 import { opSchema, type OpSchema } from './op-schemas.js';
 import { DataType, dtypeShortName } from './tensor.js';
@@ -62,6 +63,21 @@ export function verifyModel(model: Model, opts: VerifyOptions): void {
   }
   verifyGraph(model.graph, model.opset(''), opts);
   if (opts.mode === 'input') verifyShapes(model, opts);
+  else verifyDeclaredTypes(model, opts);
+}
+
+/** After a transform: the types the pass left on values agree with a fresh inference. */
+function verifyDeclaredTypes(model: Model, opts: VerifyOptions): void {
+  const [m] = shapeMismatches(model);
+  if (!m) return;
+  const show = (t: TensorType): string => `${dtypeShortName[t.elemType] ?? t.elemType}[${t.shape ? t.shape.map((d) => d ?? '?').join(',') : '*'}]`;
+  throw problemError({
+    code: ErrorCodes.BAD_NODE,
+    message: `${m.node.label()} output ${JSON.stringify(m.output.name)} has a type inference contradicts`,
+    expected: show(m.inferred),
+    found: show(m.declared),
+    hint: 'a pass left a stale type: refresh shapes after changing them',
+  }, opts);
 }
 
 const isDefaultDomain = (domain: string): boolean => domain === '' || domain === 'ai.onnx';

@@ -4,6 +4,7 @@ import { Model, Node, Value, tensorType } from '../compiler/ir.js';
 import { readModel } from '../compiler/onnx-codec.js';
 import { attrDefault, opSchema } from '../compiler/op-schemas.js';
 import { verifyModel } from '../compiler/verifier.js';
+import { inferShapes } from '../compiler/shape-inference.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
 import { TESTDATA_GROUPS, openwakewordModels, testdataModels } from './helpers/models.js';
 
@@ -280,5 +281,21 @@ describe('op schemas', () => {
     expect(opSchema('Conv', 'com.microsoft', 13)).toBeUndefined();
     expect(opSchema('Expand', '', 7)).toBeUndefined();
     expect(opSchema('Concat', 'ai.onnx', 13)!.attributes.get('axis')!.required).toBe(true);
+  });
+});
+
+describe('verifier after a transform: declared types agree with a fresh inference', () => {
+  it('names the value a pass left with a stale shape, and the step', () => {
+    const model = readModel(new URL('../fixtures/lenet-bn.onnx', import.meta.url).pathname);
+    inferShapes(model);
+    expect(() => verifyModel(model, { mode: 'pass', step: 'example' })).not.toThrow();
+    // cut conv1's filters to 4 without refreshing the shapes after it
+    const conv = model.graph.nodes.find((n) => n.op === 'Conv')!;
+    const w = conv.inputs[1]!;
+    const [, c, kh, kw] = w.const!.dims as [number, number, number, number];
+    model.graph.setConstant(w, Tensor.float32([4, c, kh, kw], new Float32Array(4 * c * kh * kw)));
+    const b = conv.inputs[2]!;
+    model.graph.setConstant(b, Tensor.float32([4], new Float32Array(4)));
+    expect(() => verifyModel(model, { mode: 'pass', step: 'example' })).toThrow(/after step example: Conv .* output "[^"]+" has a type inference contradicts \(expected f32\[N,4,/);
   });
 });
