@@ -76,6 +76,8 @@ export interface Manifest {
   layers: { layer: string; op: string; channels: number; union: number; sliced: boolean; reason?: string }[];
   /** Every initializer of the full model, its role and how each rate cuts it. */
   parameters: ManifestParameter[];
+  /** Train-step graphs written by `slicec train-graphs`, with the role of every input and output. */
+  train?: import('./train-graphs.js').ManifestTrain;
 }
 
 /** File in a stage naming the process that writes it, so a later run can tell a dead stage. */

@@ -214,6 +214,26 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     });
 
   registerTrainCommands(program, io);
+
+  program
+    .command('train-graphs')
+    .description('write one train-step graph per compiled rate into DIR/train/ and describe them in manifest.json')
+    .argument('<dir>', 'a folder written by slicec compile')
+    .option('--batch <n>', 'batch size of the graphs (static)', (v) => parseIntegerAtLeastOne('--batch', v), 64)
+    .option('--optimizer <sgd|adamw>', 'the update the graphs apply', parseOptimizer, 'sgd')
+    .option('--json', 'print the manifest\'s train section as JSON')
+    .action(async (dir: string, opts: { batch: number; optimizer: 'sgd' | 'adamw'; json?: boolean }) => {
+      const { emitTrainGraphs } = await import('./train-graphs.js');
+      const optimizer = opts.optimizer === 'sgd'
+        ? { kind: 'sgd' as const, momentum: 0.9, nesterov: true, weightDecay: 5e-4 }
+        : { kind: 'adamw' as const, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
+      const train = emitTrainGraphs(dir, { batch: opts.batch, loss: { kind: 'cross-entropy' }, optimizer });
+      if (opts.json) {
+        writeJson(io, train);
+        return;
+      }
+      for (const g of train.graphs) io.stdout(`rate ${g.rate.toFixed(3)}  ${g.file}  ${g.signature.inputs.length} inputs, ${g.signature.outputs.length} outputs\n`);
+    });
   return program;
 }
 
@@ -240,6 +260,11 @@ function badFlag(flag: string, expected: string, value: string, hint?: string): 
     found: `"${value}"`,
     hint: hint ?? `see slicec --help`,
   });
+}
+
+function parseOptimizer(value: string): 'sgd' | 'adamw' {
+  if (value !== 'sgd' && value !== 'adamw') throw badFlag('--optimizer', 'sgd or adamw', value);
+  return value;
 }
 
 function parseIntegerAtLeastOne(flag: string, value: string): number {

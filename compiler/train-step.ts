@@ -179,6 +179,8 @@ export function buildTrainStep(source: Model, opts: TrainStepOptions): { model: 
   if (opts.optimizer) {
     const result = addOptimizer(model, withGrad.map((p) => ({ param: p, grad: gradients.get(p)!, weightDecay: opts.weightDecay?.(p.name) })), opts.optimizer);
     inputs.push(describe(result.lr, 'lr'), describe(result.step, 'step'));
+    // add-optimizer made the updated parameters and states graph outputs; keep them in its order
+    graph.outputs = [loss.loss, logits];
     for (const u of result.updates) {
       graph.outputs.push(u.updated);
       for (const s of u.state) {

@@ -16,6 +16,7 @@ import { Rng } from '../compiler/rng.js';
 import { GraphSession } from '../runtime/graph-session.js';
 import type { NdArray } from '../runtime/npz.js';
 import { fixtureModels, REPO_ROOT } from './helpers/models.js';
+import { runBin } from './helpers/cli.js';
 
 const BATCH = 4;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-train-'));
@@ -79,4 +80,27 @@ describe('one SGD step lowers the loss at every rate', () => {
       }
     });
   }
+});
+
+describe('slicec train-graphs', () => {
+  it('writes one graph per rate and records every input and output with its role', async () => {
+    const outDir = path.join(tmp, 'train-graphs');
+    expect(runBin([path.join(REPO_ROOT, 'fixtures', 'lenet-bn.onnx'), '--groups', '4', '--rates', '0.5,1', '--norm', 'keep', '-o', outDir]).code).toBe(0);
+    const run = runBin(['train-graphs', outDir, '--batch', '8', '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.train!.graphs.map((g) => g.rate)).toEqual([0.5, 1]);
+    for (const g of manifest.train!.graphs) {
+      const session = await GraphSession.create(path.join(outDir, g.file));
+      expect([...session.inputNames].sort()).toEqual(g.signature.inputs.map((i) => i.name).sort());
+      expect([...session.outputNames].sort()).toEqual(g.signature.outputs.map((o) => o.name).sort());
+      await session.release();
+      const roles = new Set(g.signature.inputs.map((i) => i.role));
+      for (const role of ['batch', 'labels', 'parameter', 'running-stat', 'optimizer-state', 'lr', 'step']) expect(roles.has(role as never), role).toBe(true);
+      expect(g.signature.inputs.find((i) => i.role === 'batch')!.shape[0]).toBe(8);
+    }
+    const bad = runBin(['train-graphs', path.join(tmp, 'missing')]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('error SLC010');
+  });
 });
