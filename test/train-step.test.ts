@@ -27,11 +27,25 @@ const REAL = [
   { name: 'PaddleOCR cls', file: path.join(REPO_ROOT, 'node_modules', '@gutenye', 'ocr-models', 'assets', 'ch_ppocr_mobile_v2.0_cls_infer.onnx'), inputShapes: { x: [BATCH, 3, 48, 96] } },
 ];
 
+interface Case {
+  name: string;
+  file: string;
+  norm: 'gn' | 'keep' | 'none';
+  inputShapes?: Record<string, number[]>;
+}
+
+// every fixture after each --norm mode (so every op those modes emit is differentiated), and
+// real exports with the default
+const CASES: Case[] = [
+  ...fixtureModels().flatMap((f) => (['gn', 'keep', 'none'] as const).map((norm) => ({ name: `${f.name} --norm ${norm}`, file: f.file, norm }))),
+  ...REAL.map((r) => ({ ...r, norm: 'gn' as const })),
+];
+
 describe('one SGD step lowers the loss at every rate', () => {
-  for (const fixture of [...fixtureModels(), ...REAL] as { name: string; file: string; inputShapes?: Record<string, number[]> }[]) {
+  for (const fixture of CASES) {
     it(fixture.name, async () => {
-      const outDir = path.join(tmp, path.basename(fixture.file, '.onnx'));
-      await compile({ model: fixture.file, groups: 4, rates: [0.25, 0.5, 1], calibrate: false, outDir, log: () => {} });
+      const outDir = path.join(tmp, `${path.basename(fixture.file, '.onnx')}-${fixture.norm}`);
+      await compile({ model: fixture.file, groups: 4, rates: [0.25, 0.5, 1], norm: fixture.norm, calibrate: false, outDir, log: () => {} });
       const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as Manifest;
       const rng = new Rng(7);
       for (const rate of manifest.rates) {
