@@ -78,6 +78,10 @@ export interface Manifest {
   parameters: ManifestParameter[];
   /** Train-step graphs written by `slicec train-graphs`, with the role of every input and output. */
   train?: import('./train-graphs.js').ManifestTrain;
+  /** The typed module (`slicec codegen`): model.ts and what is compiled from it. */
+  module?: { files: string[] };
+  /** The report (`slicec report`): the HTML page and its charts. */
+  report?: { files: string[] };
 }
 
 /** File in a stage naming the process that writes it, so a later run can tell a dead stage. */

@@ -24,6 +24,7 @@ import { dtypeShortName } from './tensor.js';
 import { verifyModel, verifyShapes } from './verifier.js';
 import { isStepName, STEPS } from './steps.js';
 import { registerTrainCommands } from './cli-train.js';
+import { registerDayOneCommands } from './cli-dayone.js';
 
 export const EXIT_OK = 0;
 export const EXIT_USER_ERROR = 1;
@@ -214,6 +215,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     });
 
   registerTrainCommands(program, io);
+  registerDayOneCommands(program, io);
 
   program
     .command('train-graphs')

@@ -23,6 +23,8 @@ export interface CompileOptions {
    * replaced layer norm's own), e.g. for golden dumps that must not depend on float rounding.
    */
   calibrate?: boolean;
+  /** Write the typed module (model.ts, model.js, model.d.ts) into the output (default true). */
+  codegen?: boolean;
   /** Step names (or 'all') to print the model before / after. */
   printBefore?: string[];
   printAfter?: string[];

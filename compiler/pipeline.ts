@@ -30,6 +30,7 @@ import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { runFloat } from '../runtime/session.js';
+import { writeModuleOrNote } from './codegen.js';
 import { checkCalibrationFiles, loadCalibration, syntheticCalibration } from './calibration-data.js';
 
 export { STEPS } from './steps.js';
@@ -293,6 +294,8 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       layers,
       parameters,
     };
+    const moduleFiles = options.codegen === false ? [] : await writeModuleOrNote(stage.dir, manifest, warn);
+    if (moduleFiles.length > 0) manifest.module = { files: moduleFiles };
     fs.writeFileSync(stage.file('manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     stage.commit();
     const results: RateResult[] = rateResults.map((r) => ({ rate: r.rate, activeGroups: r.activeGroups, file: r.file, parameters: r.parameters, macs: r.macs }));
