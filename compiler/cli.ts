@@ -88,13 +88,13 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
   }
 }
 
-interface RunState {
+export interface RunState {
   exitCode: number;
   /** Commander's message for a usage error, kept for --json output. */
   usageMessage: string;
 }
 
-function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
+export function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
   const program = new Command();
   // Settings made before adding subcommands are inherited by them.
   program
