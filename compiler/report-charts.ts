@@ -75,21 +75,31 @@ export function costChart(rows: RateRow[]): Chart {
   };
 }
 
-/** A measured quantity per rate against its MACs, each point labelled with its rate. */
-export function versusMacsChart(rows: RateRow[], field: 'accuracy' | 'latencyMs'): Chart {
-  const known = rateLabel(rows).filter((r) => typeof r[field] === 'number');
-  const title = field === 'accuracy' ? 'top-1 accuracy' : 'latency (ms)';
-  const encoding = {
-    x: { field: 'mmacs', type: 'quantitative' as const, title: 'MACs per sample (millions)' },
-    y: { field, type: 'quantitative' as const, title, scale: { zero: false }, ...(field === 'accuracy' ? { axis: { format: '.1%' } } : {}) },
-  };
+const AXES = {
+  mmacs: { title: 'MACs per sample (millions)', format: null },
+  accuracy: { title: 'top-1 accuracy', format: '.1%' },
+  latencyMs: { title: 'latency (ms)', format: null },
+} as const;
+
+/**
+ * One quantity per rate against another, a line through the rates with each point labelled:
+ * accuracy or latency against MACs, and accuracy against latency (what a deadline buys).
+ */
+export function versusChart(rows: RateRow[], xField: 'mmacs' | 'latencyMs', yField: 'accuracy' | 'latencyMs'): Chart {
+  const known = rateLabel(rows).filter((r) => typeof r[xField] === 'number' && typeof r[yField] === 'number');
+  const axis = (field: keyof typeof AXES) => ({
+    field, type: 'quantitative' as const, title: AXES[field].title, scale: { zero: field === 'mmacs' },
+    ...(AXES[field].format ? { axis: { format: AXES[field].format } } : {}),
+  });
+  const encoding = { x: axis(xField), y: axis(yField) };
+  const name = `${yField === 'accuracy' ? 'accuracy' : 'latency'}-vs-${xField === 'mmacs' ? 'macs' : 'latency'}`;
   return {
-    name: field === 'accuracy' ? 'accuracy' : 'latency', title: `${title} vs MACs`,
+    name, title: `${AXES[yField].title} vs ${xField === 'mmacs' ? 'MACs' : 'latency'}`,
     spec: {
       $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
       width: WIDTH, height: HEIGHT, data: { values: known },
       layer: [
-        { mark: { type: 'line', point: true, color: field === 'accuracy' ? '#54a24b' : '#e45756' }, encoding },
+        { mark: { type: 'line', point: true, color: yField === 'accuracy' ? '#54a24b' : '#e45756' }, encoding },
         { mark: { type: 'text', align: 'left', dx: 6, dy: -6 }, encoding: { ...encoding, text: { field: 'label' } } },
       ],
     },

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import type { Manifest } from './artifacts.js';
 import { ErrorCodes, userError } from './diagnostics.js';
 import {
-  costChart, evalChart, layersChart, lossChart, renderSvg, versusMacsChart,
+  costChart, evalChart, layersChart, lossChart, renderSvg, versusChart,
   type Chart, type EvalRow, type LayerRow, type RateRow, type StepRow,
 } from './report-charts.js';
 
@@ -103,8 +103,11 @@ function rateRows(manifest: Manifest): RateRow[] {
 export function reportCharts(manifest: Manifest, training: TrainingCurves | null): Chart[] {
   const rates = rateRows(manifest);
   const charts = [costChart(rates)];
-  if (rates.some((r) => r.accuracy !== undefined)) charts.push(versusMacsChart(rates, 'accuracy'));
-  if (rates.some((r) => r.latencyMs !== undefined)) charts.push(versusMacsChart(rates, 'latencyMs'));
+  const accuracy = rates.some((r) => r.accuracy !== undefined);
+  const latency = rates.some((r) => r.latencyMs !== undefined);
+  if (accuracy) charts.push(versusChart(rates, 'mmacs', 'accuracy'));
+  if (latency) charts.push(versusChart(rates, 'mmacs', 'latencyMs'));
+  if (accuracy && latency) charts.push(versusChart(rates, 'latencyMs', 'accuracy'));
   if (training && training.steps.length > 0) charts.push(lossChart(training.steps));
   if (training && training.evals.length > 0) charts.push(evalChart(training.evals));
   const layers: LayerRow[] = manifest.layers.map((l, index) => ({ index, ...l }));
@@ -161,7 +164,7 @@ th { background: #f4f4f4; } tr.pinned td { color: #777; } .absent { color: #8a6d
 <p>${manifest.groups} groups, ${rates.length} rates, ${sliced} of ${manifest.layers.length} layers sliced; normalization <code>${norm.mode}</code>, ${escapeHtml(calibration)}.
 Source sha256 <code>${manifest.source.sha256.slice(0, 16)}…</code>, opset ${manifest.source.opset}.</p>
 <h2>Rates: cost and accuracy</h2>
-${figure('cost')}${figure('accuracy')}${figure('latency')}
+${figure('cost')}${figure('accuracy-vs-macs')}${figure('latency-vs-macs')}${figure('accuracy-vs-latency')}
 ${measured ? '' : '<p class="absent">No accuracy or latency is recorded per rate yet (an eval or fine-tune writes them into manifest.json).</p>'}
 ${table(['rate', 'active groups', 'MACs', 'MACs vs rate 1', 'parameters', 'accuracy', 'latency (ms)', 'file'],
   manifest.rates.map((r, i) => [r.rate, r.activeGroups, r.macs.toLocaleString('en'), percent(r.macRatio), r.parameters.toLocaleString('en'),

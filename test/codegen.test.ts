@@ -19,6 +19,9 @@ import { runCli } from './helpers/cli.js';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-codegen-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const outDir = path.join(tmp, 'lenet.sliced');
+// a PyTorch export whose input and output names are not identifiers ('onnx::Flatten_0', '39')
+const wakeword = path.join(REPO_ROOT, 'node_modules', 'openwakeword-js', 'models', 'hello_deepa.onnx');
+const wakeDir = path.join(tmp, 'wake.sliced');
 
 // The serving runtime when this build has it, else plain per-rate sessions (see codegen-adapters).
 const hasSlicedModel = fs.existsSync(path.join(REPO_ROOT, 'runtime', 'sliced-model.ts'));
@@ -36,6 +39,12 @@ const classes: 10 = result.outputs.output.dims[1];
 const logits: Float32Array = result.outputs.output.data;
 console.log(classes, logits.length);
 await model.close();
+`,
+  'good-quoted.ts': `import { load } from './wake.sliced/model.js';
+const model = await load();
+const result = await model.run({ 'onnx::Flatten_0': { dtype: 'float32', dims: [1, 25, 96], data: new Float32Array(2400) } });
+const score: Float32Array = result.outputs['39'].data;
+console.log(score[0]);
 `,
   'bad-name.ts': `import { load } from './lenet.sliced/model.js';
 const model = await load();
@@ -59,8 +68,18 @@ let manifest: Manifest;
 
 beforeAll(async () => {
   await compile({ model: path.join(REPO_ROOT, 'fixtures', 'lenet-bn.onnx'), groups: 4, outDir, warn: () => {} });
+  await compile({ model: wakeword, groups: 2, outDir: wakeDir, warn: () => {} });
   manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as Manifest;
 });
+
+type Module = {
+  RATES: number[];
+  RATE_INFO: { rate: number; macs: number }[];
+  load: (o: object) => Promise<{
+    run: (i: object, o?: object) => Promise<{ outputs: Record<string, { dtype: string; dims: number[]; data: Float32Array }>; rate: number }>;
+    close: () => Promise<void>;
+  }>;
+};
 
 describe('typed module', () => {
   it('compile writes it and lists it in the manifest; a recompile replaces it', async () => {
@@ -68,7 +87,7 @@ describe('typed module', () => {
     expect(manifest.module?.files).toEqual([...MODULE_FILES]);
     const source = fs.readFileSync(path.join(outDir, 'model.ts'), 'utf8');
     expect(source).toContain(`export type Rate = ${manifest.rates.map((r) => r.rate).join(' | ')};`);
-    expect(source).toContain("from 'slicec/runtime'".replace(/'/g, '"'));
+    expect(source).toContain("import { SlicedModel } from 'slicec/runtime';");
     const again = await compile({ model: path.join(REPO_ROOT, 'fixtures', 'lenet-bn.onnx'), groups: 2, outDir, warn: () => {}, codegen: false });
     expect(again.rates).toHaveLength(2);
     expect(fs.existsSync(path.join(outDir, 'model.ts'))).toBe(false);
@@ -77,6 +96,7 @@ describe('typed module', () => {
 
   it('type-checks a correct program and rejects a wrong input name, dtype, dim or rate', async () => {
     await codegen(outDir, adapter);
+    await codegen(wakeDir, adapter);
     fs.writeFileSync(path.join(tmp, 'package.json'), '{"type": "module"}\n');
     for (const [name, text] of Object.entries(PROGRAMS)) fs.writeFileSync(path.join(tmp, name), text);
     fs.writeFileSync(path.join(tmp, 'tsconfig.json'), JSON.stringify({
@@ -84,7 +104,7 @@ describe('typed module', () => {
         target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: true,
         types: ['node'], typeRoots: [path.join(REPO_ROOT, 'node_modules', '@types')],
       },
-      files: [path.join(outDir, 'model.ts'), ...Object.keys(PROGRAMS).map((n) => path.join(tmp, n))],
+      files: [path.join(outDir, 'model.ts'), path.join(wakeDir, 'model.ts'), ...Object.keys(PROGRAMS).map((n) => path.join(tmp, n))],
     }));
     const r = spawnSync(path.join(REPO_ROOT, 'node_modules', '.bin', 'tsc'), ['-p', path.join(tmp, 'tsconfig.json'), '--pretty', 'false'], { encoding: 'utf8' });
     const errors = new Map<string, string[]>();
@@ -99,25 +119,26 @@ describe('typed module', () => {
     expect(errors.get('bad-rate.ts')!.join('\n')).toMatch(/'0.3' is not assignable to type 'Rate\b/);
   });
 
-  it('model.js serves a batch at every rate, as the rate graph does', async () => {
-    await codegen(outDir, adapter);
-    const mod = await import(pathToFileURL(path.join(outDir, 'model.js')).href) as {
-      RATES: number[];
-      RATE_INFO: { rate: number; macs: number }[];
-      load: (o: object) => Promise<{ run: (i: object, o?: object) => Promise<{ outputs: Record<string, { dims: number[]; data: Float32Array }>; rate: number }>; close: () => Promise<void> }>;
-    };
-    expect(mod.RATES).toEqual(manifest.rates.map((r) => r.rate));
-    expect(mod.RATE_INFO.map((r) => r.macs)).toEqual(manifest.rates.map((r) => r.macs));
-    const batch = 3;
-    const data = Float32Array.from({ length: batch * 784 }, (_, i) => Math.sin(i * 0.37));
+  it.each([['lenet-bn', outDir, 3], ['hello_deepa', wakeDir, 1]] as const)('%s: model.js serves a batch at every rate, as the rate graph does', async (_name, dir, batch) => {
+    await codegen(dir, adapter);
+    const compiled = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
+    const mod = await import(pathToFileURL(path.join(dir, 'model.js')).href) as Module;
+    expect(mod.RATES).toEqual(compiled.rates.map((r) => r.rate));
+    expect(mod.RATE_INFO.map((r) => r.macs)).toEqual(compiled.rates.map((r) => r.macs));
+    const [input] = compiled.inputs;
+    const [output] = compiled.outputs;
+    const dims = input!.shape!.map((d) => (typeof d === 'number' ? d : batch));
+    const data = Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 0.37));
     const model = await mod.load({ threads: 1, workers: 1 });
     try {
-      for (const entry of manifest.rates) {
-        const result = await model.run({ input: { dtype: 'float32', dims: [batch, 1, 28, 28], data } }, { rate: entry.rate });
+      for (const entry of compiled.rates) {
+        const result = await model.run({ [input!.name]: { dtype: 'float32', dims, data } }, { rate: entry.rate });
         expect(result.rate).toBe(entry.rate);
-        expect(result.outputs.output!.dims).toEqual([batch, 10]);
-        const direct = await runFloat(path.join(outDir, entry.file), { input: { dims: [batch, 1, 28, 28], data } });
-        expect([...result.outputs.output!.data]).toEqual([...direct.output!.data]);
+        const logits = result.outputs[output!.name]!;
+        expect(logits.dtype).toBe('float32');
+        expect(logits.dims).toEqual(output!.shape!.map((d) => (typeof d === 'number' ? d : batch)));
+        const direct = await runFloat(path.join(dir, entry.file), { [input!.name]: { dims, data } });
+        expect([...logits.data]).toEqual([...direct[output!.name]!.data]);
       }
     } finally {
       await model.close();

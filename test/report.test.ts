@@ -70,7 +70,7 @@ describe('slicec report', () => {
     expect(training.steps).toHaveLength(40);
     expect(training.evals).toHaveLength(2 * manifest.rates.length);
     const files = (await writeReport(outDir)).map((f) => path.basename(f));
-    expect(files).toEqual(['index.html', 'cost.svg', 'accuracy.svg', 'latency.svg', 'training-loss.svg', 'training-eval.svg', 'layers.svg']);
+    expect(files).toEqual(['index.html', 'cost.svg', 'accuracy-vs-macs.svg', 'latency-vs-macs.svg', 'accuracy-vs-latency.svg', 'training-loss.svg', 'training-eval.svg', 'layers.svg']);
     const html = fs.readFileSync(path.join(outDir, 'report', 'index.html'), 'utf8');
     expect(html).toMatch(/40 steps, 2 evaluations; 1 unreadable log lines skipped/);
     expect(html).toContain('75.00 %');
@@ -80,7 +80,7 @@ describe('slicec report', () => {
     const page = `file://${path.join(outDir, 'report', 'index.html')}`;
     const dom = chromium(['--dump-dom', page]);
     const figures = [...dom.matchAll(/<figure id="chart-([a-z-]+)">([\s\S]*?)<\/figure>/g)];
-    expect(figures.map((f) => f[1])).toEqual(['cost', 'accuracy', 'latency', 'training-loss', 'training-eval', 'layers']);
+    expect(figures.map((f) => f[1])).toEqual(['cost', 'accuracy-vs-macs', 'latency-vs-macs', 'accuracy-vs-latency', 'training-loss', 'training-eval', 'layers']);
     for (const [, name, body] of figures) {
       // every chart has its marks: bars (rect), lines, points (symbol) with drawn paths
       expect(body, name).toMatch(/<g class="mark-(rect|line|symbol) role-mark[^"]*"[^>]*>\s*<path [^>]*d="M/);
@@ -103,7 +103,7 @@ describe('slicec report', () => {
   it('slicec report through the CLI; a folder that is not compiled is a user error', async () => {
     const ok = await runCli(['report', outDir]);
     expect(ok.code, ok.stderr).toBe(0);
-    expect(ok.stdout).toMatch(/report\/index\.html and 6 charts/);
+    expect(ok.stdout).toMatch(/report\/index\.html and 7 charts/);
     const bad = await runCli(['report', tmp]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/SLC010/);
