@@ -147,11 +147,15 @@ export function evalChart(evals: EvalRow[]): Chart {
  */
 export function layersChart(layers: LayerRow[]): Chart {
   const named = layers.length <= 48;
+  const unions = new Set(layers.map((l) => l.union)).size;
+  // many unions: the legend goes under the chart in rows, so it neither runs off the page nor
+  // outgrows the chart
+  const legend = unions > 12 ? { orient: 'bottom' as const, columns: 12, symbolLimit: 0 } : {};
   return {
     name: 'layers', title: 'layers by channel union',
     spec: {
       $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-      width: Math.max(WIDTH, Math.min(1200, layers.length * 18)), height: HEIGHT,
+      width: Math.max(WIDTH, Math.min(960, layers.length * 18)), height: HEIGHT,
       data: { values: layers.map((l) => ({ ...l, state: l.sliced ? 'sliced' : 'pinned', unionName: `u${l.union}`, why: l.reason ?? '' })) },
       mark: { type: 'bar', stroke: '#333', strokeWidth: 0.5 },
       encoding: {
@@ -159,7 +163,7 @@ export function layersChart(layers: LayerRow[]): Chart {
           ? { field: 'layer', type: 'ordinal', sort: { field: 'index' }, title: 'layer (graph order)', axis: { labelAngle: -60, labelLimit: 120 } }
           : { field: 'index', type: 'ordinal', title: 'layer (graph order)', axis: { labelOverlap: true } },
         y: { field: 'channels', type: 'quantitative', title: 'output channels' },
-        color: { field: 'unionName', type: 'nominal', title: 'union', scale: { scheme: 'category20' }, sort: null },
+        color: { field: 'unionName', type: 'nominal', title: 'union', scale: { scheme: 'category20' }, sort: null, legend },
         opacity: { field: 'state', type: 'ordinal', title: 'slicing', scale: { domain: ['sliced', 'pinned'], range: [1, 0.25] } },
         tooltip: [{ field: 'layer' }, { field: 'op' }, { field: 'channels' }, { field: 'unionName', title: 'union' }, { field: 'state' }, { field: 'why', title: 'why pinned' }],
       },
