@@ -76,6 +76,17 @@ describe('slicec report', () => {
     expect(html).toContain('75.00 %');
   });
 
+  it('reads the curves from the manifest\'s training section when there is no log', () => {
+    const manifest = readManifest();
+    const history = [1, 2, 3].map((epoch) => ({ epoch, rates: manifest.rates.map((r) => ({ rate: r.rate, accuracy: null, loss: 2 / epoch / r.rate, samples: 50 })) }));
+    const empty = fs.mkdtempSync(path.join(tmp, 'no-log-'));
+    const curves = readTraining(empty, { ...manifest, training: { history } } as Manifest)!;
+    expect(curves).toMatchObject({ source: 'manifest.json', steps: [], skippedLines: 0 });
+    expect(curves.evals).toHaveLength(3 * manifest.rates.length);
+    expect(curves.evals[0]).toEqual({ epoch: 1, rate: manifest.rates[0]!.rate, accuracy: null, loss: 2 / manifest.rates[0]!.rate });
+    expect(readTraining(empty, manifest)).toBeNull();
+  });
+
   it('renders in headless Chromium with every chart drawn', async () => {
     const page = `file://${path.join(outDir, 'report', 'index.html')}`;
     const dom = chromium(['--dump-dom', page]);
