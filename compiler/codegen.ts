@@ -8,15 +8,15 @@
 // Written with ts-morph (the only module that uses it): the declarations are built as
 // structures, and the .js/.d.ts are emitted from an in-memory project without the standard
 // library (every exported declaration has an explicit type, so declaration emit needs none, and
-// skipping lib.d.ts keeps codegen to a fraction of a second).
+// skipping lib.d.ts keeps the emit to a fraction of a second once ts-morph is loaded).
 //
 // The generated code touches slicec's runtime in one place, `openRuntime` (see
 // compiler/codegen-adapters.ts), so what serves the model can be switched without changing the
 // types users program against.
 
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Manifest, TensorSignature } from './artifacts.js';
+import { readCompiledManifest, writeAtomic, writeCompiledManifest } from './compiled-folder.js';
 import { ErrorCodes, isUserError, userError } from './diagnostics.js';
 import { ADAPTERS, type RuntimeAdapter } from './codegen-adapters.js';
 import type { PropertySignatureStructure } from 'ts-morph';
@@ -261,12 +261,6 @@ export async function writeModule(dir: string, manifest: Manifest, options: Code
   return [...MODULE_FILES];
 }
 
-function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
-}
-
 /**
  * compile()'s call: the typed module into the output stage, or, for a model whose tensors the
  * runtime cannot carry (strings, complex numbers, ...), a note and no module.
@@ -283,23 +277,8 @@ export async function writeModuleOrNote(dir: string, manifest: Manifest, warn: (
 
 /** `slicec codegen DIR`: (re)writes the typed module of a compiled folder and lists it in the manifest. */
 export async function codegen(dir: string, options: CodegenOptions = {}): Promise<string[]> {
-  const manifestFile = path.join(dir, 'manifest.json');
-  let manifest: Manifest;
-  try {
-    manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as Manifest;
-  } catch (e) {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `${dir} is not a compiled slicec folder`, {
-      expected: 'a folder written by slicec compile (with manifest.json)',
-      found: fs.existsSync(manifestFile) ? `manifest.json does not parse: ${(e as Error).message}` : 'no manifest.json',
-      hint: 'compile the model first: slicec model.onnx --groups 8',
-    });
-  }
-  if (typeof manifest.format !== 'string' || !manifest.format.startsWith('slicec/') || !Array.isArray(manifest.rates)) {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `${manifestFile} is not a slicec manifest`, {
-      expected: 'format "slicec/1" with rates, inputs and outputs', found: `format ${JSON.stringify(manifest.format)}`,
-    });
-  }
+  const manifest = readCompiledManifest(dir);
   const files = await writeModule(dir, manifest, options);
-  writeAtomic(manifestFile, `${JSON.stringify({ ...manifest, module: { files } }, null, 2)}\n`);
+  writeCompiledManifest(dir, { ...manifest, module: { files } });
   return files.map((f) => path.join(dir, f));
 }

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Manifest } from './artifacts.js';
-import { ErrorCodes, userError } from './diagnostics.js';
+import { readCompiledManifest, writeCompiledManifest } from './compiled-folder.js';
 import {
   costChart, evalChart, layersChart, lossChart, renderSvg, versusChart,
   type Chart, type EvalRow, type LayerRow, type RateRow, type StepRow,
@@ -66,26 +66,6 @@ export function readTraining(dir: string, manifest: Manifest): TrainingCurves | 
   const history = (manifest as { training?: { history?: { epoch: number; rates: unknown }[] } }).training?.history;
   if (!Array.isArray(history)) return null;
   return { source: 'manifest.json', steps: [], evals: history.flatMap((h) => evalRows(h.epoch, h.rates)), skippedLines: 0 };
-}
-
-function readManifest(dir: string): Manifest {
-  const file = path.join(dir, 'manifest.json');
-  let manifest: Manifest;
-  try {
-    manifest = JSON.parse(fs.readFileSync(file, 'utf8')) as Manifest;
-  } catch (e) {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `${dir} is not a compiled slicec folder`, {
-      expected: 'a folder written by slicec compile (with manifest.json)',
-      found: fs.existsSync(file) ? `manifest.json does not parse: ${(e as Error).message}` : 'no manifest.json',
-      hint: 'compile the model first: slicec model.onnx --groups 8',
-    });
-  }
-  if (typeof manifest.format !== 'string' || !manifest.format.startsWith('slicec/') || !Array.isArray(manifest.rates) || !Array.isArray(manifest.layers)) {
-    throw userError(ErrorCodes.BAD_INPUT_FILE, `${file} is not a slicec manifest`, {
-      expected: 'format "slicec/1" with rates and layers', found: `format ${JSON.stringify(manifest.format)}`,
-    });
-  }
-  return manifest;
 }
 
 function rateRows(manifest: Manifest): RateRow[] {
@@ -190,7 +170,7 @@ ${table(['union', 'width', 'unit', 'sliced', 'group boundaries / why not'],
  * compile into the folder replaces them) and returns their paths, the page first.
  */
 export async function writeReport(dir: string): Promise<string[]> {
-  const manifest = readManifest(dir);
+  const manifest = readCompiledManifest(dir);
   const training = readTraining(dir, manifest);
   const charts = reportCharts(manifest, training);
   const svgs = new Map<string, string>();
@@ -201,8 +181,6 @@ export async function writeReport(dir: string): Promise<string[]> {
   const files = ['report/index.html', ...charts.map((c) => `report/${c.name}.svg`)];
   fs.writeFileSync(path.join(dir, files[0]!), page(manifest, training, svgs, charts));
   for (const chart of charts) fs.writeFileSync(path.join(reportDir, `${chart.name}.svg`), svgs.get(chart.name)!);
-  const manifestFile = path.join(dir, 'manifest.json');
-  fs.writeFileSync(`${manifestFile}.tmp-${process.pid}`, `${JSON.stringify({ ...manifest, report: { files } }, null, 2)}\n`);
-  fs.renameSync(`${manifestFile}.tmp-${process.pid}`, manifestFile);
+  writeCompiledManifest(dir, { ...manifest, report: { files } });
   return files.map((f) => path.join(dir, f));
 }
