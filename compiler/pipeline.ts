@@ -23,12 +23,13 @@ import { pruneToRate } from '../passes/prune-to-rate.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
+import { foldConstants } from '../passes/fold-constants.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { runFloat } from '../runtime/session.js';
 import { loadCalibration, syntheticCalibration } from './calibration-data.js';
 
 export const STEPS = [
-  'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
+  'read', 'infer-shapes', 'fold-constants', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
   'calibrate-group-norm', 'make-elastic', 'prune-to-rate',
 ] as const;
 
@@ -156,6 +157,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const model = readModel(options.model);
   steps.run('read', model, () => verifyModel(model, { mode: 'input', source: options.model }));
   steps.run('infer-shapes', model, () => inferShapes(model));
+  steps.run('fold-constants', model, () => foldConstants(model), { transform: true });
   const norm = options.norm ?? 'gn';
   const analysis = steps.run('couple-channels', model, () => coupleChannels(model, { layerNorms: norm === 'gn' ? 'rewrite' : 'pin' }), {
     sections: (a) => [{ title: 'channel unions', lines: describeUnions(a) }],
