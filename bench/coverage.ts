@@ -1,6 +1,7 @@
-// Slicing coverage on real PyTorch exports: `npx tsx bench/coverage.ts [--groups 8] [--only a,b]`.
+// Slicing coverage on real PyTorch exports:
+// `npx tsx bench/coverage.ts [--groups 8] [--norm keep|gn|none] [--only a,b]`.
 // Compiles every model the export script left in the cache (test/.cache/torch-exports, made by
-// scripts/make-torch-exports.py) with --norm keep at rates .5 and 1 and prints, per model, the
+// scripts/make-torch-exports.py) with --norm keep (default) at rates .5 and 1 and prints, per model, the
 // MAC ratio MAC(.5)/MAC(1) from the manifest, the share of producer layers sliced, and the pin
 // reasons that remain (most frequent first, with how many layers each blocks).
 
@@ -15,11 +16,7 @@ import { argValue, table, timeAsyncMs } from './common.js';
 const CACHE = fileURLToPath(new URL('../test/.cache/torch-exports/', import.meta.url));
 const GROUPS = Number(argValue('--groups') ?? 8);
 const ONLY = (argValue('--only') ?? '').split(',').filter((s) => s);
-
-/** A pin reason with the layer-specific parts (names, numbers) blurred, so equal causes add up. */
-function reasonKind(reason: string): string {
-  return reason.replace(/\b(node|weight|value)?\s*\S*[/:.]\S*/g, (m) => (m.includes(' ') ? m.split(' ')[0]! + ' …' : '…')).replace(/\d+/g, 'N');
-}
+const NORM = (argValue('--norm') ?? 'keep') as 'keep' | 'gn' | 'none';
 
 async function main(): Promise<void> {
   if (!fs.existsSync(CACHE)) throw new Error(`no exports in ${CACHE}: run /usr/bin/python3 scripts/make-torch-exports.py first`);
@@ -30,7 +27,7 @@ async function main(): Promise<void> {
   try {
     for (const file of files) {
       const outDir = path.join(tmp, file);
-      const { ms, value: result } = await timeAsyncMs(() => compile({ model: path.join(CACHE, file), groups: GROUPS, rates: [0.5, 1], norm: 'keep', outDir, log: () => {} }));
+      const { ms, value: result } = await timeAsyncMs(() => compile({ model: path.join(CACHE, file), groups: GROUPS, rates: [0.5, 1], norm: NORM, outDir, log: () => {} }));
       const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
       const half = manifest.rates.find((r) => r.rate === 0.5)!;
       const sliced = manifest.layers.filter((l) => l.sliced).length;
@@ -43,7 +40,7 @@ async function main(): Promise<void> {
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
-  console.log(`G = ${GROUPS}, --norm keep, rates 0.5 and 1`);
+  console.log(`G = ${GROUPS}, --norm ${NORM}, rates 0.5 and 1`);
   console.log(table(['model', 'MAC(.5)/MAC(1)', 'layers sliced', 'compile s', 'most frequent pin reason'], rows).join('\n'));
   console.log('\nall pin reasons:');
   console.log(details.join('\n'));

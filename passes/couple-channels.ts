@@ -11,6 +11,7 @@
 // and graph outputs pin what reaches them.
 
 import type { Graph, Model, Node, Value } from '../compiler/ir.js';
+import { inferShapes, type KnownValues } from '../compiler/shape-inference.js';
 import { coupleRules } from './couple-rules.js';
 import { Union, denominatorOf, find, lcm, resolve, resolveSpace, spaceWidth, type Space } from './channel-space.js';
 
@@ -82,9 +83,12 @@ export class CouplingContext {
   readonly options: CoupleOptions;
   /** Nodes a rule has already accounted for (the inner nodes of a decomposed layer norm). */
   readonly handled = new Set<Node>();
+  /** Values of small run-time tensors shape inference folds (e.g. an Expand target [batch, 1, 1]). */
+  readonly known: KnownValues;
 
   constructor(model: Model, options: CoupleOptions) {
     this.graph = model.graph;
+    this.known = inferShapes(model).known;
     this.opset = model.opset();
     this.options = options;
     this.analysis = { unions: [], tracked: new Map(), params: new Map(), groupedConvs: [], shapeRewrites: [], layers: [], layerNorms: [] };

@@ -5,6 +5,7 @@
 import type { Node, Value } from '../compiler/ir.js';
 import { normAxis, type CouplingContext } from './couple-channels.js';
 import { denominatorOf, resolveSpace, type Space } from './channel-space.js';
+import { knownValue } from '../compiler/shape-inference.js';
 
 type Rule = (node: Node, ctx: CouplingContext) => void;
 
@@ -223,7 +224,9 @@ const concat: Rule = (node, ctx) => {
     let space: Space | null = null;
     for (const t of tracked) if (t) space = space ? ctx.link(space, t.space, node.label()) : t.space;
     node.inputs.forEach((v, i) => {
-      if (!tracked[i] && v) ctx.pin(space!, `${node.label()} concatenates channels with ${v.name}, whose channels slicec does not follow`);
+      if (tracked[i] || !v) return;
+      if (v.const && v.const.dims.length === outRank) ctx.param(node, i, chanAxis, space!);
+      else if (!broadcastConstant(v, chanAxis, outRank, space!, ctx)) ctx.pin(space!, `${node.label()} concatenates channels with ${v.name}, whose channels slicec does not follow`);
     });
     ctx.track(node.outputs[0], chanAxis, space!);
     return;
@@ -244,6 +247,21 @@ const concat: Rule = (node, ctx) => {
   }
   ctx.track(node.outputs[0], axis, segments);
 };
+
+/**
+ * A constant repeated along other axes (a class token: Expand(token[1,1,C], [batch,1,1])): the
+ * constant is cut with the channels when the Expand target keeps the channel axis (entry 1).
+ */
+function broadcastConstant(v: Value, axis: number, rank: number, space: Space, ctx: CouplingContext): boolean {
+  const expand = v.producer;
+  const source = expand?.inputs[0];
+  if (expand?.op !== 'Expand' || !source?.const || source.const.dims.length !== rank || v.uses.length !== 1) return false;
+  const target = knownValue(expand.inputs[1], ctx.known);
+  if (!target || target.data.length !== rank || target.data[axis] !== 1n) return false;
+  ctx.param(expand, 0, axis, space);
+  ctx.track(v, axis, space);
+  return true;
+}
 
 /** Ops that cut or reorder the channel axis when they act on it; pass through otherwise. */
 function axisSensitive(actsOnAxis: (node: Node, t: { axis: number }, rank: number) => boolean | 'unknown', what: string): Rule {
@@ -404,6 +422,18 @@ function reshapeLike(node: Node, ctx: CouplingContext, shapeConst: { index: numb
   if (!inShape || !outShape) return fail('has a shape slicec cannot infer');
   const width = inShape[t.axis];
   if (typeof width !== 'number') return fail('has a channel axis of unknown size');
+  if (t.axis === inShape.length - 1 && outShape[outShape.length - 1] === width) {
+    // only the leading axes are regrouped ([tokens·batch, C] → [tokens, batch, C]): row-major
+    // order leaves the last axis, and so every channel, where it was
+    const last = outShape.length - 1;
+    const entry = shapeConst?.values[last];
+    if (shapeConst && entry !== -1 && !(entry === 0 && last === t.axis)) {
+      if (entry !== width) return fail('has a shape constant that does not match its output');
+      ctx.analysis.shapeRewrites.push({ node, inputIndex: shapeConst.index, entry: last, space: t.space });
+    }
+    ctx.track(node.outputs[0], last, t.space);
+    return;
+  }
   // the dims before the channel axis must stay as they are (same prefix of the layout)
   const before = key(inShape.slice(0, t.axis));
   let o = 0;

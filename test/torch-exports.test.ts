@@ -21,13 +21,29 @@ const PYTHON = '/usr/bin/python3';
 const CACHE = path.join(REPO_ROOT, 'test', '.cache', 'torch-exports');
 const SCRIPT = path.join(REPO_ROOT, 'scripts', 'make-torch-exports.py');
 
-/** MAC(.5)/MAC(1) each model must reach (the issue's targets: CNNs 0.35, transformers 0.45). */
-const TARGETS: Record<string, number> = {
-  resnet18: 0.35, mobilenet_v2: 0.35, mobilenet_v3_small: 0.35, efficientnet_b0: 0.35, densenet: 0.35,
-  squeezenet1_1: 0.35, shufflenet_v2_x0_5: 0.35, mnasnet0_5: 0.35, regnet_y_400mf: 0.35, googlenet: 0.35,
-  vgg11: 0.35, convnext: 0.35, vit: 0.45, encoder: 0.45,
-  // not in the issue's list: with --norm keep its LayerNorm(128) pins the last hidden layer
-  mlp: 0.55,
+/**
+ * MAC(.5)/MAC(1) each model must reach (the issue's targets: CNNs 0.35, transformers 0.45), and
+ * the normalization it is measured with: models whose layer norms run over the sliced width need
+ * them rewritten into group norms (--norm gn); --norm keep pins those widths by design.
+ */
+const TARGETS: Record<string, { ratio: number; norm: 'keep' | 'gn' }> = {
+  resnet18: { ratio: 0.35, norm: 'keep' },
+  mobilenet_v2: { ratio: 0.35, norm: 'keep' },
+  mobilenet_v3_small: { ratio: 0.35, norm: 'keep' },
+  efficientnet_b0: { ratio: 0.35, norm: 'keep' },
+  densenet: { ratio: 0.35, norm: 'keep' },
+  squeezenet1_1: { ratio: 0.35, norm: 'keep' },
+  shufflenet_v2_x0_5: { ratio: 0.35, norm: 'keep' },
+  mnasnet0_5: { ratio: 0.35, norm: 'keep' },
+  regnet_y_400mf: { ratio: 0.35, norm: 'keep' },
+  googlenet: { ratio: 0.35, norm: 'keep' },
+  vgg11: { ratio: 0.35, norm: 'keep' },
+  convnext: { ratio: 0.35, norm: 'gn' },
+  vit: { ratio: 0.45, norm: 'gn' },
+  encoder: { ratio: 0.45, norm: 'gn' },
+  // not in the issue's list: its 768 input features stay, so a first layer that reads them keeps
+  // half its MACs at rate .5 (the bound is what three dense layers allow)
+  mlp: { ratio: 0.47, norm: 'gn' },
 };
 
 const hasTorch = spawnSync(PYTHON, ['-c', 'import torch, torchvision'], { encoding: 'utf8' }).status === 0;
@@ -123,36 +139,46 @@ describe.runIf(cached || hasTorch)('real PyTorch exports', () => {
     expect(entries().map((e) => e.name).sort()).toEqual(Object.keys(TARGETS).sort());
   });
 
-  for (const name of Object.keys(TARGETS)) {
+  for (const [name, target] of Object.entries(TARGETS)) {
     it(name, async () => {
       const entry = entries().find((e) => e.name === name)!;
       const file = path.join(CACHE, entry.file);
-      const outDir = path.join(tmp, name);
-      const result = await compile({ model: file, groups: 8, rates: [0.5, 1], norm: 'keep', outDir, log: () => {} });
-      const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
-      const [half, full] = manifest.rates;
-
       const feeds = randomFeeds(readModel(file), 5, 2)!;
       const reference = await run(file, feeds);
-      for (const rate of manifest.rates) {
-        const pruned = await run(path.join(outDir, rate.file), feeds);
-        const elastic = await run(result.elasticFile, { ...feeds, [manifest.elastic.rateInput]: new ort.Tensor('float32', Float32Array.of(rate.rate), []) });
-        for (const [output, tensor] of Object.entries(reference)) {
-          expect(pruned[output]!.dims).toEqual(tensor.dims);
-          expect(maxRelativeError(pruned[output]!, elastic[output]!)).toBeLessThan(1e-4);
-          if (rate === full) expect(maxRelativeError(tensor, pruned[output]!)).toBeLessThan(1e-4);
-        }
+      const kept = await checkCompiled(file, 'keep', feeds);
+      for (const [output, tensor] of Object.entries(reference)) {
+        expect(kept.outputs[1]![output]!.dims).toEqual(tensor.dims);
+        expect(maxRelativeError(tensor, kept.outputs[1]![output]!)).toBeLessThan(1e-4);
       }
-
-      const files = manifest.rates.map((r) => path.join(outDir, r.file));
-      const checked = spawnSync(PYTHON, ['-c', CHECK, ...files], { encoding: 'utf8' });
-      expect(checked.stderr).toBe('');
-      expect(checked.status).toBe(0);
-      for (const [i, rate] of manifest.rates.entries()) {
-        const counted = await runtimeMacs(files[i]!);
-        expect(Math.abs(rate.macs - counted) / counted).toBeLessThan(0.01);
-      }
-      expect(half!.macRatio).toBeLessThanOrEqual(TARGETS[name]!);
-    }, 60_000);
+      const measured = target.norm === 'keep' ? kept : await checkCompiled(file, target.norm, feeds);
+      expect(measured.manifest.rates[0]!.macRatio).toBeLessThanOrEqual(target.ratio);
+    }, 90_000);
   }
 });
+
+/**
+ * Compile at rates .5 and 1 and check what holds for every normalization mode: each rate runs
+ * with the original output shapes, the elastic graph equals it, onnx.checker accepts it, and its
+ * manifest MACs match the count from onnxruntime's shapes. Returns the outputs per rate.
+ */
+async function checkCompiled(file: string, norm: 'keep' | 'gn', feeds: Feeds): Promise<{ manifest: Manifest; outputs: Record<string, ort.Tensor>[] }> {
+  const outDir = path.join(tmp, `${path.basename(file, '.onnx')}-${norm}`);
+  const result = await compile({ model: file, groups: 8, rates: [0.5, 1], norm, outDir, log: () => {} });
+  const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
+  const outputs: Record<string, ort.Tensor>[] = [];
+  for (const rate of manifest.rates) {
+    const pruned = await run(path.join(outDir, rate.file), feeds);
+    const elastic = await run(result.elasticFile, { ...feeds, [manifest.elastic.rateInput]: new ort.Tensor('float32', Float32Array.of(rate.rate), []) });
+    for (const [output, tensor] of Object.entries(pruned)) expect(maxRelativeError(tensor, elastic[output]!)).toBeLessThan(1e-4);
+    outputs.push(pruned);
+  }
+  const files = manifest.rates.map((r) => path.join(outDir, r.file));
+  const checked = spawnSync(PYTHON, ['-c', CHECK, ...files], { encoding: 'utf8' });
+  expect(checked.stderr).toBe('');
+  expect(checked.status).toBe(0);
+  for (const [i, rate] of manifest.rates.entries()) {
+    const counted = await runtimeMacs(files[i]!);
+    expect(Math.abs(rate.macs - counted) / counted).toBeLessThan(0.01);
+  }
+  return { manifest, outputs };
+}
