@@ -13,12 +13,21 @@
 // (written -1: inferred from the element count), is the same at every batch size: it becomes a
 // constant, so the channel entry is one couple-channels can rewrite at each rate. The chain
 // nodes nothing else reads are removed.
+//
+// Fused projections: attention computes q, k and v with one MatMul by W[D, 3D] (plus a bias)
+// and cuts its output with three Slices on the last axis. Each Slice [s, e) equals a MatMul by
+// the columns W[:, s:e] (and bias[s:e]): out[..., j] = Σ_d x[..., d]·W[d, j] + b[j] reads
+// column j only. Split that way, q, k and v are layers of their own whose heads can be cut.
 
 import type { Model, Node, Value } from '../compiler/ir.js';
-import { inferShapes, type KnownValues } from '../compiler/shape-inference.js';
+import { OpBuilder } from '../compiler/op-builder.js';
+import { constValue, inferShapes, type KnownValues } from '../compiler/shape-inference.js';
 import { Tensor } from '../compiler/tensor.js';
+import { gatherAxis } from '../compiler/tensor-ops.js';
 
 export interface FoldResult {
+  /** Fused MatMul projections cut by Slices that became one MatMul per Slice. */
+  projections: number;
   /** Identity outputs of constants that became initializers of their own. */
   aliases: number;
   /** Reshape targets computed at run time that became constants. */
@@ -43,6 +52,12 @@ export function foldConstants(model: Model): FoldResult {
     aliases++;
   }
 
+  let projections = 0;
+  const builder = new OpBuilder(graph, model.opset());
+  const before = inferShapes(model).known;
+  for (const node of [...graph.nodes]) {
+    if (node.op === 'MatMul' && node.domain === '' && splitProjection(node, before, builder)) projections++;
+  }
   const { known } = inferShapes(model);
   let shapes = 0;
   for (const node of graph.nodes) {
@@ -55,9 +70,9 @@ export function foldConstants(model: Model): FoldResult {
     node.setInput(1, constant);
     shapes++;
   }
-  const removed = shapes > 0 ? graph.removeDeadNodes() : 0;
-  if (shapes > 0) graph.removeUnusedInitializers();
-  return { aliases, shapes, removed };
+  const removed = shapes + projections > 0 ? graph.removeDeadNodes() : 0;
+  if (shapes + projections > 0) graph.removeUnusedInitializers();
+  return { aliases, projections, shapes, removed };
 }
 
 /** The folded copy takes the name of the Identity output it replaces (the name users know). */
@@ -90,4 +105,73 @@ function constantTarget(node: Node, target: Value, known: KnownValues): bigint[]
     }
   }
   return out;
+}
+
+/**
+ * MatMul(x, W[K, N]) (+ a constant bias[N]) read only by Slices of the last axis with known
+ * bounds and step 1 (and by Shape): each Slice becomes MatMul(x, W[:, s:e]) (+ bias[s:e]).
+ * Returns whether it rewrote the projection; the fused MatMul goes when nothing reads it.
+ */
+function splitProjection(matMul: Node, known: KnownValues, builder: OpBuilder): boolean {
+  const graph = builder.graph;
+  const [x, w] = matMul.inputs;
+  const wDims = w?.const?.dims;
+  const product = matMul.outputs[0]!;
+  const rank = product.shape?.length;
+  if (!x || !wDims || wDims.length !== 2 || rank === undefined || graph.outputs.includes(product)) return false;
+  const n = wDims[1]!;
+  let out = product;
+  let bias: Tensor | null = null;
+  let biasFirst = false;
+  const users = product.consumers();
+  if (users.length === 1 && users[0]!.op === 'Add') {
+    const add = users[0]!;
+    const other = add.inputs[0] === product ? add.inputs[1] : add.inputs[0];
+    if (!other?.const || other.const.dims.length !== 1 || other.const.dims[0] !== n || graph.outputs.includes(add.outputs[0]!)) return false;
+    bias = other.const;
+    biasFirst = add.inputs[0] !== product;
+    out = add.outputs[0]!;
+  }
+  // Shape reads only the (static) size: the bounds of the Slices are computed from it
+  const slices = out.consumers().filter((c) => c.op !== 'Shape');
+  if (slices.length < 2) return false;
+  const ranges: [number, number][] = [];
+  for (const s of slices) {
+    const range = lastAxisRange(s, out, rank, n, known);
+    if (!range) return false;
+    ranges.push(range);
+  }
+  slices.forEach((s, i) => {
+    const [start, end] = ranges[i]!;
+    const columns = Array.from({ length: end - start }, (_, j) => start + j);
+    const at = { before: s, name: `${matMul.name || '/MatMul'}_part${i}` };
+    let y = builder.matMul(x, builder.constant(gatherAxis(w!.const!, 1, columns), `${w!.name}_part${i}`), at);
+    if (bias) {
+      const b = builder.constant(gatherAxis(bias, 0, columns), `${bias.name || 'bias'}_part${i}`);
+      y = biasFirst ? builder.add(b, y, { before: s }) : builder.add(y, b, { before: s });
+    }
+    graph.replaceAllUses(s.outputs[0]!, y, { outputs: true });
+  });
+  return true;
+}
+
+/** [start, end) of a Slice of `v` that cuts only the last axis with step 1, or null. */
+function lastAxisRange(s: Node, v: Value, rank: number, width: number, known: KnownValues): [number, number] | null {
+  if (s.op !== 'Slice' || s.inputs[0] !== v) return null;
+  const attr = (name: string): bigint[] | null | undefined => s.attrInts(name)?.map(BigInt);
+  const input = (i: number): bigint[] | null | undefined => (s.inputs[i] ? constValue(s.inputs[i], known) : undefined);
+  // attributes before opset 10, inputs from 10
+  const starts = attr('starts') ?? input(1);
+  const ends = attr('ends') ?? input(2);
+  const axes = attr('axes') ?? input(3) ?? [BigInt(rank - 1)];
+  const steps = input(4) ?? [1n];
+  if (!starts || !ends || !axes || !steps || starts.length !== 1 || ends.length !== 1 || axes.length !== 1 || steps[0] !== 1n) return null;
+  const axis = Number(axes[0]!);
+  if (axis !== -1 && axis !== rank - 1) return null;
+  const clamp = (e: bigint): number => {
+    const i = e < 0n ? BigInt(width) + e : e;
+    return Number(i < 0n ? 0n : i > BigInt(width) ? BigInt(width) : i);
+  };
+  const [start, end] = [clamp(starts[0]!), clamp(ends[0]!)];
+  return end > start ? [start, end] : null;
 }
