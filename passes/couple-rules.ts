@@ -6,6 +6,7 @@ import type { Node, Value } from '../compiler/ir.js';
 import { normAxis, type CouplingContext } from './couple-channels.js';
 import { denominatorOf, resolveSpace, type Space } from './channel-space.js';
 import { knownValue } from '../compiler/shape-inference.js';
+import { splitHeads } from './couple-heads.js';
 
 type Rule = (node: Node, ctx: CouplingContext) => void;
 
@@ -486,6 +487,7 @@ const reshape: Rule = (node, ctx) => {
     return;
   }
   const values = constInts(shapeInput);
+  if (values && splitHeads(node, ctx, values)) return;
   if (!values) {
     // computed at run time: only safe when it cannot hard-code the channel count
     ctx.pin(t.space, `${node.label()} takes a shape computed at run time`);
