@@ -83,7 +83,7 @@ const conv: Rule = (node, ctx) => {
     const inPerGroup = wDims[1]!;
     const outPerGroup = outChannels / group;
     if (!x || x.axis !== 1 || x.space.length !== 1) {
-      ctx.pin(out, `${node.label()} is a grouped conv whose input channels are fixed`);
+      ctx.pin(out, `${node.label()} is a grouped conv whose input channels are fixed (group j reads input group j, so it keeps the input's width)`);
       ctx.pin(x?.space, `${node.label()} is a grouped conv over composed channels`);
     } else {
       const [rx] = resolveSpace(x.space);
@@ -314,7 +314,8 @@ const reduce: Rule = (node, ctx) => {
   const list = axes === undefined || axes.length === 0 ? (noop ? [] : [...Array(rank).keys()]) : axes.map((a) => normAxis(a, rank));
   if (list.includes(t.axis) && node.op === 'ReduceMean' && ctx.options.layerNorms === 'rewrite' && list.length === 1 && matchLayerNorm(node, ctx)) return;
   if (list.includes(t.axis)) {
-    ctx.pin(t.space, `${node.label()} reduces over the channel axis (statistics would change)`);
+    const hint = node.op === 'ReduceMean' && ctx.options.layerNorms === 'pin' ? '; a layer norm built from it is rewritten into group norms with --norm gn' : '';
+    ctx.pin(t.space, `${node.label()} reduces over the channel axis (statistics would change${hint})`);
     return;
   }
   const keep = node.attrInt('keepdims', 1) === 1;
@@ -441,7 +442,7 @@ function reshapeLike(node: Node, ctx: CouplingContext, shapeConst: { index: numb
   while (o <= outShape.length && key(outShape.slice(0, o)) !== before) o++;
   if (o >= outShape.length) return fail('moves the channel axis in a way slicec cannot map');
   const merged = outShape[o];
-  if (typeof merged !== 'number' || merged % width !== 0) return fail('splits the channel axis');
+  if (typeof merged !== 'number' || merged % width !== 0) return fail(isShuffle(node) ? SHUFFLE : 'splits the channel axis');
   let block = 1;
   let a = t.axis + 1;
   while (block < merged / width && a < inShape.length) {
@@ -460,6 +461,17 @@ function reshapeLike(node: Node, ctx: CouplingContext, shapeConst: { index: numb
     }
   }
   ctx.track(node.outputs[0], o, space);
+}
+
+const SHUFFLE =
+  'is a channel shuffle: it interleaves the channel groups of a concat, and slicing keeps a prefix of ' +
+  'each group, which an interleaving does not preserve; the shuffled channels keep their width, and the layers inside each branch are sliced';
+
+/** Reshape [N, g, C/g, ...] whose output a Transpose swaps axes 1 and 2 of (ShuffleNet's shuffle). */
+function isShuffle(node: Node): boolean {
+  const users = node.outputs[0]?.consumers() ?? [];
+  const perm = users.length === 1 && users[0]!.op === 'Transpose' ? users[0]!.attrInts('perm') : undefined;
+  return !!perm && perm[1] === 2 && perm[2] === 1;
 }
 
 function key(ds: (number | string | null)[]): string {
@@ -655,7 +667,8 @@ const layerNorm: Rule = (node, ctx) => {
       ctx.track(node.outputs[0], t.axis, t.space);
       return;
     }
-    ctx.pin(t.space, `${node.label()} normalizes over the channel axis (a group-norm rewrite needs --norm gn)`);
+    ctx.pin(t.space, `${node.label()} normalizes over the channel axis (with --norm gn it is rewritten into group norms)`);
+    ctx.track(node.outputs[0], t.axis, t.space); // pinned with its input, so what follows is coupled, not blamed
     return;
   }
   ctx.track(node.outputs[0], t.axis, t.space);
