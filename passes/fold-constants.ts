@@ -15,7 +15,7 @@
 // nodes nothing else reads are removed.
 //
 // Fused projections: attention computes q, k and v with one MatMul by W[D, 3D] (plus a bias)
-// and cuts its output with three Slices on the last axis. Each Slice [s, e) equals a MatMul by
+// and cuts its output with three Slices on the last axis (a Split before opset 10). Each Slice [s, e) equals a MatMul by
 // the columns W[:, s:e] (and bias[s:e]): out[..., j] = Σ_d x[..., d]·W[d, j] + b[j] reads
 // column j only. Split that way, q, k and v are layers of their own whose heads can be cut.
 
@@ -109,7 +109,8 @@ function constantTarget(node: Node, target: Value, known: KnownValues): bigint[]
 
 /**
  * MatMul(x, W[K, N]) (+ a constant bias[N]) read only by Slices of the last axis with known
- * bounds and step 1 (and by Shape): each Slice becomes MatMul(x, W[:, s:e]) (+ bias[s:e]).
+ * bounds and step 1, or by one Split of the last axis (and by Shape): each part [s, e) becomes
+ * MatMul(x, W[:, s:e]) (+ bias[s:e]).
  * Returns whether it rewrote the projection; the fused MatMul goes when nothing reads it.
  */
 function splitProjection(matMul: Node, known: KnownValues, builder: OpBuilder): boolean {
@@ -133,26 +134,55 @@ function splitProjection(matMul: Node, known: KnownValues, builder: OpBuilder): 
     out = add.outputs[0]!;
   }
   // Shape reads only the (static) size: the bounds of the Slices are computed from it
-  const slices = out.consumers().filter((c) => c.op !== 'Shape');
-  if (slices.length < 2) return false;
-  const ranges: [number, number][] = [];
-  for (const s of slices) {
-    const range = lastAxisRange(s, out, rank, n, known);
-    if (!range) return false;
-    ranges.push(range);
-  }
-  slices.forEach((s, i) => {
-    const [start, end] = ranges[i]!;
+  const cuts = out.consumers().filter((c) => c.op !== 'Shape');
+  const parts = cuts.length === 1 ? splitParts(cuts[0]!, out, rank, n, known, builder.opset) : sliceParts(cuts, out, rank, n, known);
+  if (!parts || parts.length < 2) return false;
+  parts.forEach((part, i) => {
+    const [start, end] = part.range;
     const columns = Array.from({ length: end - start }, (_, j) => start + j);
-    const at = { before: s, name: `${matMul.name || '/MatMul'}_part${i}` };
+    const at = { before: part.node, name: `${matMul.name || '/MatMul'}_part${i}` };
     let y = builder.matMul(x, builder.constant(gatherAxis(w!.const!, 1, columns), `${w!.name}_part${i}`), at);
     if (bias) {
       const b = builder.constant(gatherAxis(bias, 0, columns), `${bias.name || 'bias'}_part${i}`);
-      y = biasFirst ? builder.add(b, y, { before: s }) : builder.add(y, b, { before: s });
+      y = biasFirst ? builder.add(b, y, { before: part.node }) : builder.add(y, b, { before: part.node });
     }
-    graph.replaceAllUses(s.outputs[0]!, y, { outputs: true });
+    graph.replaceAllUses(part.output, y, { outputs: true });
   });
   return true;
+}
+
+interface Part {
+  node: Node;
+  output: Value;
+  range: [number, number];
+}
+
+function sliceParts(slices: Node[], v: Value, rank: number, width: number, known: KnownValues): Part[] | null {
+  const parts: Part[] = [];
+  for (const s of slices) {
+    const range = lastAxisRange(s, v, rank, width, known);
+    if (!range) return null;
+    parts.push({ node: s, output: s.outputs[0]!, range });
+  }
+  return parts;
+}
+
+/** The parts of a Split of the last axis (sizes from the attribute before opset 13, the input from 13; equal without). */
+function splitParts(split: Node, v: Value, rank: number, width: number, known: KnownValues, opset: number): Part[] | null {
+  if (split.op !== 'Split' || split.inputs[0] !== v) return null;
+  const axis = split.attrInt('axis', 0);
+  if (axis !== -1 && axis !== rank - 1) return null;
+  const given = opset < 13 ? split.attrInts('split') : split.inputs[1] ? constValue(split.inputs[1], known)?.map(Number) : undefined;
+  if (given === null) return null;
+  const count = split.outputs.length;
+  const sizes = given ?? (width % count === 0 ? new Array<number>(count).fill(width / count) : null);
+  if (!sizes || sizes.length !== count || sizes.reduce((a, b) => a + b, 0) !== width) return null;
+  let start = 0;
+  return split.outputs.map((output, i) => {
+    const range: [number, number] = [start, start + sizes[i]!];
+    start += sizes[i]!;
+    return { node: split, output, range };
+  });
 }
 
 /** [start, end) of a Slice of `v` that cuts only the last axis with step 1, or null. */

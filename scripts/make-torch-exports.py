@@ -5,7 +5,7 @@ a dynamic batch and the given opset, into a cache folder (default test/.cache/to
 
   /usr/bin/python3 scripts/make-torch-exports.py [--out DIR] [--size 64] [--only a,b] [--force]
 
-Each model is written as <name>-op<opset>.onnx; existing files are kept unless --force. A file
+Each model is written as <name>-op<opset>.onnx, at the opsets OPSETS gives; existing files are kept unless --force. A file
 index.json lists what was written (name, family, opset, input size). The set covers the
 families users deploy: ResNet, MobileNet v2/v3, EfficientNet, DenseNet, SqueezeNet, ShuffleNet,
 MnasNet, RegNet, GoogLeNet, VGG, ConvNeXt, ViT, an MLP and a transformer encoder.
@@ -95,6 +95,15 @@ MODELS = {
 }
 
 
+# the set spreads over opsets 9..17 so each exporter path is exercised somewhere: Slice and Split
+# attributes (9), LayerNormalization as one op (17), Split sizes as an input (13+)
+OPSETS = {
+    "resnet18": [11], "mobilenet_v2": [13], "mobilenet_v3_small": [14, 9], "efficientnet_b0": [17], "densenet": [12],
+    "squeezenet1_1": [13], "shufflenet_v2_x0_5": [15], "mnasnet0_5": [16], "regnet_y_400mf": [11], "googlenet": [13],
+    "vgg11": [17], "convnext": [14, 17], "vit": [14, 9], "mlp": [13], "encoder": [17, 9],
+}
+
+
 def export(name, opset, size, out):
     family, build, shape = MODELS[name]
     torch.manual_seed(1234)
@@ -123,20 +132,18 @@ def main():
     parser.add_argument("--out", default=os.path.join(here, "..", "test", ".cache", "torch-exports"))
     parser.add_argument("--size", type=int, default=64, help="image side for the CNNs")
     parser.add_argument("--only", default="", help="comma-separated model names")
-    parser.add_argument("--opsets", default="", help="comma-separated opsets (default: one per model, 11-17)")
+    parser.add_argument("--opsets", default="", help="comma-separated opsets (default: OPSETS)")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     names = [n for n in args.only.split(",") if n] or list(MODELS)
-    # spread the set over opsets 11..17 so each exporter path is exercised somewhere
-    default_opsets = [11, 13, 14, 17, 12, 13, 15, 16, 11, 13, 17, 14, 14, 13, 17]
     index_file = os.path.join(args.out, "index.json")
     index = json.load(open(index_file)) if os.path.exists(index_file) else []
     index = [e for e in index if os.path.exists(os.path.join(args.out, e["file"]))]
     for i, name in enumerate(names):
         if name not in MODELS:
             sys.exit(f"unknown model {name}; known: {', '.join(MODELS)}")
-        opsets = [int(o) for o in args.opsets.split(",") if o] or [default_opsets[list(MODELS).index(name)]]
+        opsets = [int(o) for o in args.opsets.split(",") if o] or OPSETS[name]
         for opset in opsets:
             out = os.path.join(args.out, f"{name}-op{opset}.onnx")
             if os.path.exists(out) and not args.force and any(e["file"] == os.path.basename(out) for e in index):
