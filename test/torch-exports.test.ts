@@ -1,5 +1,6 @@
 // Real PyTorch exports (torchvision families, an MLP, a transformer encoder; random weights,
-// dynamic batch, opsets 11-17), made by scripts/make-torch-exports.py into test/.cache. For each:
+// dynamic batch, opsets 9-17), made by scripts/make-torch-exports.py into test/.cache (and one
+// small export committed under test/data, which runs without PyTorch). For each:
 // rate 1 with --norm keep equals the original, rate .5 computes exactly the sub-network (the
 // full model with the dropped weights zeroed) and saves what the family should,
 // the elastic graph equals the pruned graphs, onnx.checker accepts every emitted graph, and the
