@@ -163,7 +163,7 @@ const matMul: Rule = (node, ctx) => {
   const bDims = b?.const?.dims;
   const aRank = dims(node.inputs[0])?.length;
   if (!bDims || bDims.length !== 2 || aRank === undefined || aRank < 2) {
-    ctx.pinInputs(node, `${node.label()} multiplies two run-time tensors (e.g. attention)`);
+    ctx.pinInputs(node, `${node.label()} multiplies two run-time tensors that are not attention heads split by a Reshape [..., -1, head_dim]`);
     return;
   }
   const out = ctx.produce(node, bDims[1]!);
@@ -502,7 +502,7 @@ const reshape: Rule = (node, ctx) => {
   if (values && splitHeads(node, ctx, values)) return;
   if (!values) {
     // computed at run time: only safe when it cannot hard-code the channel count
-    ctx.pin(t.space, `${node.label()} takes a shape computed at run time`);
+    ctx.pin(t.space, `${node.label()} takes a shape computed at run time that is not the same at every batch size (export with dynamic_axes on the batch dim only, so the other sizes fold to constants)`);
     return;
   }
   reshapeLike(node, ctx, { index: 1, values });
