@@ -8,6 +8,9 @@
 // keeping the first h' heads of every sample keeps a whole-head prefix of the channels on both
 // sides, and the -1 entries let each Reshape follow the kept head count by itself.
 //
+// Exports that give heads an axis of their own (Reshape [B, T, H, hd], Transpose to [B, H, T, hd])
+// are followed the same way, with the H entry of the target rewritten per rate.
+//
 // Such an axis is tracked with `heads` set: one position stands for hd channels of the union
 // (perFine = channels/hd), and the union is cut in whole heads (unit hd). Its size is not a
 // channel count (the batch is folded in), so only the ops below may read it: everything else
@@ -23,8 +26,11 @@ const KEEPING = new Set(['Transpose', 'Softmax', 'LogSoftmax', 'Cast', 'Identity
 const BROADCASTING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Where', 'Max', 'Min']);
 
 /**
- * Reshape [..., X, H·hd] → [..., X·H, hd] of a last-axis channel space (target entry -1 for
- * X·H): tracks the output as a heads axis. Returns false (touching nothing) when it is not one.
+ * A head split of a last-axis channel space, tracked as a heads axis:
+ *  - Reshape [..., X, H·hd] → [..., X·H, hd] (target entry -1 for X·H; PyTorch's attention);
+ *  - Reshape [..., X, H·hd] → [..., X, H, hd] (the layout of many transformer exports; the H
+ *    entry of the target is rewritten per rate unless it is -1).
+ * Returns false (touching nothing) when the Reshape is neither.
  */
 export function splitHeads(node: Node, ctx: CouplingContext, target: number[]): boolean {
   const t = ctx.get(node.inputs[0]);
@@ -33,17 +39,23 @@ export function splitHeads(node: Node, ctx: CouplingContext, target: number[]): 
   if (!t || t.heads || !inShape || !outShape || t.space.length !== 1) return false;
   const rank = inShape.length;
   const axis = t.axis;
-  if (rank < 2 || axis !== rank - 1 || outShape.length !== rank || target.length !== rank) return false;
+  const own = outShape.length === rank + 1; // heads get an axis of their own
+  if (rank < 2 || axis !== rank - 1 || (outShape.length !== rank && !own) || target.length !== outShape.length) return false;
   const width = inShape[axis];
-  const headDim = outShape[axis];
+  const headDim = outShape[outShape.length - 1];
   if (typeof width !== 'number' || typeof headDim !== 'number' || headDim <= 0 || width % headDim !== 0 || width === headDim) return false;
-  for (let i = 0; i < axis - 1; i++) if (outShape[i] === null || outShape[i] !== inShape[i]) return false;
-  if (target[axis - 1] !== -1 || target[axis] !== headDim) return false;
+  const unchanged = own ? axis : axis - 1;
+  for (let i = 0; i < unchanged; i++) if (outShape[i] === null || outShape[i] !== inShape[i]) return false;
+  const headsAxis = own ? axis : axis - 1;
+  if (target[outShape.length - 1] !== headDim) return false;
+  if (own ? outShape[axis] !== width / headDim || (target[axis] !== -1 && target[axis] !== width / headDim) : target[axis - 1] !== -1) return false;
   const { root, perFine } = resolve(t.space[0]!);
   const finePerHead = headDim / perFine;
   if (!Number.isInteger(finePerHead)) return false;
   root.unit = lcm(root.unit, finePerHead);
-  ctx.track(node.outputs[0], axis - 1, t.space.map((s) => ({ union: s.union, perFine: s.perFine / headDim })), true);
+  const space = t.space.map((s) => ({ union: s.union, perFine: s.perFine / headDim }));
+  if (own && target[axis] !== -1) ctx.analysis.shapeRewrites.push({ node, inputIndex: 1, entry: axis, space });
+  ctx.track(node.outputs[0], headsAxis, space, true);
   return true;
 }
 
@@ -121,9 +133,10 @@ function mergeHeads(node: Node, ctx: CouplingContext): void {
   const block = (rest as number[]).reduce((p, d) => p * d, 1);
   const last = outShape.length - 1;
   const width = spaceWidth(t.space) * block;
-  if (outShape[last] !== width || target[last] !== width) return fail('reshapes attention heads other than back into the last axis');
+  if (outShape[last] !== width || (target[last] !== width && target[last] !== -1)) return fail('reshapes attention heads other than back into the last axis');
   const space = t.space.map((s) => ({ union: s.union, perFine: s.perFine * block }));
-  ctx.analysis.shapeRewrites.push({ node, inputIndex: 1, entry: last, space });
+  // a -1 there follows the kept heads by itself
+  if (target[last] === width) ctx.analysis.shapeRewrites.push({ node, inputIndex: 1, entry: last, space });
   ctx.track(node.outputs[0], last, space);
 }
 
