@@ -27,7 +27,8 @@ const BROADCASTING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Where', 'Max', 'Min']
 
 /**
  * A head split of a last-axis channel space, tracked as a heads axis:
- *  - Reshape [..., X, H·hd] → [..., X·H, hd] (target entry -1 for X·H; PyTorch's attention);
+ *  - Reshape [..., X, H·hd] → [..., X·H, hd] (PyTorch's attention; target entry -1 for X·H, or
+ *    the number X·H when X is fixed, rewritten per rate);
  *  - Reshape [..., X, H·hd] → [..., X, H, hd] (the layout of many transformer exports; the H
  *    entry of the target is rewritten per rate unless it is -1).
  * Returns false (touching nothing) when the Reshape is neither.
@@ -48,13 +49,17 @@ export function splitHeads(node: Node, ctx: CouplingContext, target: number[]): 
   for (let i = 0; i < unchanged; i++) if (outShape[i] === null || outShape[i] !== inShape[i]) return false;
   const headsAxis = own ? axis : axis - 1;
   if (target[outShape.length - 1] !== headDim) return false;
-  if (own ? outShape[axis] !== width / headDim || (target[axis] !== -1 && target[axis] !== width / headDim) : target[axis - 1] !== -1) return false;
+  // a fixed batch X (e.g. 1) gives X·H as a number: rewritten per rate to X·(kept heads)
+  const batch = inShape[axis - 1];
+  const fixedBatch = !own && typeof batch === 'number' && target[axis - 1] === batch * (width / headDim);
+  if (own ? outShape[axis] !== width / headDim || (target[axis] !== -1 && target[axis] !== width / headDim) : target[axis - 1] !== -1 && !fixedBatch) return false;
   const { root, perFine } = resolve(t.space[0]!);
   const finePerHead = headDim / perFine;
   if (!Number.isInteger(finePerHead)) return false;
   root.unit = lcm(root.unit, finePerHead);
   const space = t.space.map((s) => ({ union: s.union, perFine: s.perFine / headDim }));
   if (own && target[axis] !== -1) ctx.analysis.shapeRewrites.push({ node, inputIndex: 1, entry: axis, space });
+  if (fixedBatch) ctx.analysis.shapeRewrites.push({ node, inputIndex: 1, entry: axis - 1, space: t.space.map((s) => ({ union: s.union, perFine: (s.perFine * (batch as number)) / headDim })) });
   ctx.track(node.outputs[0], headsAxis, space, true);
   return true;
 }

@@ -436,11 +436,13 @@ function reshapeLike(node: Node, ctx: CouplingContext, shapeConst: { index: numb
     ctx.track(node.outputs[0], last, t.space);
     return;
   }
-  // the dims before the channel axis must stay as they are (same prefix of the layout)
+  // the dims before the channel axis must stay as they are (same prefix of the layout); leading
+  // 1s (a batch of 1) make several prefixes match, so take the first that can hold the channels
   const before = key(inShape.slice(0, t.axis));
   let o = 0;
-  while (o <= outShape.length && key(outShape.slice(0, o)) !== before) o++;
-  if (o >= outShape.length) return fail('moves the channel axis in a way slicec cannot map');
+  const fits = (i: number): boolean => key(outShape.slice(0, i)) === before && (typeof outShape[i] !== 'number' || (outShape[i] as number) >= width);
+  while (o < outShape.length && !fits(o)) o++;
+  if (o >= outShape.length) return fail(isShuffle(node) ? SHUFFLE : 'moves the channel axis in a way slicec cannot map');
   const merged = outShape[o];
   if (typeof merged !== 'number' || merged % width !== 0) return fail(isShuffle(node) ? SHUFFLE : 'splits the channel axis');
   let block = 1;
@@ -467,11 +469,11 @@ const SHUFFLE =
   'is a channel shuffle: it interleaves the channel groups of a concat, and slicing keeps a prefix of ' +
   'each group, which an interleaving does not preserve; the shuffled channels keep their width, and the layers inside each branch are sliced';
 
-/** Reshape [N, g, C/g, ...] whose output a Transpose swaps axes 1 and 2 of (ShuffleNet's shuffle). */
+/** Reshape [N, g, C/g, H, W] whose output a Transpose swaps axes 1 and 2 of (ShuffleNet's shuffle). */
 function isShuffle(node: Node): boolean {
   const users = node.outputs[0]?.consumers() ?? [];
   const perm = users.length === 1 && users[0]!.op === 'Transpose' ? users[0]!.attrInts('perm') : undefined;
-  return !!perm && perm[1] === 2 && perm[2] === 1;
+  return !!perm && perm.join(',') === '0,2,1,3,4';
 }
 
 function key(ds: (number | string | null)[]): string {

@@ -3,7 +3,8 @@
 Python). Builds torchvision models with random weights (seeded), exports each with torch.onnx at
 a dynamic batch and the given opset, into a cache folder (default test/.cache/torch-exports).
 
-  /usr/bin/python3 scripts/make-torch-exports.py [--out DIR] [--size 64] [--only a,b] [--force]
+  /usr/bin/python3 scripts/make-torch-exports.py [--out DIR] [--size 64] [--only a,b] [--opsets 9,13]
+      [--static-batch] [--force]
 
 Each model is written as <name>-op<opset>.onnx, at the opsets OPSETS gives; existing files are kept unless --force. A file
 index.json lists what was written (name, family, opset, input size). The set covers the
@@ -101,11 +102,18 @@ OPSETS = {
     "resnet18": [11], "mobilenet_v2": [13], "mobilenet_v3_small": [14, 9], "efficientnet_b0": [17], "densenet": [12],
     "squeezenet1_1": [13], "shufflenet_v2_x0_5": [15], "mnasnet0_5": [16], "regnet_y_400mf": [11], "googlenet": [13],
     "vgg11": [17], "convnext": [14, 17], "vit": [14, 9], "mlp": [13], "encoder": [17, 9],
+    "vit_b1": [13], "encoder_b1": [14],
 }
 
 
-def export(name, opset, size, out):
-    family, build, shape = MODELS[name]
+# exports with the batch fixed to 1 (no dynamic axes), as many users export: <name>_b1
+FIXED_BATCH = {"vit_b1": "vit", "encoder_b1": "encoder"}
+
+
+def export(name, opset, size, out, static_batch=False):
+    static_batch = static_batch or name in FIXED_BATCH
+    base = FIXED_BATCH.get(name, name)
+    family, build, shape = MODELS[base]
     torch.manual_seed(1234)
     model = build().eval()
     # random, non-trivial BN statistics so folded exports are not identity-scaled
@@ -116,13 +124,14 @@ def export(name, opset, size, out):
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.1)
-    if name == "vit":
+    if base == "vit":
         shape = (3, 64, 64)
     elif shape is None:
         shape = (3, size, size)
     x = torch.randn(1, *shape)
+    dynamic = None if static_batch else {"input": {0: "batch"}, "logits": {0: "batch"}}
     torch.onnx.export(model, x, out, opset_version=opset, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+                      dynamic_axes=dynamic)
     return {"name": name, "family": family, "opset": opset, "input": list(shape), "file": os.path.basename(out)}
 
 
@@ -133,22 +142,23 @@ def main():
     parser.add_argument("--size", type=int, default=64, help="image side for the CNNs")
     parser.add_argument("--only", default="", help="comma-separated model names")
     parser.add_argument("--opsets", default="", help="comma-separated opsets (default: OPSETS)")
+    parser.add_argument("--static-batch", action="store_true", help="export with batch 1 fixed (no dynamic axes)")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    names = [n for n in args.only.split(",") if n] or list(MODELS)
+    names = [n for n in args.only.split(",") if n] or list(OPSETS)
     index_file = os.path.join(args.out, "index.json")
     index = json.load(open(index_file)) if os.path.exists(index_file) else []
     index = [e for e in index if os.path.exists(os.path.join(args.out, e["file"]))]
     for i, name in enumerate(names):
-        if name not in MODELS:
-            sys.exit(f"unknown model {name}; known: {', '.join(MODELS)}")
+        if name not in OPSETS:
+            sys.exit(f"unknown model {name}; known: {', '.join(OPSETS)}")
         opsets = [int(o) for o in args.opsets.split(",") if o] or OPSETS[name]
         for opset in opsets:
             out = os.path.join(args.out, f"{name}-op{opset}.onnx")
             if os.path.exists(out) and not args.force and any(e["file"] == os.path.basename(out) for e in index):
                 continue
-            entry = export(name, opset, args.size, out)
+            entry = export(name, opset, args.size, out, args.static_batch)
             index = [e for e in index if e["file"] != entry["file"]] + [entry]
             print(f"wrote {out}", flush=True)
     with open(index_file, "w") as f:
