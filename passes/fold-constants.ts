@@ -15,9 +15,10 @@
 // nodes nothing else reads are removed.
 //
 // Fused projections: attention computes q, k and v with one MatMul by W[D, 3D] (plus a bias)
-// and cuts its output with three Slices on the last axis (a Split before opset 10). Each Slice [s, e) equals a MatMul by
-// the columns W[:, s:e] (and bias[s:e]): out[..., j] = Σ_d x[..., d]·W[d, j] + b[j] reads
-// column j only. Split that way, q, k and v are layers of their own whose heads can be cut.
+// and cuts its output with three Slices on the last axis (a Split before opset 10). Each part
+// [s, e) equals a MatMul by the columns W[:, s:e] (and bias[s:e]): out[..., j] =
+// Σ_d x[..., d]·W[d, j] + b[j] reads column j only. Split that way, q, k and v are layers of
+// their own whose heads can be cut.
 
 import type { Model, Node, Value } from '../compiler/ir.js';
 import { OpBuilder } from '../compiler/op-builder.js';
@@ -26,10 +27,10 @@ import { Tensor } from '../compiler/tensor.js';
 import { gatherAxis } from '../compiler/tensor-ops.js';
 
 export interface FoldResult {
-  /** Fused MatMul projections cut by Slices that became one MatMul per Slice. */
-  projections: number;
   /** Identity outputs of constants that became initializers of their own. */
   aliases: number;
+  /** Fused MatMul projections cut by Slices (or a Split) that became one MatMul per part. */
+  projections: number;
   /** Reshape targets computed at run time that became constants. */
   shapes: number;
   /** Nodes removed because nothing read their outputs any more. */
@@ -45,10 +46,10 @@ export function foldConstants(model: Model): FoldResult {
     const input = node.inputs[0];
     const output = node.outputs[0];
     if (!input?.const || overridable.has(input) || !output || graph.outputs.includes(output)) continue;
-    const copy = graph.addInitializer(`${output.name}_folded`, input.const.clone());
+    // the copy keeps the name of the Identity output it replaces (the name users know)
+    const copy = graph.addInitializer(output.name, input.const.clone(), true);
     graph.replaceAllUses(output, copy);
     graph.removeNode(node);
-    renameTo(copy, output.name, graph);
     aliases++;
   }
 
@@ -73,13 +74,6 @@ export function foldConstants(model: Model): FoldResult {
   const removed = shapes + projections > 0 ? graph.removeDeadNodes() : 0;
   if (shapes + projections > 0) graph.removeUnusedInitializers();
   return { aliases, projections, shapes, removed };
-}
-
-/** The folded copy takes the name of the Identity output it replaces (the name users know). */
-function renameTo(value: Value, name: string, graph: Model['graph']): void {
-  value.name = name;
-  value.const!.name = name;
-  graph.claimName(name);
 }
 
 /** The constant a run-time Reshape target always equals, or null when it may vary. */
