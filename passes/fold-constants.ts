@@ -4,7 +4,9 @@
 // blocks' weights) and feeds the copies through `Identity` nodes, so one tensor reaches several
 // layers and the layers would have to be cut alike, or be pinned. An Identity of a constant is
 // that constant: each such output becomes an initializer of its own (sharing the stored bytes
-// until a rate cuts it), so every consumer is cut by its own channels.
+// until a rate cuts it), so every consumer is cut by its own channels. Likewise for the other
+// ops an export leaves on constants when constant folding is off (Transpose(W) before a MatMul,
+// Unsqueeze of a bias): their outputs become initializers, evaluated here.
 //
 // Reshape targets are built at run time from Shape → Gather → Unsqueeze → Concat so the batch
 // stays dynamic. Shape inference folds those chains element by element (a number, or a symbol
@@ -23,11 +25,11 @@
 import type { Model, Node, Value } from '../compiler/ir.js';
 import { OpBuilder } from '../compiler/op-builder.js';
 import { constValue, inferShapes, type KnownValues } from '../compiler/shape-inference.js';
-import { Tensor } from '../compiler/tensor.js';
+import { Tensor, type TypedArray } from '../compiler/tensor.js';
 import { gatherAxis } from '../compiler/tensor-ops.js';
 
 export interface FoldResult {
-  /** Identity outputs of constants that became initializers of their own. */
+  /** Outputs of ops on constants only (Identity aliases, Transpose(W), ...) that became initializers. */
   aliases: number;
   /** Fused MatMul projections cut by Slices (or a Split) that became one MatMul per part. */
   projections: number;
@@ -42,13 +44,15 @@ export function foldConstants(model: Model): FoldResult {
   const overridable = new Set(graph.inputs);
   let aliases = 0;
   for (const node of [...graph.nodes]) {
-    if (node.op !== 'Identity' || node.domain !== '') continue;
     const input = node.inputs[0];
     const output = node.outputs[0];
-    if (!input?.const || overridable.has(input) || !output || graph.outputs.includes(output)) continue;
-    // the copy keeps the name of the Identity output it replaces (the name users know)
-    const copy = graph.addInitializer(output.name, input.const.clone(), true);
-    graph.replaceAllUses(output, copy);
+    if (node.domain !== '' || !input?.const || overridable.has(input) || !output || graph.outputs.includes(output)) continue;
+    if (node.inputs.slice(1).some((v) => v && (!v.const || overridable.has(v)))) continue;
+    const folded = evaluate(node, input.const);
+    if (!folded) continue;
+    // the constant keeps the name of the output it replaces (the name users know)
+    const constant = graph.addInitializer(output.name, folded, true);
+    graph.replaceAllUses(output, constant);
     graph.removeNode(node);
     aliases++;
   }
@@ -74,6 +78,52 @@ export function foldConstants(model: Model): FoldResult {
   const removed = shapes + projections > 0 ? graph.removeDeadNodes() : 0;
   if (shapes + projections > 0) graph.removeUnusedInitializers();
   return { aliases, projections, shapes, removed };
+}
+
+/**
+ * The value of a node on a constant: Identity (a copy sharing the bytes), Transpose (an export
+ * without constant folding feeds MatMul by Transpose(W)) and the ops that only change dims
+ * (Reshape, Flatten, Squeeze, Unsqueeze; their output shape, known from shape inference). Null
+ * for anything else.
+ */
+function evaluate(node: Node, x: Tensor): Tensor | null {
+  if (node.op === 'Identity') return x.clone();
+  if (node.op === 'Transpose') {
+    const perm = node.attrInts('perm') ?? x.dims.map((_, i) => x.dims.length - 1 - i);
+    return x.storage.kind === 'string' ? null : transpose(x, perm);
+  }
+  if (['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze'].includes(node.op)) {
+    const dims = node.outputs[0]?.shape;
+    if (!dims || dims.some((d) => typeof d !== 'number')) return null;
+    const copy = x.clone();
+    copy.dims = dims as number[];
+    return copy;
+  }
+  return null;
+}
+
+/** out[i₀..] = x[i at perm], row-major: output axis k is input axis perm[k]. */
+function transpose(x: Tensor, perm: number[]): Tensor {
+  const src = x.view();
+  const rank = x.dims.length;
+  const outDims = perm.map((p) => x.dims[p]!);
+  const inStrides = new Array<number>(rank).fill(1);
+  for (let i = rank - 2; i >= 0; i--) inStrides[i] = inStrides[i + 1]! * x.dims[i + 1]!;
+  const stride = perm.map((p) => inStrides[p]!);
+  const out = new (src.constructor as new (n: number) => TypedArray)(src.length);
+  const index = new Array<number>(rank).fill(0);
+  let from = 0;
+  for (let i = 0; i < out.length; i++) {
+    (out as Float32Array)[i] = (src as Float32Array)[from]!;
+    for (let k = rank - 1; k >= 0; k--) {
+      index[k]!++;
+      from += stride[k]!;
+      if (index[k]! < outDims[k]!) break;
+      from -= stride[k]! * outDims[k]!;
+      index[k] = 0;
+    }
+  }
+  return Tensor.fromTyped(x.dtype, outDims, out);
 }
 
 /** The constant a run-time Reshape target always equals, or null when it may vary. */

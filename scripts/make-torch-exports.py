@@ -102,17 +102,18 @@ OPSETS = {
     "resnet18": [11], "mobilenet_v2": [13], "mobilenet_v3_small": [14, 9], "efficientnet_b0": [17], "densenet": [12],
     "squeezenet1_1": [13], "shufflenet_v2_x0_5": [15], "mnasnet0_5": [16], "regnet_y_400mf": [11], "googlenet": [13],
     "vgg11": [17], "convnext": [14, 17], "vit": [14, 9], "mlp": [13], "encoder": [17, 9],
-    "vit_b1": [13], "encoder_b1": [14],
+    "vit_b1": [13], "encoder_b1": [14], "encoder_raw": [13],
 }
 
 
-# exports with the batch fixed to 1 (no dynamic axes), as many users export: <name>_b1
-FIXED_BATCH = {"vit_b1": "vit", "encoder_b1": "encoder"}
+# variants of a model: <name>_b1 exported with the batch fixed to 1 (no dynamic axes), as many
+# users export; <name>_raw without constant folding (weights reach MatMuls through Transpose)
+VARIANTS = {"vit_b1": ("vit", True, True), "encoder_b1": ("encoder", True, True), "encoder_raw": ("encoder", False, False)}
 
 
 def export(name, opset, size, out, static_batch=False):
-    static_batch = static_batch or name in FIXED_BATCH
-    base = FIXED_BATCH.get(name, name)
+    base, fixed, folding = VARIANTS.get(name, (name, False, True))
+    static_batch = static_batch or fixed
     family, build, shape = MODELS[base]
     torch.manual_seed(1234)
     model = build().eval()
@@ -131,7 +132,7 @@ def export(name, opset, size, out, static_batch=False):
     x = torch.randn(1, *shape)
     dynamic = None if static_batch else {"input": {0: "batch"}, "logits": {0: "batch"}}
     torch.onnx.export(model, x, out, opset_version=opset, input_names=["input"], output_names=["logits"],
-                      dynamic_axes=dynamic)
+                      dynamic_axes=dynamic, do_constant_folding=folding)
     return {"name": name, "family": family, "opset": opset, "input": list(shape), "file": os.path.basename(out)}
 
 

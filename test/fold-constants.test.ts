@@ -1,5 +1,5 @@
 // fold-constants on a small graph shaped like PyTorch's exports (no PyTorch needed): an
-// Identity-aliased bias gets its own copy, a Shape → Gather → Unsqueeze → Concat Reshape target
+// Identity-aliased bias gets its own copy, a Transpose of a weight becomes the transposed weight, a Shape → Gather → Unsqueeze → Concat Reshape target
 // becomes a constant that keeps the batch symbolic, a fused projection cut by three Slices becomes
 // three MatMuls; the outputs stay the same and couple-channels then slices every layer.
 
@@ -30,7 +30,9 @@ function build(): Model {
   g.inputs.push(x);
   const bias = g.addInitializer('fc1.bias', weights(rng, [8]));
   const alias = b.op('Identity', [bias], {}, { outputNames: ['fc2.bias'] })[0]!;
-  let h = b.add(b.matMul(x, g.addInitializer('fc1.weight', weights(rng, [8, 8]))), bias);
+  // without constant folding an export multiplies by Transpose(W) (W stored as [out, in])
+  const fc1 = b.transpose(g.addInitializer('fc1.weight', weights(rng, [8, 8])), [1, 0]);
+  let h = b.add(b.matMul(x, fc1), bias);
   h = b.relu(b.add(b.matMul(h, g.addInitializer('fc2.weight', weights(rng, [8, 8]))), alias));
   const fused = b.add(g.addInitializer('qkv.bias', weights(rng, [24])), b.matMul(h, g.addInitializer('qkv.weight', weights(rng, [8, 24]))));
   const parts = [0, 1, 2].map((i) => b.slice(fused, [i * 8], [(i + 1) * 8], [-1]));
@@ -62,9 +64,10 @@ describe('fold-constants', () => {
     expect(unfolded.filter((l) => l.sliced)).toHaveLength(0);
 
     const folded = build();
-    expect(foldConstants(folded)).toMatchObject({ aliases: 1, projections: 1, shapes: 1 });
+    expect(foldConstants(folded)).toMatchObject({ aliases: 2, projections: 1, shapes: 1 });
     const g = folded.graph;
     expect(g.nodes.map((n) => n.op)).not.toContain('Identity');
+    expect(g.nodes.filter((n) => n.op === 'Transpose')).toHaveLength(1); // the activation's, not fc1's
     expect(g.nodes.map((n) => n.op)).not.toContain('Shape');
     expect(g.nodes.filter((n) => n.op === 'MatMul')).toHaveLength(6);
     const aliased = g.initializers.find((v) => v.name === 'fc2.bias')!;
