@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Real PyTorch exports for slicec's coverage tests and bench (test data only; users never need
 Python). Builds torchvision models with random weights (seeded), exports each with torch.onnx at
-a dynamic batch and the given opset, into a cache folder (default test/.cache/torch-exports).
+a dynamic batch and the given opsets, into a cache folder (default test/.cache/torch-exports).
 
   /usr/bin/python3 scripts/make-torch-exports.py [--out DIR] [--size 64] [--only a,b] [--opsets 9,13]
       [--static-batch] [--force]
 
-Each model is written as <name>-op<opset>.onnx, at the opsets OPSETS gives; existing files are kept unless --force. A file
-index.json lists what was written (name, family, opset, input size). The set covers the
-families users deploy: ResNet, MobileNet v2/v3, EfficientNet, DenseNet, SqueezeNet, ShuffleNet,
-MnasNet, RegNet, GoogLeNet, VGG, ConvNeXt, ViT, an MLP and a transformer encoder.
+Each model is written as <name>-op<opset>.onnx, at the opsets OPSETS gives; existing files are
+kept unless --force. index.json lists what was written (name, family, opset, input size). The
+set covers the families users deploy: ResNet, MobileNet v2/v3, EfficientNet, DenseNet,
+SqueezeNet, ShuffleNet, MnasNet, RegNet, GoogLeNet, VGG, ConvNeXt, ViT, an MLP and a
+transformer encoder, plus VARIANTS (a fixed batch, no constant folding).
 """
 import argparse
 import json
@@ -151,7 +152,7 @@ def main():
     index_file = os.path.join(args.out, "index.json")
     index = json.load(open(index_file)) if os.path.exists(index_file) else []
     index = [e for e in index if os.path.exists(os.path.join(args.out, e["file"]))]
-    for i, name in enumerate(names):
+    for name in names:
         if name not in OPSETS:
             sys.exit(f"unknown model {name}; known: {', '.join(OPSETS)}")
         opsets = [int(o) for o in args.opsets.split(",") if o] or OPSETS[name]
