@@ -28,6 +28,7 @@ import { mergeAdditions } from '../passes/analysis-additions.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
+import { foldConstants } from '../passes/fold-constants.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { runFloat } from '../runtime/session.js';
 import { checkCalibrationFiles, loadCalibration, syntheticCalibration } from './calibration-data.js';
@@ -218,6 +219,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
     inferShapes(model);
     verifyShapes(model, { mode: 'input', source: options.model });
   });
+  steps.run('fold-constants', model, () => foldConstants(model), { transform: true });
   const norm = options.norm ?? 'gn';
   const analysis = steps.run('couple-channels', model, () => coupleChannels(model, { layerNorms: norm === 'gn' ? 'rewrite' : 'pin' }), {
     sections: (a) => [{ title: 'channel unions', lines: describeUnions(a) }],
