@@ -24,6 +24,7 @@ import { pruneToRate } from '../passes/prune-to-rate.js';
 import { remapAnalysis } from '../passes/remap-analysis.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { makeElastic } from '../passes/make-elastic.js';
+import { makeElasticFast } from '../passes/make-elastic-fast.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { runFloat } from '../runtime/session.js';
@@ -189,7 +190,13 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       });
     }
     const { model: elastic, map: elasticMap } = cloneModel(model);
-    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, remapAnalysis(analysis, elasticMap), partition), { transform: true });
+    const elasticInfo = steps.run('make-elastic', elastic, () => {
+      if (options.elastic === 'lean') return makeElastic(elastic, remapAnalysis(analysis, elasticMap), partition);
+      // the fast form is a new model built from the analysed one; it takes the copy's place
+      const made = makeElasticFast(model, analysis, partition, rates);
+      Object.assign(elastic, made.model);
+      return made;
+    }, { transform: true });
     writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
     const full = inferFullCost(model, rateResults);
     for (const r of rateResults) r.macRatio = full > 0 ? r.macs / full : 1;

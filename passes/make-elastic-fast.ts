@@ -134,8 +134,10 @@ export function makeElasticFast(model: Model, analysis: ChannelAnalysis, partiti
 
 /**
  * The pruned graph at `kept` as a body without inputs: it reads the model's inputs and the
- * shared weights from the outer graph. Every value it defines is renamed `<tag>/<name>` (made
- * unique in the outer graph, since ONNX names are unique across nested scopes).
+ * shared weights from the outer graph. ONNX names are unique across nested scopes, so every
+ * value it defines is renamed `<tag>_<n>` (unique in the outer graph) and nodes lose their names:
+ * the file holds one copy of the graph per rate, and on small models long names would outweigh
+ * the weights (the per-rate graphs in slices/ keep the readable names).
  */
 function buildLeaf(
   model: Model,
@@ -183,10 +185,14 @@ function buildLeaf(
   graph.outputs = graph.outputs.map((o) => (o.producer && o.producer.graph === graph ? o : b.op1('Identity', [o])));
   const cycle = graph.sortTopologically();
   if (cycle) throw new Error(`make-elastic-fast: leaf ${tag} has a cycle through ${cycle[0]!.label()}`);
-  for (const v of graph.initializers) v.name = main.uniqueName(`${tag}/${v.name}`);
+  let count = 0;
+  const rename = (v: Value): void => {
+    v.name = main.uniqueName(`${tag}_${count++}`);
+  };
+  graph.initializers.forEach(rename);
   for (const node of graph.nodes) {
-    if (node.name) node.name = main.uniqueName(`${tag}/${node.name}`);
-    for (const o of node.outputs) if (o.name) o.name = main.uniqueName(`${tag}/${o.name}`);
+    node.name = '';
+    for (const o of node.outputs) if (o.name) rename(o);
   }
   graph.name = tag;
   return graph;
