@@ -292,6 +292,9 @@ async function profileOne(file: string, feeds: Feeds, dir: string, tag: string):
     }
     if (seenRuns < skip || e.cat !== 'Node' || !e.name?.endsWith('_kernel_time')) continue;
     const op = e.args?.op_name ?? '?';
+    // an If's time is that of its branch, whose kernels are reported themselves; the rest of it
+    // (choosing and entering the branch) shows under "outside kernels"
+    if (op === 'If') continue;
     const slot = ops.get(op) ?? { ms: 0, nodes: new Set<string>() };
     slot.ms += (e.dur ?? 0) / 1000;
     slot.nodes.add(e.name);
