@@ -172,8 +172,10 @@ function buildLeaf(
         cut = sliceShared(b, outer(from), [0], [0], [data.dims[0]!], sharedInts);
       }
     } else {
+      // prune-to-rate changes only the constants the analysis lists; any other would be stored twice
       const axes = prunedAnalysis.params.get(value);
-      if (axes) cut = cutShared(b, outer(from), from.const!, axes, kept, data, sharedInts);
+      if (!axes) throw new Error(`make-elastic-fast: ${value.name} changed but is not a sliced parameter`);
+      cut = cutShared(b, outer(from), from.const!, axes, kept, data, sharedInts);
     }
     if (!cut) continue;
     graph.replaceAllUses(value, cut, { outputs: true });
