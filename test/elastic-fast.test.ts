@@ -1,7 +1,7 @@
 // The fast elastic graph (passes/make-elastic-fast.ts): at every compiled rate, and at rates in
-// between (which run the next compiled rate up), it equals that rate's pruned graph; it stores
-// the weights once (never per branch), passes onnx.checker, and onnxruntime folds every weight
-// Slice of its branches at load.
+// between (which run the next compiled rate up), it equals that rate's pruned graph in
+// onnxruntime-node (and, at one rate, onnxruntime-web); it stores the weights once (never per
+// branch), passes onnx.checker, and onnxruntime folds every weight Slice of its branches at load.
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { GraphProto, TensorProto } from 'onnx-buf';
 import * as ort from 'onnxruntime-node';
+import * as ortWeb from 'onnxruntime-web';
 import { afterAll, describe, expect, it } from 'vitest';
 import { decodeModelProto, readModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
@@ -34,6 +35,19 @@ async function run(session: ort.InferenceSession, feeds: Feeds): Promise<Outputs
 
 function open(file: string, extra: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
   return ort.InferenceSession.create(file, { intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 4, ...extra });
+}
+
+async function runWeb(file: string, feeds: Feeds): Promise<Outputs> {
+  ortWeb.env.wasm.numThreads = 1;
+  const session = await ortWeb.InferenceSession.create(new Uint8Array(fs.readFileSync(file)));
+  const webFeeds: Record<string, ortWeb.Tensor> = {};
+  for (const [name, t] of Object.entries(feeds)) webFeeds[name] = new ortWeb.Tensor('float32', t.data as Float32Array, t.dims);
+  try {
+    const out = await session.run(webFeeds);
+    return Object.fromEntries(session.outputNames.map((n) => [n, { dims: out[n]!.dims, data: out[n]!.data as Float32Array }]));
+  } finally {
+    await session.release();
+  }
 }
 
 function relativeError(a: Float32Array, b: Float32Array): number {
@@ -108,6 +122,12 @@ describe('fast elastic graph equals the pruned graph of the rate it serves', () 
       const full = Object.values(pruned.get(1)!)[0]!.data;
       expect(relativeError(full, quarter)).toBeGreaterThan(1e-3);
       await elastic.release();
+
+      // onnxruntime-web (wasm) runs the If tree too
+      const web = await runWeb(result.elasticFile, withRate(feeds, 'slice_rate', 0.3));
+      for (const [output, t] of Object.entries(pruned.get(servedRate(0.3, RATES))!)) {
+        expect(relativeError(t.data, web[output]!.data), `${output} in onnxruntime-web`).toBeLessThan(1e-5);
+      }
 
       // weights are stored once: the constants of every scope together stay near the model's
       expect(constantBytes(result.elasticFile)).toBeLessThanOrEqual(1.2 * constantBytes(file));
