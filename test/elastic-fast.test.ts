@@ -160,6 +160,26 @@ describe('fast elastic graph equals the pruned graph of the rate it serves', () 
     expect(result.status).toBe(0);
   });
 
+  it('eight rates: every probe runs the graph of the next compiled rate up', async () => {
+    const file = path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx');
+    const outDir = path.join(tmp, 'eight');
+    const result = await compile({ model: file, groups: 8, outDir, elastic: 'fast', calibrate: false });
+    expect(result.rates).toHaveLength(8);
+    const feeds = randomFeeds(readModel(file), 5, 2)!;
+    const elastic = await open(result.elasticFile);
+    for (let i = 1; i <= 16; i++) {
+      const rate = i / 16;
+      const k = activeGroups(rate, 8);
+      const served = result.rates.find((r) => r.activeGroups >= k)!;
+      const session = await open(path.join(outDir, served.file));
+      const want = await run(session, feeds);
+      await session.release();
+      const got = await run(elastic, withRate(feeds, 'slice_rate', rate));
+      for (const [output, t] of Object.entries(want)) expect(relativeError(t.data, got[output]!.data), `rate ${rate}`).toBeLessThan(1e-5);
+    }
+    await elastic.release();
+  });
+
   it('one compiled rate: the pruned graph inlined, no If', async () => {
     const file = path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx');
     const outDir = path.join(tmp, 'single');
