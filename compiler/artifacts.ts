@@ -68,7 +68,8 @@ export interface Manifest {
   roundTo: number;
   normalization: NormalizationResult;
   /** One graph for every rate: the model's inputs plus a float scalar `rateInput`. */
-  elastic: { file: string; rateInput: string; opset: number };
+  /** `fast`: an If tree over the per-rate graphs (weights stored once, sliced at load); `lean`: weights cut at run time. */
+  elastic: { file: string; form: 'fast' | 'lean'; rateInput: string; opset: number };
   inputs: TensorSignature[];
   outputs: TensorSignature[];
   unions: ManifestUnion[];

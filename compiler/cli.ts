@@ -147,6 +147,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     .option('-o, --out <dir>', 'output directory (default: <model>.sliced/)')
     .option('--round-to <n>', 'round kept channel counts to multiples of n where possible', parseRoundTo)
     .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing', parseNorm)
+    .option('--elastic <form>', 'fast: elastic.onnx is an If tree over the per-rate graphs, about as fast as they are (default); lean: weights cut at run time, least memory', parseElastic)
     .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
     .option('--explain', 'print, per layer, whether it is sliced and why not')
     .option('--print-before <step|all>', `print the model before a step (repeatable or a comma list); steps: ${stepNames}`, collectSteps('--print-before'))
@@ -182,6 +183,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         outDir: opts.out,
         roundTo: opts.roundTo,
         norm: opts.norm,
+        elastic: opts.elastic,
         calibration: opts.calibration,
         printBefore: opts.printBefore,
         printAfter: opts.printAfter,
@@ -244,6 +246,7 @@ interface CompileFlags {
   out?: string;
   roundTo?: number;
   norm?: 'gn' | 'keep' | 'none';
+  elastic?: 'fast' | 'lean';
   calibration?: string;
   explain?: boolean;
   printBefore?: string[];
@@ -278,6 +281,11 @@ function parseIntegerAtLeastOne(flag: string, value: string): number {
 
 function parseGroups(value: string): number {
   return parseIntegerAtLeastOne('--groups', value);
+}
+
+function parseElastic(value: string): 'fast' | 'lean' {
+  if (value !== 'fast' && value !== 'lean') throw badFlag('--elastic', 'fast or lean', value);
+  return value;
 }
 
 function parseNorm(value: string): 'gn' | 'keep' | 'none' {

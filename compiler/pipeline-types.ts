@@ -23,6 +23,12 @@ export interface CompileOptions {
    * replaced layer norm's own), e.g. for golden dumps that must not depend on float rounding.
    */
   calibrate?: boolean;
+  /**
+   * Form of elastic.onnx: 'fast' an If tree over the per-rate graphs on one shared copy of the
+   * weights (per-rate latency, more session memory); 'lean' weights cut by run-time Slices
+   * (least memory, slower). Default 'fast'.
+   */
+  elastic?: 'fast' | 'lean';
   /** Step names (or 'all') to print the model before / after. */
   printBefore?: string[];
   printAfter?: string[];

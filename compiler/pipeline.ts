@@ -27,6 +27,7 @@ import { upgradeOpset } from '../passes/upgrade-opset.js';
 import { mergeAdditions } from '../passes/analysis-additions.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
+import { makeElasticFast } from '../passes/make-elastic-fast.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { foldConstants } from '../passes/fold-constants.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
@@ -257,12 +258,23 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       });
     }
     const { model: elastic, map: elasticMap } = cloneModel(model);
-    const upgrade = steps.run('upgrade-opset', elastic, () => upgradeOpset(elastic, ELASTIC_MIN_OPSET), {
-      transform: true,
-      sections: (r) => [{ title: 'upgrade-opset', lines: r.upgraded ? [`from ${r.from} to ${ELASTIC_MIN_OPSET}`, ...r.converted.map((c) => `rewrote ${c}`)] : [`kept opset ${r.from}`] }],
-    });
-    const elasticAnalysis = applyReplacements(remapAnalysis(analysis, elasticMap), upgrade.replaced);
-    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, elasticAnalysis, partition), { transform: true });
+    const elasticForm = options.elastic ?? 'fast';
+    let elasticAnalysis = remapAnalysis(analysis, elasticMap);
+    if (elasticForm === 'lean') {
+      // run-time Slice bounds and pads need opset 11: the lean form raises its copy first
+      const upgrade = steps.run('upgrade-opset', elastic, () => upgradeOpset(elastic, ELASTIC_MIN_OPSET), {
+        transform: true,
+        sections: (r) => [{ title: 'upgrade-opset', lines: r.upgraded ? [`from ${r.from} to ${ELASTIC_MIN_OPSET}`, ...r.converted.map((c) => `rewrote ${c}`)] : [`kept opset ${r.from}`] }],
+      });
+      elasticAnalysis = applyReplacements(elasticAnalysis, upgrade.replaced);
+    }
+    const elasticInfo = steps.run('make-elastic', elastic, () => {
+      if (elasticForm === 'lean') return makeElastic(elastic, elasticAnalysis, partition);
+      // the fast form is a new model built from the analysed one; it takes the copy's place
+      const made = makeElasticFast(model, analysis, partition, rates);
+      Object.assign(elastic, made.model);
+      return made;
+    }, { transform: true });
     writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
     const full = inferFullCost(model, rateResults);
     for (const r of rateResults) r.macRatio = full > 0 ? r.macs / full : 1;
@@ -287,7 +299,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       groups,
       roundTo,
       normalization,
-      elastic: { file: ELASTIC_FILE, rateInput: elasticInfo.input, opset: elastic.opset() },
+      elastic: { file: ELASTIC_FILE, form: elasticForm, rateInput: elasticInfo.input, opset: elastic.opset() },
       inputs: model.graph.inputs.filter((v) => !v.const).map(signature),
       outputs: model.graph.outputs.map(signature),
       unions: unionsOf(analysis, partition),

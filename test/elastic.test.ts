@@ -73,7 +73,7 @@ describe('elastic graph equals the pruned graph of each rate', () => {
   for (const file of models) {
     it(path.relative(REPO_ROOT, file), async () => {
       const outDir = path.join(tmp, path.basename(file, '.onnx'));
-      const result = await compile({ model: file, groups: 4, outDir });
+      const result = await compile({ model: file, groups: 4, outDir, elastic: 'lean' });
       const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
       expect(manifest.elastic.file).toBe('elastic.onnx');
       expect(manifest.normalization.mode).toBe('gn');
@@ -96,7 +96,7 @@ describe('elastic graph equals the pruned graph of each rate', () => {
 
   it('clamps rates to [1/G, 1] and rounds up to whole groups', async () => {
     const outDir = path.join(tmp, 'clamp');
-    const result = await compile({ model: path.join(REPO_ROOT, 'fixtures', 'mlp.onnx'), groups: 4, outDir });
+    const result = await compile({ model: path.join(REPO_ROOT, 'fixtures', 'mlp.onnx'), groups: 4, outDir, elastic: 'lean' });
     const feeds = randomFeeds(readModel(path.join(REPO_ROOT, 'fixtures', 'mlp.onnx')), 2, 2)!;
     const quarter = await runNode(path.join(outDir, 'slices/rate-0.250.onnx'), feeds);
     const half = await runNode(path.join(outDir, 'slices/rate-0.500.onnx'), feeds);
