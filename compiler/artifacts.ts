@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, userError } from './diagnostics.js';
-import type { NormalizationResult } from './pipeline-types.js';
+import type { ImportanceResult, NormalizationResult } from './pipeline-types.js';
 
 export const MANIFEST_FORMAT = 'slicec/1';
 
@@ -62,6 +62,8 @@ export interface Manifest {
   groups: number;
   roundTo: number;
   normalization: NormalizationResult;
+  /** How channels were ordered (weights, or activations on calibration data). */
+  importance?: ImportanceResult;
   /** One graph for every rate: the model's inputs plus a float scalar `rateInput`. */
   elastic: { file: string; rateInput: string; opset: number };
   inputs: TensorSignature[];

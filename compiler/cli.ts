@@ -126,7 +126,8 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
     .option('--rates <list>', 'comma-separated slice rates in (0,1] (default: k/groups for every k)', parseRates)
     .option('-o, --out <dir>', 'output directory (default: <model>.sliced/)')
     .option('--round-to <n>', 'round kept channel counts to multiples of n where possible', parseRoundTo)
-    .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing', parseNorm)
+    .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing; bn: BatchNorms with statistics per rate, inserted where a sliced layer has none', parseNorm)
+    .option('--importance <mode>', 'channel order: activation (activations on the calibration data × outgoing weights; default with --calibration) or weight (weight L1; default otherwise)', parseImportance)
     .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
     .option('--explain', 'print, per layer, whether it is sliced and why not')
     .option('--print-before <step|all>', 'print the model before a step (repeatable or a comma list)', collectSteps('--print-before'))
@@ -148,6 +149,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
         outDir: opts.out,
         roundTo: opts.roundTo,
         norm: opts.norm,
+        importance: opts.importance,
         calibration: opts.calibration,
         printBefore: opts.printBefore,
         printAfter: opts.printAfter,
@@ -177,7 +179,8 @@ interface CompileFlags {
   rates?: number[];
   out?: string;
   roundTo?: number;
-  norm?: 'gn' | 'keep' | 'none';
+  norm?: 'gn' | 'keep' | 'none' | 'bn';
+  importance?: 'activation' | 'weight';
   calibration?: string;
   explain?: boolean;
   printBefore?: string[];
@@ -209,8 +212,13 @@ function parseGroups(value: string): number {
   return parseIntegerAtLeastOne('--groups', value);
 }
 
-function parseNorm(value: string): 'gn' | 'keep' | 'none' {
-  if (value !== 'gn' && value !== 'keep' && value !== 'none') throw badFlag('--norm', 'gn, keep or none', value);
+function parseNorm(value: string): 'gn' | 'keep' | 'none' | 'bn' {
+  if (value !== 'gn' && value !== 'keep' && value !== 'none' && value !== 'bn') throw badFlag('--norm', 'gn, keep, none or bn', value);
+  return value;
+}
+
+function parseImportance(value: string): 'activation' | 'weight' {
+  if (value !== 'activation' && value !== 'weight') throw badFlag('--importance', 'activation or weight', value);
   return value;
 }
 

@@ -16,7 +16,7 @@ import { printModel, type PrintSection } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
 import { verifyModel } from './verifier.js';
-import type { CompileOptions, CompileResult, LayerExplanation, NormalizationResult, RateResult, StepStat } from './pipeline-types.js';
+import type { CompileOptions, CompileResult, ImportanceResult, LayerExplanation, NormalizationResult, RateResult, StepStat } from './pipeline-types.js';
 import { coupleChannels, explainLayers, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { find } from '../passes/channel-space.js';
 import { activeGroups, describePartition, keptWidths, partitionChannels, type Partition } from '../passes/partition-channels.js';
@@ -29,6 +29,8 @@ import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
+import { calibrateBatchNorm, insertBatchNorm, stackRateStatistics, type BatchNormSite } from '../passes/insert-batch-norm.js';
+import { activationImportance } from '../passes/activation-importance.js';
 import { runFloat } from '../runtime/session.js';
 import { loadCalibration, syntheticCalibration } from './calibration-data.js';
 
@@ -165,8 +167,15 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const partition: Partition = steps.run('partition-channels', model, () => partitionChannels(analysis, groups, roundTo), {
     sections: (p) => [{ title: 'groups', lines: describePartition(p) }],
   });
-  steps.run('reorder-channels', model, () => reorderChannels(model.graph, analysis, partition), { transform: true });
-  const { result: normalization, hints } = await normalize(model, analysis, partition, options, steps);
+  const importance: ImportanceResult = { mode: options.importance ?? (options.calibration ? 'activation' : 'weight') };
+  await steps.runAsync('reorder-channels', model, async () => {
+    if (importance.mode === 'weight') return reorderChannels(model.graph, analysis, partition);
+    const feeds = calibrationFeeds(model, options);
+    const scores = await activationImportance(model, analysis, partition, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs));
+    Object.assign(importance, { source: options.calibration ? 'file' : 'synthetic', batch: Object.values(feeds)[0]?.dims[0] ?? 0, unions: scores.size });
+    return reorderChannels(model.graph, analysis, partition, scores);
+  }, { transform: true });
+  const { result: normalization, hints, batchNorms } = await normalize(model, analysis, partition, options, steps);
   const parameters = buildParameterMap(model, analysis, hints);
 
   const stage = new OutputStage(outDir);
@@ -195,7 +204,11 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       sections: (r) => [{ title: 'upgrade-opset', lines: r.upgraded ? [`from ${r.from} to ${ELASTIC_MIN_OPSET}`, ...r.converted.map((c) => `rewrote ${c}`)] : [`kept opset ${r.from}`] }],
     });
     const elasticAnalysis = applyReplacements(remapAnalysis(analysis, elasticMap), upgrade.replaced);
-    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, elasticAnalysis, partition), { transform: true });
+    const elasticInfo = steps.run('make-elastic', elastic, () => {
+      const info = makeElastic(elastic, elasticAnalysis, partition);
+      if (batchNorms) normalization.batchNorms = stackRateStatistics(elastic, batchNorms, info.activeGroups, groups);
+      return info;
+    }, { transform: true });
     writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
     const full = inferFullCost(model, rateResults);
     for (const r of rateResults) r.macRatio = full > 0 ? r.macs / full : 1;
@@ -220,6 +233,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       groups,
       roundTo,
       normalization,
+      importance,
       elastic: { file: ELASTIC_FILE, rateInput: elasticInfo.input, opset: elastic.opset() },
       inputs: model.graph.inputs.filter((v) => !v.const).map(signature),
       outputs: model.graph.outputs.map(signature),
@@ -231,7 +245,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
     fs.writeFileSync(stage.file('manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     stage.commit();
     const results: RateResult[] = rateResults.map((r) => ({ rate: r.rate, activeGroups: r.activeGroups, file: r.file, parameters: r.parameters, macs: r.macs }));
-    return { outDir: path.resolve(outDir), normalization, elasticFile: path.resolve(outDir, ELASTIC_FILE), manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, stats: steps.stats };
+    return { outDir: path.resolve(outDir), normalization, importance, elasticFile: path.resolve(outDir, ELASTIC_FILE), manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, stats: steps.stats };
   } catch (e) {
     stage.abandon();
     throw e;
@@ -241,12 +255,19 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
 interface Normalized {
   result: NormalizationResult;
   hints: RoleHints;
+  /** 'bn': every BatchNorm, whose statistics elastic.onnx selects by rate. */
+  batchNorms?: BatchNormSite[];
+}
+
+function calibrationFeeds(model: Model, options: CompileOptions) {
+  return options.calibration ? loadCalibration(options.calibration, model) : syntheticCalibration(model);
 }
 
 async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper): Promise<Normalized> {
   const mode = options.norm ?? 'gn';
   const hints: RoleHints = { fixed: new Set(), normScale: new Set(), normBias: new Set() };
   if (mode === 'keep') return { result: { mode, sites: {}, skipped: [], calibration: null }, hints };
+  if (mode === 'bn') return normalizeBatchNorm(model, analysis, partition, options, steps, hints);
   if (mode === 'none') {
     const folded = steps.run('fold-batch-norm', model, () => {
       const r = foldBatchNorm(model, analysis);
@@ -279,7 +300,7 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
   }
   if (inserted.sites.length === 0 || options.calibrate === false) return { result: { mode, sites, skipped: inserted.skipped, calibration: null }, hints };
   const source = options.calibration ? 'file' : 'synthetic';
-  const feeds = options.calibration ? loadCalibration(options.calibration, model) : syntheticCalibration(model);
+  const feeds = calibrationFeeds(model, options);
   const report = await steps.runAsync('calibrate-group-norm', model, () =>
     calibrateGroupNorm(model, before, inserted.sites, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs), source), { transform: true });
   return {
@@ -291,6 +312,31 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
     },
     hints,
   };
+}
+
+async function normalizeBatchNorm(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper, hints: RoleHints): Promise<Normalized> {
+  const before = encodeModel(model);
+  const inserted = steps.run('insert-batch-norm', model, () => {
+    const r = insertBatchNorm(model, analysis, partition);
+    mergeAdditions(model.graph, analysis, partition, r.additions);
+    return r;
+  }, {
+    transform: true,
+    sections: (r) => [{ title: 'batch norms', lines: [
+      ...r.sites.map((s) => `${s.kind} ${s.node.label()} on ${s.input.name}`),
+      ...r.skipped.map((s) => `skipped ${s.where}: ${s.why}`),
+    ] }],
+  });
+  const sites: Record<string, number> = {};
+  for (const s of inserted.sites) sites[s.kind] = (sites[s.kind] ?? 0) + 1;
+  const result: NormalizationResult = { mode: 'bn', sites, skipped: inserted.skipped, calibration: null, perRateStats: true };
+  if (inserted.sites.some((s) => s.kind === 'inserted') && options.calibrate !== false) {
+    const feeds = calibrationFeeds(model, options);
+    const source = options.calibration ? 'file' : 'synthetic';
+    result.calibration = await steps.runAsync('calibrate-batch-norm', model, () =>
+      calibrateBatchNorm(model, before, inserted.sites, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs), source), { transform: true });
+  }
+  return { result, hints, batchNorms: inserted.sites };
 }
 
 function readSource(file: string): Uint8Array {

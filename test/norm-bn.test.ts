@@ -1,0 +1,170 @@
+// --norm bn (switchable BatchNorm): BatchNorms are kept and one is inserted after every sliced
+// layer without a norm, initialized from the calibration batch so that it is the identity; the
+// rate-1 graph equals the original, every rate runs, elastic.onnx equals the pruned graph of
+// each rate and reads the running statistics of the rate's own row.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Manifest } from '../compiler/artifacts.js';
+import { encodeModel, encodeTensorProto, readModel } from '../compiler/onnx-codec.js';
+import { compile } from '../compiler/pipeline.js';
+import { Tensor } from '../compiler/tensor.js';
+import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-norm-bn-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+type Outputs = Record<string, Float32Array>;
+
+async function run(model: string | Uint8Array, feeds: Feeds, outputs?: string[]): Promise<Outputs> {
+  const session = await ort.InferenceSession.create(model as string, { intraOpNumThreads: 1, logSeverityLevel: 4 });
+  try {
+    const names = outputs ?? [...session.outputNames];
+    const out = await session.run(feeds, names);
+    return Object.fromEntries(names.map((n) => [n, out[n]!.data as Float32Array]));
+  } finally {
+    await session.release();
+  }
+}
+
+function relativeError(a: Float32Array, b: Float32Array): number {
+  let scale = 0;
+  for (const x of a) scale = Math.max(scale, Math.abs(x));
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
+  return worst;
+}
+
+function withRate(feeds: Feeds, rate: number): Feeds {
+  return { ...feeds, slice_rate: new ort.Tensor('float32', Float32Array.of(rate), []) };
+}
+
+function fixture(name: string): string {
+  return path.join(REPO_ROOT, 'fixtures', `${name}.onnx`);
+}
+
+/** A calibration batch written as a TensorProto file, and the same batch as feeds. */
+function calibrationFile(model: string, seed: number, batch: number): { file: string; feeds: Feeds } {
+  const feeds = randomFeeds(readModel(model), seed, batch)!;
+  const input = feeds['input']!;
+  const file = path.join(tmp, `${path.basename(model, '.onnx')}-${seed}.pb`);
+  fs.writeFileSync(file, encodeTensorProto(Tensor.fromTyped(1, [...input.dims], input.data as Float32Array, 'input')));
+  return { file, feeds };
+}
+
+const RATES = [0.25, 0.5, 1];
+
+describe('--norm bn', () => {
+  // conv-flatten-gemm and mlp have no BatchNorm (as real exports); resnet-small keeps its own
+  for (const [name, inserted, kept] of [['conv-flatten-gemm', 3, 0], ['mlp', 2, 0], ['resnet-small', 0, 8]] as const) {
+    it(`${name}: rate 1 equals the original, every rate runs, elastic equals pruned per rate`, async () => {
+      const file = fixture(name);
+      const outDir = path.join(tmp, name);
+      const result = await compile({ model: file, groups: 4, rates: RATES, outDir, norm: 'bn' });
+      const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
+      expect(manifest.normalization.mode).toBe('bn');
+      expect(manifest.normalization.perRateStats).toBe(true);
+      expect(manifest.normalization.sites['inserted'] ?? 0).toBe(inserted);
+      expect(manifest.normalization.sites['batchnorm'] ?? 0).toBe(kept);
+      expect(manifest.normalization.batchNorms!.length).toBe(inserted + kept);
+      const roles = new Map(manifest.parameters.map((p) => [p.name, p.role]));
+      for (const bn of manifest.normalization.batchNorms!) {
+        expect(roles.get(bn.mean)).toBe('running-stat');
+        expect(roles.get(bn.variance)).toBe('running-stat');
+        expect(roles.get(bn.scale)).toBe('norm-scale');
+      }
+      if (inserted > 0) expect(result.normalization.calibration!.after.relativeError).toBeLessThan(1e-4);
+
+      const feeds = randomFeeds(readModel(file), 3, 2)!;
+      const original = await run(file, feeds);
+      for (const rate of manifest.rates) {
+        const graph = readModel(path.join(outDir, rate.file));
+        expect(graph.graph.nodes.filter((n) => n.op === 'BatchNormalization').length).toBe(inserted + kept);
+        const pruned = await run(path.join(outDir, rate.file), feeds);
+        const elastic = await run(result.elasticFile, withRate(feeds, rate.rate));
+        for (const [n, t] of Object.entries(original)) {
+          expect(pruned[n]!.length).toBe(t.length);
+          expect(pruned[n]!.every(Number.isFinite)).toBe(true);
+          if (rate.rate === 1) expect(relativeError(t, pruned[n]!)).toBeLessThan(1e-4);
+          expect(relativeError(pruned[n]!, elastic[n]!)).toBeLessThan(1e-4);
+        }
+      }
+    });
+  }
+
+  it('initializes inserted norms from the calibration batch as the identity', async () => {
+    const file = fixture('conv-flatten-gemm');
+    const { file: pb, feeds } = calibrationFile(file, 21, 16);
+    const outDir = path.join(tmp, 'cfg-calibrated');
+    const result = await compile({ model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'bn', calibration: pb, importance: 'weight' });
+    expect(result.normalization.calibration!.source).toBe('file');
+    expect(result.normalization.calibration!.batch).toBe(16);
+    const full = readModel(path.join(outDir, 'slices/rate-1.000.onnx'));
+    const bns = full.graph.nodes.filter((n) => n.op === 'BatchNormalization');
+    expect(bns.length).toBe(3);
+    // the statistics are those of each layer output on the batch (channels reordered: compare sorted)
+    const layerOutputs = bns.map((n) => n.inputs[0]!.producer!.outputs[0]!.name);
+    const originalModel = readModel(file);
+    const names = new Set(originalModel.graph.nodes.flatMap((n) => n.outputs.map((o) => o.name)));
+    expect(layerOutputs.every((n) => names.has(n))).toBe(true);
+    originalModel.graph.outputs.push(...originalModel.graph.nodes.flatMap((n) => n.outputs).filter((o) => layerOutputs.includes(o.name)));
+    const observed = await run(encodeModel(originalModel, { dropValueInfo: true }), feeds, layerOutputs);
+    bns.forEach((bn, i) => {
+      const [scale, bias, mean, variance] = [1, 2, 3, 4].map((k) => Array.from(bn.inputs[k]!.const!.numbers()));
+      const x = observed[layerOutputs[i]!]!;
+      const channels = mean!.length;
+      const inner = x.length / (16 * channels);
+      const expected: number[] = [];
+      for (let c = 0; c < channels; c++) {
+        let s = 0;
+        for (let n = 0; n < 16; n++) for (let j = 0; j < inner; j++) s += x[(n * channels + c) * inner + j]!;
+        expected.push(s / (16 * inner));
+      }
+      const sorted = (a: number[]) => [...a].sort((p, q) => p - q);
+      sorted(mean!).forEach((m, c) => expect(m).toBeCloseTo(sorted(expected)[c]!, 4));
+      expect(variance!.some((v) => Math.abs(v - 1) > 1e-3)).toBe(true);
+      for (let c = 0; c < channels; c++) {
+        expect(scale![c]).toBeCloseTo(Math.sqrt(variance![c]! + 1e-5), 5);
+        expect(bias![c]).toBeCloseTo(mean![c]!, 5);
+      }
+    });
+  });
+
+  it('elastic.onnx selects the statistics of the active group count', async () => {
+    const file = fixture('conv-flatten-gemm');
+    const outDir = path.join(tmp, 'cfg-rows');
+    const result = await compile({ model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'bn' });
+    const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
+    const bn = manifest.normalization.batchNorms![0]!;
+    const elastic = readModel(result.elasticFile);
+    const stacked = elastic.graph.valuesByName().get(bn.elastic.mean)!;
+    const [groups, channels] = stacked.const!.dims as [number, number];
+    expect(groups).toBe(4);
+    // a recalibrated row for k = 2 (rate 0.5): shift its means
+    const rows = Float32Array.from(stacked.const!.numbers());
+    for (let c = 0; c < channels; c++) rows[channels + c] = rows[channels + c]! + 0.5 + c * 0.01;
+    elastic.graph.setConstant(stacked, Tensor.float32([groups, channels], rows));
+    const edited = encodeModel(elastic);
+
+    // the same statistics written into the pruned rate-0.5 graph (its first kept channels)
+    const half = readModel(path.join(outDir, 'slices/rate-0.500.onnx'));
+    const mean = half.graph.valuesByName().get(bn.mean)!;
+    const kept = mean.const!.dims[0]!;
+    half.graph.setConstant(mean, Tensor.float32([kept], rows.slice(channels, channels + kept)));
+
+    const feeds = randomFeeds(readModel(file), 8, 2)!;
+    const before = await run(path.join(outDir, 'slices/rate-0.500.onnx'), feeds);
+    const expected = await run(encodeModel(half), feeds);
+    const got = await run(edited, withRate(feeds, 0.5));
+    const full = await run(path.join(outDir, 'slices/rate-1.000.onnx'), feeds);
+    const gotFull = await run(edited, withRate(feeds, 1));
+    for (const [n, t] of Object.entries(expected)) {
+      expect(relativeError(before[n]!, t)).toBeGreaterThan(1e-3);
+      expect(relativeError(t, got[n]!)).toBeLessThan(1e-4);
+      expect(relativeError(full[n]!, gotFull[n]!)).toBeLessThan(1e-4);
+    }
+  });
+});
