@@ -151,7 +151,7 @@ describe('--importance activation', () => {
     const file = mlpWithDeadUnits();
     const calibration = calibrationFile(file, 16);
     const withData = await compileAndLocate(file, 'mlp-defaults', 'fc1.bias', undefined, calibration);
-    expect(withData.manifest.importance.mode).toBe('activation');
+    expect(withData.manifest.importance?.mode).toBe('activation');
     expect(withData.dead[0]).toBe(24);
     const without = await compileAndLocate(file, 'mlp-defaults-none', 'fc1.bias');
     expect(without.manifest.importance).toEqual({ mode: 'weight' });
