@@ -231,6 +231,8 @@ export function stackRateStatistics(elastic: Model, sites: BatchNormSite[], acti
     for (let g = 0; g < groups; g++) stacked.set(data, g * data.length);
     const table = b.constant(Tensor.float32([groups, data.length], stacked), `${name}_per_rate`);
     graph.replaceAllUses(value, b.gather(table, row, 0));
+    // a statistic held by a Constant node (as some exporters write them) leaves that node unused
+    if (value.producer && !graph.outputs.includes(value)) graph.removeNode(value.producer);
     stacks.set(name, table.name);
     return table.name;
   };
