@@ -108,7 +108,7 @@ export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partiti
     result.sites.push({ kind: 'batchnorm', node, where: node.label(), input: x, scale, bias, mean, variance, epsilon: node.attrFloat('epsilon', EPSILON) });
   }
 
-  for (const layer of [...analysis.layers]) {
+  for (const layer of analysis.layers) {
     const v = layer.node.outputs[0]!;
     const t = analysis.tracked.get(v);
     if (!t || !touchesSliced(t.space) || followedByNorm(v)) continue;

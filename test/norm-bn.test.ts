@@ -12,6 +12,7 @@ import type { Manifest } from '../compiler/artifacts.js';
 import { encodeModel, encodeTensorProto, readModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
 import { Tensor } from '../compiler/tensor.js';
+import { runCli } from './helpers/cli.js';
 import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-norm-bn-'));
@@ -172,6 +173,20 @@ describe('--norm bn', () => {
       expect(relativeError(before[n]!, t)).toBeGreaterThan(1e-3);
       expect(relativeError(t, got[n]!)).toBeLessThan(1e-4);
       expect(relativeError(full[n]!, gotFull[n]!)).toBeLessThan(1e-4);
+    }
+  });
+
+  it('is reachable from the CLI, with --importance; bad values are SLC007', async () => {
+    const outDir = path.join(tmp, 'cli-mlp');
+    const ok = await runCli([fixture('mlp'), '--groups', '2', '--norm', 'bn', '--importance', 'activation', '-o', outDir, '--json']);
+    expect(ok.code).toBe(0);
+    const result = JSON.parse(ok.stdout) as { normalization: { mode: string; sites: Record<string, number> }; importance: { mode: string; source: string } };
+    expect(result.normalization).toMatchObject({ mode: 'bn', sites: { inserted: 2 } });
+    expect(result.importance).toMatchObject({ mode: 'activation', source: 'synthetic' });
+    for (const args of [['--norm', 'batch'], ['--importance', 'random']]) {
+      const bad = await runCli([fixture('mlp'), '--groups', '2', ...args, '-o', path.join(tmp, 'cli-bad')]);
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain('error SLC007');
     }
   });
 });
