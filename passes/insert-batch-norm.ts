@@ -10,6 +10,13 @@
 // per-channel statistics on the calibration batch (mean and biased variance over the batch and
 // spatial axes), with γ, β to match, so training-mode statistics start where the data is.
 //
+// onnxruntime folds a BatchNorm into the Conv before it, and into a MatMul with a constant
+// right-hand side (its MatMul + BatchNormalization fusion), but not into a Gemm. So a plain
+// Gemm layer (alpha = beta = 1, transA = 0, constant weight and bias of its own) becomes
+// MatMul(x, Wᵀ) and its bias b moves into the norm: BN(x·Wᵀ) with β = μ + b is still the
+// identity on the layer output x·Wᵀ + b, and a BatchNorm in training mode makes a bias before it
+// redundant anyway (batch statistics remove it). The weight is stored transposed, [in, out].
+//
 // Sites get no norm where BatchNormalization cannot or should not go: channels not on axis 1
 // (BatchNormalization normalizes axis 1), and 1x1 maps of rank ≥ 3 (squeeze-excitation gates,
 // pooled features), as insert-group-norm does.
@@ -46,6 +53,8 @@ export interface BatchNormSite {
   mean: Value;
   variance: Value;
   epsilon: number;
+  /** Inserted after a Gemm turned MatMul: the Gemm's bias, now part of β. */
+  absorbedBias: Float32Array | null;
 }
 
 export interface BatchNormResult {
@@ -80,6 +89,33 @@ function spatialSize(v: Value): number | null {
   return n;
 }
 
+/**
+ * Turn a plain Gemm layer into MatMul(x, Wᵀ) (in place, so the analysis keeps the node and its
+ * output) and return its bias, or null when the Gemm is not plain.
+ */
+function gemmAsMatMul(node: Node, analysis: ChannelAnalysis, additions: AnalysisAdditions, graph: Model['graph']): Float32Array | null {
+  const [w, c] = [node.inputs[1], node.inputs[2]];
+  const plain = node.op === 'Gemm' && node.attrInt('transA', 0) === 0 && node.attrFloat('alpha', 1) === 1 && node.attrFloat('beta', 1) === 1;
+  if (!plain || !w?.const || w.const.dtype !== DataType.FLOAT || w.const.dims.length !== 2 || w.uses.length !== 1) return null;
+  const transB = node.attrInt('transB', 0) === 1;
+  const out = w.const.dims[transB ? 0 : 1]!;
+  if (c && (!c.const || c.const.dtype !== DataType.FLOAT || c.const.size !== out || c.uses.length !== 1)) return null;
+  const bias = c ? Float32Array.from(c.const!.numbers()) : new Float32Array(out);
+  if (transB) {
+    const [rows, cols] = [w.const.dims[0]!, w.const.dims[1]!];
+    const data = w.const.data() as Float32Array;
+    const transposed = new Float32Array(data.length);
+    for (let r = 0; r < rows; r++) for (let k = 0; k < cols; k++) transposed[k * rows + r] = data[r * cols + k]!;
+    graph.setConstant(w, Tensor.float32([cols, rows], transposed));
+    const axes = analysis.params.get(w);
+    if (axes) additions.params.set(w, axes.map((p) => ({ axis: 1 - p.axis, space: p.space })));
+  }
+  node.op = 'MatMul';
+  for (const attr of ['transA', 'transB', 'alpha', 'beta']) node.attributes.delete(attr);
+  node.truncateInputs(2);
+  return bias;
+}
+
 /** `/layer1/conv1/Conv` → `layer1/conv1`: constants are named after the layer they normalize. */
 function layerName(node: Node, fallback: string): string {
   if (!node.name) return fallback;
@@ -105,7 +141,7 @@ export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partiti
       result.skipped.push({ where: node.label(), why: 'it runs in training mode' });
       continue;
     }
-    result.sites.push({ kind: 'batchnorm', node, where: node.label(), input: x, scale, bias, mean, variance, epsilon: node.attrFloat('epsilon', EPSILON) });
+    result.sites.push({ kind: 'batchnorm', node, where: node.label(), input: x, scale, bias, mean, variance, epsilon: node.attrFloat('epsilon', EPSILON), absorbedBias: null });
   }
 
   for (const layer of analysis.layers) {
@@ -125,8 +161,9 @@ export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partiti
     const width = spaceWidth(t.space);
     const prefix = layerName(layer.node, v.name);
     const vector = (suffix: string, fill: number): Value => b.constant(Tensor.float32([width], new Float32Array(width).fill(fill)), `${prefix}.bn_${suffix}`);
+    const absorbedBias = gemmAsMatMul(layer.node, analysis, additions, graph);
     const scale = vector('scale', Math.sqrt(1 + EPSILON));
-    const bias = vector('bias', 0);
+    const bias = absorbedBias ? b.constant(Tensor.float32([width], absorbedBias), `${prefix}.bn_bias`) : vector('bias', 0);
     const mean = vector('running_mean', 0);
     const variance = vector('running_var', 1);
     const oldUses = v.uses.filter((u) => u.index >= 0).map((u) => ({ node: u.node, index: u.index }));
@@ -136,8 +173,9 @@ export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partiti
     if (graph.outputs.includes(v)) graph.outputs = graph.outputs.map((o) => (o === v ? y : o));
     for (const c of [scale, bias, mean, variance]) additions.params.set(c, [{ axis: 0, space: t.space }]);
     additions.tracked.set(y, { axis: 1, space: t.space });
-    result.sites.push({ kind: 'inserted', node: y.producer!, where, input: v, scale, bias, mean, variance, epsilon: EPSILON });
+    result.sites.push({ kind: 'inserted', node: y.producer!, where, input: v, scale, bias, mean, variance, epsilon: EPSILON, absorbedBias });
   }
+  graph.removeUnusedInitializers();
   const cycle = graph.sortTopologically();
   if (cycle) throw new Error(`insert-batch-norm produced a cycle through ${cycle[0]!.label()}`);
   return result;
@@ -178,7 +216,7 @@ export interface BatchNormCalibration {
 }
 
 /**
- * Set the inserted norms' statistics (and γ = √(σ² + ε), β = μ) from `feeds`, in `model` (the
+ * Set the inserted norms' statistics (and γ = √(σ² + ε), β = μ plus any absorbed bias) from `feeds`, in `model` (the
  * model after insert-batch-norm); `original` is the model before it, for the agreement report.
  * Inserted norms are the identity whatever their statistics, so one run observes every site.
  */
@@ -204,7 +242,7 @@ export async function calibrateBatchNorm(
     set(site.mean, mean);
     set(site.variance, variance);
     set(site.scale, scale);
-    set(site.bias, Float32Array.from(mean));
+    set(site.bias, Float32Array.from(mean, (m, c) => m + (site.absorbedBias?.[c] ?? 0)));
   }
   const after = agreement(reference, pick(await run(encodeModel(model), feeds, outputNames)));
   const batch = Object.values(feeds)[0]?.dims[0] ?? 0;
