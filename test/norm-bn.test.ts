@@ -3,6 +3,7 @@
 // rate-1 graph equals the original, every rate runs, elastic.onnx equals the pruned graph of
 // each rate and reads the running statistics of the rate's own row.
 
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -212,5 +213,17 @@ describe('--norm bn', () => {
       expect(bad.code).not.toBe(0);
       expect(bad.stderr).toContain('error SLC007');
     }
+  });
+
+  it('onnx.checker (full check) accepts every graph written above', () => {
+    const files = cases.flatMap(([name]) => {
+      const dir = path.join(tmp, name);
+      return ['elastic.onnx', ...fs.readdirSync(path.join(dir, 'slices')).map((f) => `slices/${f}`)].map((f) => path.join(dir, f));
+    });
+    expect(files.length).toBe(cases.length * (RATES.length + 1));
+    const check = 'import sys, onnx\nfor f in sys.argv[1:]:\n    onnx.checker.check_model(onnx.load(f), full_check=True)\n';
+    const run = spawnSync('/usr/bin/python3', ['-c', check, ...files], { encoding: 'utf8' });
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
   });
 });
