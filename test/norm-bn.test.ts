@@ -11,7 +11,9 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../compiler/artifacts.js';
 import { encodeModel, encodeTensorProto, readModel } from '../compiler/onnx-codec.js';
+import { modelGradients } from '../compiler/grad.js';
 import { compile } from '../compiler/pipeline.js';
+import { inferShapes } from '../compiler/shape-inference.js';
 import { Tensor } from '../compiler/tensor.js';
 import { runCli } from './helpers/cli.js';
 import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
@@ -225,5 +227,25 @@ describe('--norm bn', () => {
     const run = spawnSync('/usr/bin/python3', ['-c', check, ...files], { encoding: 'utf8' });
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
+  });
+
+  it('the inserted norms train: per-rate graphs run in training mode with gradients for their scale and shift', async () => {
+    const outDir = path.join(tmp, 'cfg-train');
+    const compiled = await compile({ model: fixture('conv-flatten-gemm'), groups: 4, rates: [0.5, 1], outDir, norm: 'bn' });
+    const manifest = JSON.parse(fs.readFileSync(compiled.manifestFile, 'utf8')) as Manifest;
+    const half = readModel(path.join(outDir, 'slices/rate-0.500.onnx'));
+    inferShapes(half);
+    const input = randomFeeds(readModel(fixture('conv-flatten-gemm')), 4, 8)!['input']!;
+    const x = { dtype: 'float32' as const, shape: [...input.dims], data: input.data as Float32Array };
+    const y = { dtype: 'int64' as const, shape: [8], data: BigInt64Array.from({ length: 8 }, (_, i) => BigInt(i % 10)) };
+    const result = await modelGradients(half, x, y);
+    expect(Number.isFinite(result.loss)).toBe(true);
+    for (const bn of manifest.normalization.batchNorms!) {
+      for (const name of [bn.scale, bn.bias]) {
+        const g = result.gradients.get(name)!;
+        expect(Array.from(g.data as Float32Array).some((v) => v !== 0)).toBe(true);
+      }
+      expect(result.runningStats.has(bn.mean)).toBe(true);
+    }
   });
 });
