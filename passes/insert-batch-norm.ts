@@ -250,10 +250,17 @@ export async function calibrateBatchNorm(
 }
 
 /**
+ * A rate's own statistics for the stacked rows: for a statistic (by name) and an active group
+ * count k, the values of the channels kept at k (a recalibrating trainer's), or undefined.
+ */
+export type RateRows = (name: string, activeGroups: number) => Float32Array | undefined;
+
+/**
  * In elastic.onnx, replace each site's running mean and variance by a stacked [G, C] copy whose
  * row activeGroups − 1 is read at run time. `activeGroups` is make-elastic's int64 scalar k.
+ * Row k − 1 holds the full statistics, its first entries replaced by `rows(name, k)` if given.
  */
-export function stackRateStatistics(elastic: Model, sites: BatchNormSite[], activeGroups: Value, groups: number): BatchNormEntry[] {
+export function stackRateStatistics(elastic: Model, sites: BatchNormSite[], activeGroups: Value, groups: number, rows?: RateRows): BatchNormEntry[] {
   const graph = elastic.graph;
   const b = new OpBuilder(graph, elastic.opset());
   const byName = graph.valuesByName();
@@ -266,7 +273,12 @@ export function stackRateStatistics(elastic: Model, sites: BatchNormSite[], acti
     if (!value?.const || value.const.dtype !== DataType.FLOAT) throw new Error(`insert-batch-norm: statistic ${name} is not a float constant of elastic.onnx`);
     const data = value.const.data() as Float32Array;
     const stacked = new Float32Array(groups * data.length);
-    for (let g = 0; g < groups; g++) stacked.set(data, g * data.length);
+    for (let g = 0; g < groups; g++) {
+      stacked.set(data, g * data.length);
+      const own = rows?.(name, g + 1);
+      if (own && own.length > data.length) throw new Error(`insert-batch-norm: ${own.length} statistics for ${name} at ${g + 1} groups, which has ${data.length} channels`);
+      if (own) stacked.set(own, g * data.length);
+    }
     const table = b.constant(Tensor.float32([groups, data.length], stacked), `${name}_per_rate`);
     graph.replaceAllUses(value, b.gather(table, row, 0));
     // a statistic held by a Constant node (as some exporters write them) leaves that node unused

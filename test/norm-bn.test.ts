@@ -14,6 +14,15 @@ import { encodeModel, encodeTensorProto, readModel } from '../compiler/onnx-code
 import { modelGradients } from '../compiler/grad.js';
 import { compile } from '../compiler/pipeline.js';
 import { inferShapes } from '../compiler/shape-inference.js';
+import { mergeAdditions } from '../passes/analysis-additions.js';
+import { coupleChannels } from '../passes/couple-channels.js';
+import { insertBatchNorm, stackRateStatistics } from '../passes/insert-batch-norm.js';
+import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
+import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
+import { pruneToRate } from '../passes/prune-to-rate.js';
+import { reorderChannels } from '../passes/reorder-channels.js';
+import { upgradeOpset } from '../passes/upgrade-opset.js';
+import { copyWithAnalysis } from './helpers/slicing.js';
 import { Tensor } from '../compiler/tensor.js';
 import { runCli } from './helpers/cli.js';
 import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
@@ -246,6 +255,47 @@ describe('--norm bn', () => {
         expect(Array.from(g.data as Float32Array).some((v) => v !== 0)).toBe(true);
       }
       expect(result.runningStats.has(bn.mean)).toBe(true);
+    }
+  });
+
+  it('stackRateStatistics puts a rate\'s own statistics in its row', async () => {
+    const model = readModel(fixture('resnet-small'));
+    inferShapes(model);
+    const analysis = coupleChannels(model, { layerNorms: 'pin' });
+    const partition = partitionChannels(analysis, 4);
+    reorderChannels(model.graph, analysis, partition);
+    const inserted = insertBatchNorm(model, analysis, partition);
+    mergeAdditions(model.graph, analysis, partition, inserted.additions);
+    const site = inserted.sites[1]!;
+
+    // rate 0.5 (k = 2) recalibrated: its own statistics for the kept channels of one BatchNorm
+    const half = copyWithAnalysis(model, analysis);
+    pruneToRate(half.model, half.analysis, keptWidths(partition, 0.5));
+    const feeds = randomFeeds(model, 12, 2)!;
+    const gathered = await run(encodeModel(half.model, { dropValueInfo: true }), feeds);
+    const own = new Map<string, Float32Array>();
+    for (const [value, change] of [[site.mean, (x: number, c: number) => x + 0.3 + 0.01 * c], [site.variance, (x: number) => x * 1.5]] as const) {
+      const cut = half.model.graph.valuesByName().get(value.name)!;
+      const data = Float32Array.from(cut.const!.numbers(), change);
+      expect(data.length).toBeLessThan(value.const!.dims[0]!);
+      half.model.graph.setConstant(cut, Tensor.float32([data.length], data));
+      own.set(value.name, data);
+    }
+    const elastic = copyWithAnalysis(model, analysis);
+    upgradeOpset(elastic.model, ELASTIC_MIN_OPSET);
+    const info = makeElastic(elastic.model, elastic.analysis, partition);
+    const entries = stackRateStatistics(elastic.model, inserted.sites, info.activeGroups, 4, (name, k) => (k === 2 ? own.get(name) : undefined));
+    expect(entries.length).toBe(8);
+
+    const bytes = encodeModel(elastic.model, { dropValueInfo: true });
+    const expected = await run(encodeModel(half.model, { dropValueInfo: true }), feeds);
+    const unchanged = await run(encodeModel(model, { dropValueInfo: true }), feeds);
+    const atHalf = await run(bytes, withRate(feeds, 0.5));
+    const atOne = await run(bytes, withRate(feeds, 1));
+    for (const [n, t] of Object.entries(expected)) {
+      expect(relativeError(gathered[n]!, t)).toBeGreaterThan(1e-3);
+      expect(relativeError(t, atHalf[n]!)).toBeLessThan(1e-4);
+      expect(relativeError(unchanged[n]!, atOne[n]!)).toBeLessThan(1e-4);
     }
   });
 });
