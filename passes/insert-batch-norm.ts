@@ -1,7 +1,8 @@
 // insert-batch-norm (--norm bn): switchable BatchNorm. Every BatchNormalization is kept (it is
 // per channel, so it slices like any per-channel vector), and a sliced layer with no norm after
 // it gets one, so that fine-tuning can keep one set of statistics per rate (Slimmable Networks'
-// switchable BN) and fold each into its per-rate graph at no inference cost.
+// switchable BN); onnxruntime folds each BatchNorm into its layer at load, so a per-rate graph
+// pays nothing for it at inference.
 //
 // Why insert: torch.onnx exports in eval mode fold every BatchNorm into the Conv/Gemm before it,
 // so a real model has none left. The inserted norm is the identity on the full model:
@@ -24,7 +25,8 @@
 // Per-rate statistics in elastic.onnx (stackRateStatistics): each running mean and variance
 // [C] becomes a stacked [G, C] initializer whose row k − 1 serves k active groups; the graph
 // Gathers row k − 1 and make-elastic's Slice keeps the first kept(k) entries. At compile time
-// every row is the full statistics, so elastic at rate r equals the pruned graph at r.
+// every row is the full statistics, so elastic at rate r equals the pruned graph at r; whoever
+// re-emits after a per-rate recalibration passes each rate's own statistics as `rows`.
 
 import type { Model, Node, Value } from '../compiler/ir.js';
 import { OpBuilder } from '../compiler/op-builder.js';
