@@ -15,6 +15,7 @@ import { decodeModelProto, readModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
 import { activeGroups } from '../passes/partition-channels.js';
 import { fixtureModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { relativeError } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-elastic-fast-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -48,14 +49,6 @@ async function runWeb(file: string, feeds: Feeds): Promise<Outputs> {
   } finally {
     await session.release();
   }
-}
-
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let scale = 0;
-  for (const x of a) scale = Math.max(scale, Math.abs(x));
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
-  return worst;
 }
 
 function withRate(feeds: Feeds, input: string, rate: number): Feeds {

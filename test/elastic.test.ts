@@ -24,6 +24,7 @@ import { pruneToRate } from '../passes/prune-to-rate.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { copyWithAnalysis, editDropped } from './helpers/slicing.js';
 import { fixtureModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { relativeError, withRate } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-elastic-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -55,18 +56,6 @@ async function runWeb(file: string, feeds: Feeds): Promise<Outputs> {
   } finally {
     await session.release();
   }
-}
-
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let scale = 0;
-  for (const x of a) scale = Math.max(scale, Math.abs(x));
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
-  return worst;
-}
-
-function withRate(feeds: Feeds, rate: number): Feeds {
-  return { ...feeds, slice_rate: new ort.Tensor('float32', Float32Array.of(rate), []) };
 }
 
 describe('elastic graph equals the pruned graph of each rate', () => {

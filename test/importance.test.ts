@@ -16,6 +16,7 @@ import { compile } from '../compiler/pipeline.js';
 import { Rng } from '../compiler/rng.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
 import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { relativeError } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-importance-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -101,14 +102,6 @@ async function run(model: string, feeds: Feeds): Promise<Record<string, Float32A
   } finally {
     await session.release();
   }
-}
-
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let scale = 0;
-  for (const x of a) scale = Math.max(scale, Math.abs(x));
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
-  return worst;
 }
 
 /** Positions of dead units in the rate-1 graph (found by their bias) and whether it equals the original. */

@@ -26,6 +26,7 @@ import { copyWithAnalysis } from './helpers/slicing.js';
 import { Tensor } from '../compiler/tensor.js';
 import { runCli } from './helpers/cli.js';
 import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { relativeError, withRate } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-norm-bn-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -41,18 +42,6 @@ async function run(model: string | Uint8Array, feeds: Feeds, outputs?: string[])
   } finally {
     await session.release();
   }
-}
-
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let scale = 0;
-  for (const x of a) scale = Math.max(scale, Math.abs(x));
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
-  return worst;
-}
-
-function withRate(feeds: Feeds, rate: number): Feeds {
-  return { ...feeds, slice_rate: new ort.Tensor('float32', Float32Array.of(rate), []) };
 }
 
 function fixture(name: string): string {
