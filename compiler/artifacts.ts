@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCodes, userError } from './diagnostics.js';
-import type { NormalizationResult } from './pipeline-types.js';
+import type { ImportanceResult, NormalizationResult } from './pipeline-types.js';
 
 export const MANIFEST_FORMAT = 'slicec/1';
 
@@ -67,8 +67,11 @@ export interface Manifest {
   groups: number;
   roundTo: number;
   normalization: NormalizationResult;
+  /** How channels were ordered (weights, or activations on calibration data). */
+  importance?: ImportanceResult;
   /** One graph for every rate: the model's inputs plus a float scalar `rateInput`. */
-  elastic: { file: string; rateInput: string; opset: number };
+  /** `fast`: an If tree over the per-rate graphs (weights stored once, sliced at load); `lean`: weights cut at run time. */
+  elastic: { file: string; form: 'fast' | 'lean'; rateInput: string; opset: number };
   inputs: TensorSignature[];
   outputs: TensorSignature[];
   unions: ManifestUnion[];

@@ -147,7 +147,9 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
     .option('--rates <list>', 'comma-separated slice rates in (0,1] (default: k/groups for every k)', parseRates)
     .option('-o, --out <dir>', 'output directory (default: <model>.sliced/)')
     .option('--round-to <n>', 'round kept channel counts to multiples of n where possible', parseRoundTo)
-    .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing', parseNorm)
+    .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing; bn: BatchNorms with statistics per rate, inserted where a sliced layer has none', parseNorm)
+    .option('--elastic <form>', 'fast: elastic.onnx is an If tree over the per-rate graphs, about as fast as they are (default); lean: weights cut at run time, least memory', parseElastic)
+    .option('--importance <mode>', 'channel order: activation (activations on the calibration data × outgoing weights; default with --calibration) or weight (weight L1; default otherwise)', parseImportance)
     .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
     .option('--explain', 'print, per layer, whether it is sliced and why not')
     .option('--print-before <step|all>', `print the model before a step (repeatable or a comma list); steps: ${stepNames}`, collectSteps('--print-before'))
@@ -183,6 +185,8 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
         outDir: opts.out,
         roundTo: opts.roundTo,
         norm: opts.norm,
+        elastic: opts.elastic,
+        importance: opts.importance,
         calibration: opts.calibration,
         printBefore: opts.printBefore,
         printAfter: opts.printAfter,
@@ -191,7 +195,6 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
         stats: opts.stats === true,
         ...(bars ? { progress: (p) => bars.update(p) } : {}),
       };
-      if (opts.calibration && opts.norm !== undefined && opts.norm !== 'gn') note(`note: --calibration is used only with --norm gn; --norm ${opts.norm} ignores it`);
       checkStepNames('--print-before', opts.printBefore);
       checkStepNames('--print-after', opts.printAfter);
       // Loaded on demand: print and verify do not need the passes.
@@ -245,7 +248,9 @@ interface CompileFlags {
   rates?: number[];
   out?: string;
   roundTo?: number;
-  norm?: 'gn' | 'keep' | 'none';
+  norm?: 'gn' | 'keep' | 'none' | 'bn';
+  elastic?: 'fast' | 'lean';
+  importance?: 'activation' | 'weight';
   calibration?: string;
   explain?: boolean;
   printBefore?: string[];
@@ -282,8 +287,18 @@ function parseGroups(value: string): number {
   return parseIntegerAtLeastOne('--groups', value);
 }
 
-function parseNorm(value: string): 'gn' | 'keep' | 'none' {
-  if (value !== 'gn' && value !== 'keep' && value !== 'none') throw badFlag('--norm', 'gn, keep or none', value);
+function parseElastic(value: string): 'fast' | 'lean' {
+  if (value !== 'fast' && value !== 'lean') throw badFlag('--elastic', 'fast or lean', value);
+  return value;
+}
+
+function parseNorm(value: string): 'gn' | 'keep' | 'none' | 'bn' {
+  if (value !== 'gn' && value !== 'keep' && value !== 'none' && value !== 'bn') throw badFlag('--norm', 'gn, keep, none or bn', value);
+  return value;
+}
+
+function parseImportance(value: string): 'activation' | 'weight' {
+  if (value !== 'activation' && value !== 'weight') throw badFlag('--importance', 'activation or weight', value);
   return value;
 }
 

@@ -882,3 +882,43 @@ function tensorChunks(t: Tensor, name: string, ctx: WriteContext): Chunk[] {
   }
   return [toBinary(TensorProtoSchema, tensorProto(t, name))];
 }
+
+// ---------------------------------------------------------------- subgraph attributes
+
+/**
+ * Encode an IR graph as a graph-valued attribute (an If branch, a Loop or Scan body). The graph
+ * holds nodes whose inputs may be values of an enclosing graph: every value its nodes (inputs and
+ * captures) or outputs read that it does not define itself is an outer-scope capture, returned
+ * in first-read order for the owning node's `addCapture`. Initializers are written inline; value
+ * types are written for inputs and outputs only (value_info is left to the reader's inference).
+ */
+export function encodeGraphAttribute(name: string, graph: Graph): { attr: Attribute; captures: Value[] } {
+  const defined = new Set<Value>([...graph.inputs, ...graph.initializers]);
+  for (const n of graph.nodes) for (const o of n.outputs) defined.add(o);
+  const captures: Value[] = [];
+  const seen = new Set<Value>();
+  const read = (v: Value | null): void => {
+    if (!v || defined.has(v) || seen.has(v)) return;
+    seen.add(v);
+    captures.push(v);
+  };
+  for (const n of graph.nodes) {
+    n.inputs.forEach(read);
+    n.captures.forEach(read);
+  }
+  graph.outputs.forEach(read);
+  const g = create(GraphProtoSchema, {
+    name: graph.name,
+    docString: graph.docString,
+    input: graph.inputs.map(valueInfo),
+    output: graph.outputs.map(valueInfo),
+    node: graph.nodes.map((n) => nodeProto(n)),
+    initializer: graph.initializers.map((v) => {
+      const tp = tensorProto(v.const!, v.name);
+      // a tensor read with both raw and typed data comes back as its source message, old name included
+      return tp.name === v.name ? tp : create(TensorProtoSchema, { ...tp, name: v.name });
+    }),
+  });
+  const proto = create(AttributeProtoSchema, { name, type: AT.GRAPH, g });
+  return { attr: { kind: 'opaque', value: proto, summary: `graph(${graph.name}: ${graph.nodes.length} nodes)` }, captures };
+}

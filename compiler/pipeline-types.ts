@@ -13,9 +13,17 @@ export interface CompileOptions {
   roundTo?: number;
   /**
    * Normalization: 'gn' (default) group norms aligned with slice groups; 'keep' leaves norms as
-   * they are; 'none' folds BatchNorms into the layers before them and inserts nothing.
+   * they are; 'none' folds BatchNorms into the layers before them and inserts nothing; 'bn'
+   * keeps BatchNorms per channel, inserts one (the identity at first) after every sliced layer
+   * that has none, and gives every BatchNorm statistics per rate (switchable BatchNorm).
    */
-  norm?: 'gn' | 'keep' | 'none';
+  norm?: NormMode;
+  /**
+   * How channels are ordered: 'weight' (L1 of the weights cut with each union) or 'activation'
+   * (mean |activation| on calibration data × L1 of the outgoing weights). Default 'activation'
+   * when `calibration` is given, else 'weight'.
+   */
+  importance?: ImportanceMode;
   /** Calibration batch for group-norm initialization (TensorProto .pb file or folder); synthetic when absent. */
   calibration?: string;
   /**
@@ -25,6 +33,12 @@ export interface CompileOptions {
   calibrate?: boolean;
   /** Write the typed module (model.ts, model.js, model.d.ts) into the output (default true). */
   codegen?: boolean;
+  /**
+   * Form of elastic.onnx: 'fast' an If tree over the per-rate graphs on one shared copy of the
+   * weights (per-rate latency, more session memory); 'lean' weights cut by run-time Slices
+   * (least memory, slower). Default 'fast'.
+   */
+  elastic?: 'fast' | 'lean';
   /** Step names (or 'all') to print the model before / after. */
   printBefore?: string[];
   printAfter?: string[];
@@ -44,6 +58,9 @@ export interface CompileProgress {
   done: number;
   total: number;
 }
+
+export type NormMode = 'gn' | 'keep' | 'none' | 'bn';
+export type ImportanceMode = 'activation' | 'weight';
 
 export interface LayerExplanation {
   /** Node name (or op + output name when the node has none). */
@@ -73,8 +90,8 @@ export interface StepStat {
 }
 
 export interface NormalizationResult {
-  mode: 'gn' | 'keep' | 'none';
-  /** Group norms by kind (batchnorm, layernorm, inserted). */
+  mode: NormMode;
+  /** Group norms by kind (batchnorm, layernorm, inserted); with 'bn', BatchNorms kept and inserted. */
   sites: Record<string, number>;
   skipped: { where: string; why: string }[];
   calibration: {
@@ -83,11 +100,45 @@ export interface NormalizationResult {
     before: { relativeError: number; top1: number | null };
     after: { relativeError: number; top1: number | null };
   } | null;
+  /**
+   * 'bn' only: BatchNorm running statistics are per rate. The full model (and the rate-1 graph)
+   * holds the full statistics and every per-rate graph their cut (the parameter map, role
+   * 'running-stat'); a trainer keeps one set per rate and recalibrates each. elastic.onnx holds
+   * each statistic stacked per active group count, [G, C], and reads row activeGroups − 1
+   * (cut to the kept channels as the parameter map says); at compile time every row is the full
+   * statistics.
+   */
+  perRateStats?: boolean;
+  /** 'bn' only: every BatchNorm, by initializer names. */
+  batchNorms?: BatchNormEntry[];
+}
+
+export interface BatchNormEntry {
+  /** The node (a model's own BatchNorm, or one inserted after the layer named). */
+  where: string;
+  kind: 'batchnorm' | 'inserted';
+  scale: string;
+  bias: string;
+  mean: string;
+  variance: string;
+  epsilon: number;
+  /** Names of the stacked [G, C] statistics in elastic.onnx. */
+  elastic: { mean: string; variance: string };
+}
+
+export interface ImportanceResult {
+  mode: ImportanceMode;
+  /** 'activation' only: where the data came from and how many samples. */
+  source?: 'file' | 'synthetic';
+  batch?: number;
+  /** 'activation' only: unions ordered by activations (the others by weights: no layer reads them). */
+  unions?: number;
 }
 
 export interface CompileResult {
   outDir: string;
   normalization: NormalizationResult;
+  importance: ImportanceResult;
   elasticFile: string;
   manifestFile: string;
   rates: RateResult[];

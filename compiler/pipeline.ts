@@ -16,7 +16,7 @@ import { printModel, type PrintSection } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
 import { verifyModel, verifyShapes } from './verifier.js';
-import type { CompileOptions, CompileResult, LayerExplanation, NormalizationResult, RateResult, StepStat } from './pipeline-types.js';
+import type { CompileOptions, CompileResult, ImportanceResult, LayerExplanation, NormalizationResult, RateResult, StepStat } from './pipeline-types.js';
 import { coupleChannels, explainLayers, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { find } from '../passes/channel-space.js';
 import { activeGroups, describePartition, keptWidths, partitionChannels, type Partition } from '../passes/partition-channels.js';
@@ -27,8 +27,12 @@ import { upgradeOpset } from '../passes/upgrade-opset.js';
 import { mergeAdditions } from '../passes/analysis-additions.js';
 import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { ELASTIC_MIN_OPSET, makeElastic } from '../passes/make-elastic.js';
+import { makeElasticFast } from '../passes/make-elastic-fast.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
+import { foldConstants } from '../passes/fold-constants.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
+import { calibrateBatchNorm, insertBatchNorm, stackRateStatistics, type BatchNormSite } from '../passes/insert-batch-norm.js';
+import { activationImportance } from '../passes/activation-importance.js';
 import { runFloat } from '../runtime/session.js';
 import { writeModuleOrNote } from './codegen.js';
 import { checkCalibrationFiles, loadCalibration, syntheticCalibration } from './calibration-data.js';
@@ -128,6 +132,13 @@ export function validateOptions(options: CompileOptions): { groups: number; rate
   if (!Number.isInteger(groups) || groups < 1) {
     throw userError(ErrorCodes.BAD_FLAG, '--groups must be a whole number of at least 1', { expected: 'an integer ≥ 1', found: String(groups) });
   }
+  if (options.norm === 'bn' && options.elastic === 'fast') {
+    throw userError(ErrorCodes.BAD_FLAG, '--elastic fast cannot carry per-rate BatchNorm statistics yet', {
+      expected: '--norm bn with --elastic lean (the default with bn)',
+      found: '--norm bn --elastic fast',
+      hint: 'drop --elastic (bn picks lean), or use --norm gn with the fast form',
+    });
+  }
   const rates = options.rates ?? Array.from({ length: groups }, (_, i) => (i + 1) / groups);
   for (const r of rates) {
     if (!(r > 0 && r <= 1)) {
@@ -210,7 +221,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const { groups, rates: requested, roundTo, outDir } = validateOptions(options);
   // everything the user gave is checked before any work
   checkOutput(outDir);
-  if (options.calibration && (options.norm ?? 'gn') === 'gn') checkCalibrationFiles(options.calibration);
+  if (options.calibration) checkCalibrationFiles(options.calibration);
   const warn = options.warn ?? ((text: string) => void process.stderr.write(`${text}\n`));
   const steps = new Stepper(options, hooks);
   const { model, bytes: sourceBytes } = readModelFile(options.model);
@@ -219,6 +230,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
     inferShapes(model);
     verifyShapes(model, { mode: 'input', source: options.model });
   });
+  steps.run('fold-constants', model, () => foldConstants(model), { transform: true });
   const norm = options.norm ?? 'gn';
   const analysis = steps.run('couple-channels', model, () => coupleChannels(model, { layerNorms: norm === 'gn' ? 'rewrite' : 'pin' }), {
     sections: (a) => [{ title: 'channel unions', lines: describeUnions(a) }],
@@ -230,8 +242,15 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   for (const note of notes) warn(`note: ${note}`);
   const digits = rateDigits(rates);
   steps.expect('prune-to-rate', rates.length);
-  steps.run('reorder-channels', model, () => reorderChannels(model.graph, analysis, partition), { transform: true });
-  const { result: normalization, hints } = await normalize(model, analysis, partition, options, steps);
+  const importance: ImportanceResult = { mode: options.importance ?? (options.calibration ? 'activation' : 'weight') };
+  await steps.runAsync('reorder-channels', model, async () => {
+    if (importance.mode === 'weight') return reorderChannels(model.graph, analysis, partition);
+    const feeds = calibrationFeeds(model, options);
+    const scores = await activationImportance(model, analysis, partition, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs));
+    Object.assign(importance, { source: options.calibration ? 'file' : 'synthetic', batch: Object.values(feeds)[0]?.dims[0] ?? 0, unions: scores.size });
+    return reorderChannels(model.graph, analysis, partition, scores);
+  }, { transform: true });
+  const { result: normalization, hints, batchNorms } = await normalize(model, analysis, partition, options, steps);
   const parameters = buildParameterMap(model, analysis, hints);
 
   const stage = new OutputStage(outDir);
@@ -256,12 +275,28 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       });
     }
     const { model: elastic, map: elasticMap } = cloneModel(model);
-    const upgrade = steps.run('upgrade-opset', elastic, () => upgradeOpset(elastic, ELASTIC_MIN_OPSET), {
-      transform: true,
-      sections: (r) => [{ title: 'upgrade-opset', lines: r.upgraded ? [`from ${r.from} to ${ELASTIC_MIN_OPSET}`, ...r.converted.map((c) => `rewrote ${c}`)] : [`kept opset ${r.from}`] }],
-    });
-    const elasticAnalysis = applyReplacements(remapAnalysis(analysis, elasticMap), upgrade.replaced);
-    const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, elasticAnalysis, partition), { transform: true });
+    // per-rate BatchNorm statistics are selected by rate in the lean form only
+    const elasticForm = options.elastic ?? (normalization.mode === 'bn' ? 'lean' : 'fast');
+    let elasticAnalysis = remapAnalysis(analysis, elasticMap);
+    if (elasticForm === 'lean') {
+      // run-time Slice bounds and pads need opset 11: the lean form raises its copy first
+      const upgrade = steps.run('upgrade-opset', elastic, () => upgradeOpset(elastic, ELASTIC_MIN_OPSET), {
+        transform: true,
+        sections: (r) => [{ title: 'upgrade-opset', lines: r.upgraded ? [`from ${r.from} to ${ELASTIC_MIN_OPSET}`, ...r.converted.map((c) => `rewrote ${c}`)] : [`kept opset ${r.from}`] }],
+      });
+      elasticAnalysis = applyReplacements(elasticAnalysis, upgrade.replaced);
+    }
+    const elasticInfo = steps.run('make-elastic', elastic, () => {
+      if (elasticForm === 'lean') {
+        const info = makeElastic(elastic, elasticAnalysis, partition);
+        if (batchNorms) normalization.batchNorms = stackRateStatistics(elastic, batchNorms, info.activeGroups, groups);
+        return info;
+      }
+      // the fast form is a new model built from the analysed one; it takes the copy's place
+      const made = makeElasticFast(model, analysis, partition, rates);
+      Object.assign(elastic, made.model);
+      return made;
+    }, { transform: true });
     writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
     const full = inferFullCost(model, rateResults);
     for (const r of rateResults) r.macRatio = full > 0 ? r.macs / full : 1;
@@ -286,7 +321,8 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       groups,
       roundTo,
       normalization,
-      elastic: { file: ELASTIC_FILE, rateInput: elasticInfo.input, opset: elastic.opset() },
+      importance,
+      elastic: { file: ELASTIC_FILE, form: elasticForm, rateInput: elasticInfo.input, opset: elastic.opset() },
       inputs: model.graph.inputs.filter((v) => !v.const).map(signature),
       outputs: model.graph.outputs.map(signature),
       unions: unionsOf(analysis, partition),
@@ -299,7 +335,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
     fs.writeFileSync(stage.file('manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     stage.commit();
     const results: RateResult[] = rateResults.map((r) => ({ rate: r.rate, activeGroups: r.activeGroups, file: r.file, parameters: r.parameters, macs: r.macs }));
-    return { outDir: path.resolve(outDir), normalization, elasticFile: path.resolve(outDir, ELASTIC_FILE), manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, stats: steps.stats };
+    return { outDir: path.resolve(outDir), normalization, importance, elasticFile: path.resolve(outDir, ELASTIC_FILE), manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, stats: steps.stats };
   } catch (e) {
     stage.abandon();
     throw e;
@@ -309,12 +345,19 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
 interface Normalized {
   result: NormalizationResult;
   hints: RoleHints;
+  /** 'bn': every BatchNorm, whose statistics elastic.onnx selects by rate. */
+  batchNorms?: BatchNormSite[];
+}
+
+function calibrationFeeds(model: Model, options: CompileOptions) {
+  return options.calibration ? loadCalibration(options.calibration, model) : syntheticCalibration(model);
 }
 
 async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper): Promise<Normalized> {
   const mode = options.norm ?? 'gn';
   const hints: RoleHints = { fixed: new Set(), normScale: new Set(), normBias: new Set() };
   if (mode === 'keep') return { result: { mode, sites: {}, skipped: [], calibration: null }, hints };
+  if (mode === 'bn') return normalizeBatchNorm(model, analysis, partition, options, steps, hints);
   if (mode === 'none') {
     const folded = steps.run('fold-batch-norm', model, () => {
       const r = foldBatchNorm(model, analysis);
@@ -347,7 +390,7 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
   }
   if (inserted.sites.length === 0 || options.calibrate === false) return { result: { mode, sites, skipped: inserted.skipped, calibration: null }, hints };
   const source = options.calibration ? 'file' : 'synthetic';
-  const feeds = options.calibration ? loadCalibration(options.calibration, model) : syntheticCalibration(model);
+  const feeds = calibrationFeeds(model, options);
   const report = await steps.runAsync('calibrate-group-norm', model, () =>
     calibrateGroupNorm(model, before, inserted.sites, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs), source), { transform: true });
   return {
@@ -359,6 +402,31 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
     },
     hints,
   };
+}
+
+async function normalizeBatchNorm(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper, hints: RoleHints): Promise<Normalized> {
+  const before = encodeModel(model);
+  const inserted = steps.run('insert-batch-norm', model, () => {
+    const r = insertBatchNorm(model, analysis, partition);
+    mergeAdditions(model.graph, analysis, partition, r.additions);
+    return r;
+  }, {
+    transform: true,
+    sections: (r) => [{ title: 'batch norms', lines: [
+      ...r.sites.map((s) => `${s.kind} ${s.node.label()} on ${s.input.name}`),
+      ...r.skipped.map((s) => `skipped ${s.where}: ${s.why}`),
+    ] }],
+  });
+  const sites: Record<string, number> = {};
+  for (const s of inserted.sites) sites[s.kind] = (sites[s.kind] ?? 0) + 1;
+  const result: NormalizationResult = { mode: 'bn', sites, skipped: inserted.skipped, calibration: null, perRateStats: true };
+  if (inserted.sites.some((s) => s.kind === 'inserted') && options.calibrate !== false) {
+    const feeds = calibrationFeeds(model, options);
+    const source = options.calibration ? 'file' : 'synthetic';
+    result.calibration = await steps.runAsync('calibrate-batch-norm', model, () =>
+      calibrateBatchNorm(model, before, inserted.sites, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs), source), { transform: true });
+  }
+  return { result, hints, batchNorms: inserted.sites };
 }
 
 /** Lets SIGINT/SIGTERM handlers run (they remove the output stage) between long synchronous writes. */

@@ -3,8 +3,8 @@
 // help) without loading the passes. Steps that run once per rate print as `step@0.500`.
 
 export const STEPS = [
-  'read', 'infer-shapes', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
-  'calibrate-group-norm', 'prune-to-rate', 'upgrade-opset', 'make-elastic',
+  'read', 'infer-shapes', 'fold-constants', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
+  'calibrate-group-norm', 'insert-batch-norm', 'calibrate-batch-norm', 'prune-to-rate', 'upgrade-opset', 'make-elastic',
 ] as const;
 
 export type StepName = (typeof STEPS)[number];

@@ -34,7 +34,7 @@ export interface CalibrationReport {
 }
 
 /** Model bytes with extra graph outputs (values picked by name). */
-function withOutputs(bytes: Uint8Array, names: string[]): { bytes: Uint8Array; names: string[] } {
+export function withOutputs(bytes: Uint8Array, names: string[]): { bytes: Uint8Array; names: string[] } {
   const model = decodeModel(bytes, null);
   const byName = model.graph.valuesByName();
   const extra: Value[] = [];

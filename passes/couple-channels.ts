@@ -11,12 +11,19 @@
 // and graph outputs pin what reaches them.
 
 import type { Graph, Model, Node, Value } from '../compiler/ir.js';
+import { inferShapes, type KnownValues } from '../compiler/shape-inference.js';
 import { coupleRules } from './couple-rules.js';
+import { headsRule } from './couple-heads.js';
 import { Union, denominatorOf, find, lcm, resolve, resolveSpace, spaceWidth, type Space } from './channel-space.js';
 
 export interface Tracked {
   axis: number;
   space: Space;
+  /**
+   * The axis holds batch × attention heads (batch outer): its size is not a channel count, and
+   * only the rules in couple-heads.ts read it.
+   */
+  heads?: boolean;
 }
 
 export interface ParamAxis {
@@ -82,9 +89,12 @@ export class CouplingContext {
   readonly options: CoupleOptions;
   /** Nodes a rule has already accounted for (the inner nodes of a decomposed layer norm). */
   readonly handled = new Set<Node>();
+  /** Values of small run-time tensors shape inference folds (e.g. an Expand target [batch, 1, 1]). */
+  readonly known: KnownValues;
 
   constructor(model: Model, options: CoupleOptions) {
     this.graph = model.graph;
+    this.known = inferShapes(model).known;
     this.opset = model.opset();
     this.options = options;
     this.analysis = { unions: [], tracked: new Map(), params: new Map(), groupedConvs: [], shapeRewrites: [], layers: [], layerNorms: [] };
@@ -116,9 +126,9 @@ export class CouplingContext {
     return value ? this.analysis.tracked.get(value) : undefined;
   }
 
-  track(value: Value | undefined, axis: number, space: Space): void {
+  track(value: Value | undefined, axis: number, space: Space, heads = false): void {
     if (!value || !value.name) return;
-    this.analysis.tracked.set(value, { axis, space });
+    this.analysis.tracked.set(value, heads ? { axis, space, heads } : { axis, space });
   }
 
   pin(space: Space | undefined, reason: string): void {
@@ -217,6 +227,10 @@ export function coupleChannels(model: Model, options: CoupleOptions = { layerNor
   const ctx = new CouplingContext(model, options);
   for (const node of model.graph.nodes) {
     if (ctx.handled.has(node)) continue;
+    if (node.inputs.some((v) => ctx.get(v)?.heads)) {
+      headsRule(node, ctx);
+      continue;
+    }
     const rule = node.domain === '' || node.domain === 'ai.onnx' ? coupleRules[node.op] : undefined;
     if (rule) {
       rule(node, ctx);

@@ -5,6 +5,8 @@
 import type { Node, Value } from '../compiler/ir.js';
 import { normAxis, type CouplingContext } from './couple-channels.js';
 import { denominatorOf, resolveSpace, type Space } from './channel-space.js';
+import { knownValue } from '../compiler/shape-inference.js';
+import { splitHeads } from './couple-heads.js';
 
 type Rule = (node: Node, ctx: CouplingContext) => void;
 
@@ -81,7 +83,7 @@ const conv: Rule = (node, ctx) => {
     const inPerGroup = wDims[1]!;
     const outPerGroup = outChannels / group;
     if (!x || x.axis !== 1 || x.space.length !== 1) {
-      ctx.pin(out, `${node.label()} is a grouped conv whose input channels are fixed`);
+      ctx.pin(out, `${node.label()} is a grouped conv whose input channels are fixed (group j reads input group j, so it keeps the input's width)`);
       ctx.pin(x?.space, `${node.label()} is a grouped conv over composed channels`);
     } else {
       const [rx] = resolveSpace(x.space);
@@ -161,7 +163,7 @@ const matMul: Rule = (node, ctx) => {
   const bDims = b?.const?.dims;
   const aRank = dims(node.inputs[0])?.length;
   if (!bDims || bDims.length !== 2 || aRank === undefined || aRank < 2) {
-    ctx.pinInputs(node, `${node.label()} multiplies two run-time tensors (e.g. attention)`);
+    ctx.pinInputs(node, `${node.label()} multiplies two run-time tensors that are not attention heads split by a Reshape [..., -1, head_dim]`);
     return;
   }
   const out = ctx.produce(node, bDims[1]!);
@@ -223,7 +225,9 @@ const concat: Rule = (node, ctx) => {
     let space: Space | null = null;
     for (const t of tracked) if (t) space = space ? ctx.link(space, t.space, node.label()) : t.space;
     node.inputs.forEach((v, i) => {
-      if (!tracked[i] && v) ctx.pin(space!, `${node.label()} concatenates channels with ${v.name}, whose channels slicec does not follow`);
+      if (tracked[i] || !v) return;
+      if (v.const && v.const.dims.length === outRank) ctx.param(node, i, chanAxis, space!);
+      else if (!broadcastConstant(v, chanAxis, outRank, space!, ctx)) ctx.pin(space!, `${node.label()} concatenates channels with ${v.name}, whose channels slicec does not follow`);
     });
     ctx.track(node.outputs[0], chanAxis, space!);
     return;
@@ -244,6 +248,21 @@ const concat: Rule = (node, ctx) => {
   }
   ctx.track(node.outputs[0], axis, segments);
 };
+
+/**
+ * A constant repeated along other axes (a class token: Expand(token[1,1,C], [batch,1,1])): the
+ * constant is cut with the channels when the Expand target keeps the channel axis (entry 1).
+ */
+function broadcastConstant(v: Value, axis: number, rank: number, space: Space, ctx: CouplingContext): boolean {
+  const expand = v.producer;
+  const source = expand?.inputs[0];
+  if (expand?.op !== 'Expand' || !source?.const || source.const.dims.length !== rank || v.uses.length !== 1) return false;
+  const target = knownValue(expand.inputs[1], ctx.known);
+  if (!target || target.data.length !== rank || target.data[axis] !== 1n) return false;
+  ctx.param(expand, 0, axis, space);
+  ctx.track(v, axis, space);
+  return true;
+}
 
 /** Ops that cut or reorder the channel axis when they act on it; pass through otherwise. */
 function axisSensitive(actsOnAxis: (node: Node, t: { axis: number }, rank: number) => boolean | 'unknown', what: string): Rule {
@@ -295,7 +314,8 @@ const reduce: Rule = (node, ctx) => {
   const list = axes === undefined || axes.length === 0 ? (noop ? [] : [...Array(rank).keys()]) : axes.map((a) => normAxis(a, rank));
   if (list.includes(t.axis) && node.op === 'ReduceMean' && ctx.options.layerNorms === 'rewrite' && list.length === 1 && matchLayerNorm(node, ctx)) return;
   if (list.includes(t.axis)) {
-    ctx.pin(t.space, `${node.label()} reduces over the channel axis (statistics would change)`);
+    const hint = node.op === 'ReduceMean' && ctx.options.layerNorms === 'pin' ? '; a layer norm built from it is rewritten into group norms with --norm gn' : '';
+    ctx.pin(t.space, `${node.label()} reduces over the channel axis (statistics would change${hint})`);
     return;
   }
   const keep = node.attrInt('keepdims', 1) === 1;
@@ -404,13 +424,27 @@ function reshapeLike(node: Node, ctx: CouplingContext, shapeConst: { index: numb
   if (!inShape || !outShape) return fail('has a shape slicec cannot infer');
   const width = inShape[t.axis];
   if (typeof width !== 'number') return fail('has a channel axis of unknown size');
-  // the dims before the channel axis must stay as they are (same prefix of the layout)
+  if (t.axis === inShape.length - 1 && outShape[outShape.length - 1] === width) {
+    // only the leading axes are regrouped ([tokens·batch, C] → [tokens, batch, C]): row-major
+    // order leaves the last axis, and so every channel, where it was
+    const last = outShape.length - 1;
+    const entry = shapeConst?.values[last];
+    if (shapeConst && entry !== -1 && !(entry === 0 && last === t.axis)) {
+      if (entry !== width) return fail('has a shape constant that does not match its output');
+      ctx.analysis.shapeRewrites.push({ node, inputIndex: shapeConst.index, entry: last, space: t.space });
+    }
+    ctx.track(node.outputs[0], last, t.space);
+    return;
+  }
+  // the dims before the channel axis must stay as they are (same prefix of the layout); leading
+  // 1s (a batch of 1) make several prefixes match, so take the first that can hold the channels
   const before = key(inShape.slice(0, t.axis));
   let o = 0;
-  while (o <= outShape.length && key(outShape.slice(0, o)) !== before) o++;
-  if (o >= outShape.length) return fail('moves the channel axis in a way slicec cannot map');
+  const fits = (i: number): boolean => key(outShape.slice(0, i)) === before && (typeof outShape[i] !== 'number' || (outShape[i] as number) >= width);
+  while (o < outShape.length && !fits(o)) o++;
+  if (o >= outShape.length) return fail(isShuffle(node) ? SHUFFLE : 'moves the channel axis in a way slicec cannot map');
   const merged = outShape[o];
-  if (typeof merged !== 'number' || merged % width !== 0) return fail('splits the channel axis');
+  if (typeof merged !== 'number' || merged % width !== 0) return fail(isShuffle(node) ? SHUFFLE : 'splits the channel axis');
   let block = 1;
   let a = t.axis + 1;
   while (block < merged / width && a < inShape.length) {
@@ -429,6 +463,17 @@ function reshapeLike(node: Node, ctx: CouplingContext, shapeConst: { index: numb
     }
   }
   ctx.track(node.outputs[0], o, space);
+}
+
+const SHUFFLE =
+  'is a channel shuffle: it interleaves the channel groups of a concat, and slicing keeps a prefix of ' +
+  'each group, which an interleaving does not preserve; the shuffled channels keep their width, and the layers inside each branch are sliced';
+
+/** Reshape [N, g, C/g, H, W] whose output a Transpose swaps axes 1 and 2 of (ShuffleNet's shuffle). */
+function isShuffle(node: Node): boolean {
+  const users = node.outputs[0]?.consumers() ?? [];
+  const perm = users.length === 1 && users[0]!.op === 'Transpose' ? users[0]!.attrInts('perm') : undefined;
+  return !!perm && perm.join(',') === '0,2,1,3,4';
 }
 
 function key(ds: (number | string | null)[]): string {
@@ -456,9 +501,10 @@ const reshape: Rule = (node, ctx) => {
     return;
   }
   const values = constInts(shapeInput);
+  if (values && splitHeads(node, ctx, values)) return;
   if (!values) {
     // computed at run time: only safe when it cannot hard-code the channel count
-    ctx.pin(t.space, `${node.label()} takes a shape computed at run time`);
+    ctx.pin(t.space, `${node.label()} takes a shape computed at run time that is not the same at every batch size (export with dynamic_axes on the batch dim only, so the other sizes fold to constants)`);
     return;
   }
   reshapeLike(node, ctx, { index: 1, values });
@@ -623,7 +669,8 @@ const layerNorm: Rule = (node, ctx) => {
       ctx.track(node.outputs[0], t.axis, t.space);
       return;
     }
-    ctx.pin(t.space, `${node.label()} normalizes over the channel axis (a group-norm rewrite needs --norm gn)`);
+    ctx.pin(t.space, `${node.label()} normalizes over the channel axis (with --norm gn it is rewritten into group norms)`);
+    ctx.track(node.outputs[0], t.axis, t.space); // pinned with its input, so what follows is coupled, not blamed
     return;
   }
   ctx.track(node.outputs[0], t.axis, t.space);

@@ -27,7 +27,7 @@ export const SLICE_RATE_INPUT = 'slice_rate';
 export const ELASTIC_MIN_OPSET = 11;
 
 /** Make `copy` elastic; `analysis` must describe this model's own values and nodes. */
-export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: Partition): { input: string } {
+export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: Partition): { input: string; activeGroups: Value } {
   const graph = copy.graph;
   const params = [...analysis.params].map(([value, axes]) => {
     if (!value.const) throw new Error(`make-elastic: ${value.name} is not a constant`);
@@ -175,5 +175,5 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
   if (cycle) throw new Error(`make-elastic produced a cycle through ${cycle[0]!.label()}`);
   graph.removeUnusedInitializers();
   refreshShapes(copy);
-  return { input: inputName };
+  return { input: inputName, activeGroups: k };
 }

@@ -6,6 +6,8 @@
 // sorted by importance, descending and stable. Applying one permutation to every constant that
 // is cut on the union's axes is function-preserving: the producers emit channels in the new
 // order and every consumer reads them in that order (rate 1 equals the original model).
+// A caller may pass its own scores per union (activation-importance.ts); unions it leaves out
+// keep the weight scores.
 
 import type { Graph } from '../compiler/ir.js';
 import { gatherAxis, isIdentity, l1PerIndex } from '../compiler/tensor-ops.js';
@@ -48,11 +50,12 @@ export function unitImportance(analysis: ChannelAnalysis, roots: Set<Union>): Ma
   return scores;
 }
 
-export function reorderChannels(graph: Graph, analysis: ChannelAnalysis, partition: Partition): Reordering {
+export function reorderChannels(graph: Graph, analysis: ChannelAnalysis, partition: Partition, scores?: Map<Union, Float64Array>): Reordering {
   const roots = new Set(partition.unions.map((g) => g.union));
-  const scores = unitImportance(analysis, roots);
+  const importance = unitImportance(analysis, roots);
+  for (const [root, score] of scores ?? []) if (importance.has(root)) importance.set(root, score);
   const perms = new Map<Union, number[]>();
-  for (const [root, score] of scores) {
+  for (const [root, score] of importance) {
     const order = [...score.keys()].sort((a, b) => score[b]! - score[a]! || a - b);
     if (!isIdentity(order, order.length)) perms.set(root, order);
   }

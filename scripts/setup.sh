@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need on Debian: ONNX's backend test models (libonnx-testdata) and the
-# independent Python checkers (python3-onnx, python3-jsonschema for docs/plan.schema.json), the
-# headless browser the report test renders pages in (chromium), then the npm dependencies. Safe to
-# run again.
+# independent Python checkers (python3-onnx, python3-jsonschema for docs/plan.schema.json), PyTorch and
+# torchvision (python3-torch, python3-torchvision: test/torch-exports.test.ts exports real models with
+# them into test/.cache), the headless browser the report test renders pages in (chromium), then the
+# npm dependencies. Safe to run again.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(libonnx-testdata python3-onnx python3-jsonschema chromium)
+packages=(libonnx-testdata python3-onnx python3-jsonschema python3-torch python3-torchvision chromium)
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg -s "$pkg" >/dev/null 2>&1; then

@@ -287,7 +287,7 @@ describe('compile', () => {
   });
 
   it('takes every step name the stepper prints: per-rate steps as step@rate, upgrade-opset', async () => {
-    const run = await runCli([RESNET, '--groups', '2', '-o', path.join(tmp, 'per-rate-dump'), '--print-after', 'prune-to-rate@0.500,upgrade-opset']);
+    const run = await runCli([RESNET, '--groups', '2', '--elastic', 'lean', '-o', path.join(tmp, 'per-rate-dump'), '--print-after', 'prune-to-rate@0.500,upgrade-opset']);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stderr.match(/\/\/ after prune-to-rate@0\.500\n/g)).toHaveLength(1);
     expect(run.stderr).not.toContain('// after prune-to-rate@1.000');

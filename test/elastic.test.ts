@@ -24,6 +24,7 @@ import { pruneToRate } from '../passes/prune-to-rate.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { copyWithAnalysis, editDropped } from './helpers/slicing.js';
 import { fixtureModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { relativeError, withRate } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-elastic-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -57,23 +58,11 @@ async function runWeb(file: string, feeds: Feeds): Promise<Outputs> {
   }
 }
 
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let scale = 0;
-  for (const x of a) scale = Math.max(scale, Math.abs(x));
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
-  return worst;
-}
-
-function withRate(feeds: Feeds, rate: number): Feeds {
-  return { ...feeds, slice_rate: new ort.Tensor('float32', Float32Array.of(rate), []) };
-}
-
 describe('elastic graph equals the pruned graph of each rate', () => {
   for (const file of models) {
     it(path.relative(REPO_ROOT, file), async () => {
       const outDir = path.join(tmp, path.basename(file, '.onnx'));
-      const result = await compile({ model: file, groups: 4, outDir });
+      const result = await compile({ model: file, groups: 4, outDir, elastic: 'lean' });
       const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
       expect(manifest.elastic.file).toBe('elastic.onnx');
       expect(manifest.normalization.mode).toBe('gn');
@@ -96,7 +85,7 @@ describe('elastic graph equals the pruned graph of each rate', () => {
 
   it('clamps rates to [1/G, 1] and rounds up to whole groups', async () => {
     const outDir = path.join(tmp, 'clamp');
-    const result = await compile({ model: path.join(REPO_ROOT, 'fixtures', 'mlp.onnx'), groups: 4, outDir });
+    const result = await compile({ model: path.join(REPO_ROOT, 'fixtures', 'mlp.onnx'), groups: 4, outDir, elastic: 'lean' });
     const feeds = randomFeeds(readModel(path.join(REPO_ROOT, 'fixtures', 'mlp.onnx')), 2, 2)!;
     const quarter = await runNode(path.join(outDir, 'slices/rate-0.250.onnx'), feeds);
     const half = await runNode(path.join(outDir, 'slices/rate-0.500.onnx'), feeds);

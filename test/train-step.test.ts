@@ -19,6 +19,7 @@ import { fixtureModels, REPO_ROOT } from './helpers/models.js';
 import { runBin } from './helpers/cli.js';
 
 const BATCH = 4;
+const LR = 1e-3;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-train-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -70,7 +71,7 @@ describe('one SGD step lowers the loss at every rate', () => {
           } else if (input.role === 'labels') {
             feeds.set(input.name, { dtype: 'int64', shape: input.shape, data: BigInt64Array.from({ length: count }, (_, i) => BigInt(i % classes)) });
           } else if (input.role === 'lr') {
-            feeds.set(input.name, { dtype: 'float32', shape: [], data: Float32Array.of(0.01) });
+            feeds.set(input.name, { dtype: 'float32', shape: [], data: Float32Array.of(LR) });
           } else if (input.role === 'step') {
             feeds.set(input.name, { dtype: 'float32', shape: [], data: Float32Array.of(1) });
           } else {
