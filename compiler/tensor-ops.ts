@@ -1,43 +1,102 @@
-// Small tensor utilities the passes share: take indices along an axis, L1 mass per slice.
+// Small tensor utilities the passes share: take indices along one or several axes in one copy,
+// L1 mass per slice.
+//
+// Layout: row-major, so index i_a along axis a sits at Σ i_a·stride_a with stride_a the product
+// of the dims after a. A gather over several axes walks the output in order, maps each output
+// index through its axis' index list, and copies the innermost contiguous block (the dims after
+// the last gathered axis) as one run; along the last axis that block is a single element, so a
+// tight index loop does the work.
 
 import { DataType, Tensor, typedArrayCtor, type TypedArray } from './tensor.js';
 
-/** A new tensor holding `indices` (in that order) of `t` along `axis`. */
-export function gatherAxis(t: Tensor, axis: number, indices: readonly number[]): Tensor {
+export interface AxisPick {
+  axis: number;
+  /** Indices along `axis` to keep, in the order they appear in the result. */
+  indices: readonly number[];
+}
+
+/** Below this many elements a run is copied by a loop; longer runs by `TypedArray.set`. */
+const SET_MIN = 16;
+
+/**
+ * A new tensor holding, along each picked axis, the given indices in that order. Several picks
+ * of the same axis compose in order (as if gathered one after another).
+ */
+export function gatherAxes(t: Tensor, picks: readonly AxisPick[]): Tensor {
   const dims = t.dims;
+  const perAxis: (Int32Array | null)[] = dims.map(() => null);
+  for (const { axis, indices } of picks) {
+    const before = perAxis[axis];
+    const next = new Int32Array(indices.length);
+    for (let k = 0; k < indices.length; k++) next[k] = before ? before[indices[k]!]! : indices[k]!;
+    perAxis[axis] = next;
+  }
   const src = t.view() as Float32Array;
-  let outer = 1;
-  for (let i = 0; i < axis; i++) outer *= dims[i]!;
-  let inner = 1;
-  for (let i = axis + 1; i < dims.length; i++) inner *= dims[i]!;
-  const width = dims[axis]!;
-  // consecutive indices are copied as one run (pruning keeps prefixes: one copy per row)
-  const runs: [number, number, number][] = [];
-  for (let k = 0; k < indices.length; ) {
-    let end = k + 1;
-    while (end < indices.length && indices[end] === indices[end - 1]! + 1) end++;
-    runs.push([indices[k]!, k, end - k]);
-    k = end;
-  }
+  const newDims = dims.map((d, a) => perAxis[a]?.length ?? d);
   const ctor = typedArrayCtor(t.dtype);
-  const out = new ctor(outer * indices.length * inner) as Float32Array;
-  for (let o = 0; o < outer; o++) {
-    for (const [from, to, length] of runs) {
-      const start = (o * width + from) * inner;
-      const count = length * inner;
-      const at = (o * indices.length + to) * inner;
-      if (count < 16) {
-        for (let i = 0; i < count; i++) out[at + i] = src[start + i]!;
-      } else {
-        out.set(src.subarray(start, start + count), at);
-      }
+  const out = new ctor(newDims.reduce((p, d) => p * d, 1)) as Float32Array;
+  let last = -1;
+  for (let a = 0; a < dims.length; a++) if (perAxis[a]) last = a;
+  if (last < 0) {
+    out.set(src);
+  } else if (out.length > 0) {
+    const strides = new Array<number>(dims.length);
+    let stride = 1;
+    for (let a = dims.length - 1; a >= 0; a--) {
+      strides[a] = stride;
+      stride *= dims[a]!;
     }
+    const inner = strides[last]!;
+    const lastIdx = perAxis[last]!;
+    // runs of consecutive indices along the last gathered axis (pruning keeps prefixes: one run)
+    const runFrom: number[] = [];
+    const runLength: number[] = [];
+    for (let k = 0; k < lastIdx.length; ) {
+      let end = k + 1;
+      while (end < lastIdx.length && lastIdx[end] === lastIdx[end - 1]! + 1) end++;
+      runFrom.push(lastIdx[k]!);
+      runLength.push(end - k);
+      k = end;
+    }
+    const indexLoop = inner === 1 && runFrom.length * 4 > lastIdx.length;
+    let at = 0;
+    const copyLast = (base: number): void => {
+      if (indexLoop) {
+        for (let k = 0; k < lastIdx.length; k++) out[at + k] = src[base + lastIdx[k]!]!;
+        at += lastIdx.length;
+        return;
+      }
+      for (let r = 0; r < runFrom.length; r++) {
+        const start = base + runFrom[r]! * inner;
+        const count = runLength[r]! * inner;
+        if (count < SET_MIN) {
+          for (let i = 0; i < count; i++) out[at + i] = src[start + i]!;
+        } else {
+          out.set(src.subarray(start, start + count), at);
+        }
+        at += count;
+      }
+    };
+    const walk = (axis: number, base: number): void => {
+      if (axis === last) {
+        copyLast(base);
+        return;
+      }
+      const idx = perAxis[axis];
+      const n = idx ? idx.length : dims[axis]!;
+      const s = strides[axis]!;
+      for (let k = 0; k < n; k++) walk(axis + 1, base + (idx ? idx[k]! : k) * s);
+    };
+    walk(0, 0);
   }
-  const newDims = [...dims];
-  newDims[axis] = indices.length;
   const result = Tensor.fromTyped(t.dtype, newDims, out as TypedArray, t.name);
   result.docString = t.docString;
   return result;
+}
+
+/** A new tensor holding `indices` (in that order) of `t` along `axis`. */
+export function gatherAxis(t: Tensor, axis: number, indices: readonly number[]): Tensor {
+  return gatherAxes(t, [{ axis, indices }]);
 }
 
 /** Sum of |x| over each index of `axis` (float tensors; zeros for other types). */
@@ -51,6 +110,13 @@ export function l1PerIndex(t: Tensor, axis: number): Float64Array {
   for (let i = 0; i < axis; i++) outer *= dims[i]!;
   let inner = 1;
   for (let i = axis + 1; i < dims.length; i++) inner *= dims[i]!;
+  if (inner === 1) {
+    for (let o = 0; o < outer; o++) {
+      const base = o * width;
+      for (let c = 0; c < width; c++) sums[c]! += Math.abs(src[base + c]!);
+    }
+    return sums;
+  }
   for (let o = 0; o < outer; o++) {
     for (let c = 0; c < width; c++) {
       const base = (o * width + c) * inner;

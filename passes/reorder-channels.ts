@@ -8,7 +8,7 @@
 // order and every consumer reads them in that order (rate 1 equals the original model).
 
 import type { Graph } from '../compiler/ir.js';
-import { gatherAxis, isIdentity, l1PerIndex } from '../compiler/tensor-ops.js';
+import { gatherAxes, isIdentity, l1PerIndex, type AxisPick } from '../compiler/tensor-ops.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { permutedIndices, resolve, type Union } from './channel-space.js';
 import type { Partition } from './partition-channels.js';
@@ -57,12 +57,14 @@ export function reorderChannels(graph: Graph, analysis: ChannelAnalysis, partiti
     if (!isIdentity(order, order.length)) perms.set(root, order);
   }
   for (const [value, axes] of analysis.params) {
-    let tensor = value.const!;
+    const tensor = value.const!;
+    // every cut axis of a tensor is permuted in one copy, not one copy per axis
+    const picks: AxisPick[] = [];
     for (const p of axes) {
       const indices = permutedIndices(p.space, perms);
-      if (!isIdentity(indices, tensor.dims[p.axis]!)) tensor = gatherAxis(tensor, p.axis, indices);
+      if (!isIdentity(indices, tensor.dims[p.axis]!)) picks.push({ axis: p.axis, indices });
     }
-    if (tensor !== value.const) graph.setConstant(value, tensor);
+    if (picks.length > 0) graph.setConstant(value, gatherAxes(tensor, picks));
   }
   return { perms };
 }

@@ -1,0 +1,91 @@
+// gatherAxes against a direct per-element reference (index arithmetic written out), on shapes
+// and index lists that reach every copy path: last-axis permutations (index loop), prefixes
+// (one run per row), runs shorter and longer than the set() threshold, several axes at once,
+// repeated picks of one axis, and int64 data. Also: views of unaligned raw bytes.
+
+import { describe, expect, it } from 'vitest';
+import { Rng } from '../compiler/rng.js';
+import { DataType, Tensor } from '../compiler/tensor.js';
+import { gatherAxes, gatherAxis, l1PerIndex, type AxisPick } from '../compiler/tensor-ops.js';
+
+function reference(t: Tensor, picks: AxisPick[]): { dims: number[]; data: number[] } {
+  let dims = [...t.dims];
+  let data = Array.from(t.view() as Float32Array, Number);
+  for (const { axis, indices } of picks) {
+    const outer = dims.slice(0, axis).reduce((p, d) => p * d, 1);
+    const inner = dims.slice(axis + 1).reduce((p, d) => p * d, 1);
+    const next: number[] = [];
+    for (let o = 0; o < outer; o++) {
+      for (const k of indices) for (let i = 0; i < inner; i++) next.push(data[(o * dims[axis]! + k) * inner + i]!);
+    }
+    dims = dims.map((d, a) => (a === axis ? indices.length : d));
+    data = next;
+  }
+  return { dims, data };
+}
+
+function shuffled(n: number, rng: Rng): number[] {
+  const out = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+function random(dims: number[], rng: Rng): Tensor {
+  const n = dims.reduce((p, d) => p * d, 1);
+  return Tensor.float32(dims, Array.from({ length: n }, () => rng.next() * 2 - 1));
+}
+
+describe('gatherAxes', () => {
+  const rng = new Rng(7);
+  const cases: { name: string; dims: number[]; picks: (dims: number[]) => AxisPick[] }[] = [
+    { name: 'last-axis permutation', dims: [5, 33], picks: (d) => [{ axis: 1, indices: shuffled(d[1]!, rng) }] },
+    { name: 'first-axis permutation', dims: [7, 20], picks: (d) => [{ axis: 0, indices: shuffled(d[0]!, rng) }] },
+    { name: 'prefixes on both axes', dims: [12, 40], picks: () => [{ axis: 0, indices: [0, 1, 2, 3, 4] }, { axis: 1, indices: Array.from({ length: 25 }, (_, i) => i) }] },
+    { name: 'both axes permuted in one copy', dims: [9, 17], picks: (d) => [{ axis: 0, indices: shuffled(d[0]!, rng) }, { axis: 1, indices: shuffled(d[1]!, rng) }] },
+    { name: 'middle axis, short runs', dims: [3, 8, 5, 2], picks: () => [{ axis: 1, indices: [4, 5, 0, 1, 6, 7, 2, 3] }] },
+    { name: 'middle axis, long runs', dims: [2, 6, 4, 9], picks: () => [{ axis: 1, indices: [3, 4, 5, 0, 1, 2] }] },
+    { name: 'outer and inner axes of a conv weight', dims: [6, 4, 3, 3], picks: (d) => [{ axis: 0, indices: shuffled(d[0]!, rng).slice(0, 4) }, { axis: 1, indices: [2, 0] }] },
+    { name: 'one axis picked twice composes', dims: [4, 10], picks: (d) => [{ axis: 1, indices: shuffled(d[1]!, rng) }, { axis: 1, indices: [9, 0, 3] }] },
+    { name: 'axes given out of order', dims: [5, 6, 7], picks: (d) => [{ axis: 2, indices: shuffled(d[2]!, rng) }, { axis: 0, indices: [4, 2] }] },
+    { name: 'empty selection', dims: [3, 4], picks: () => [{ axis: 1, indices: [] }] },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const t = random(c.dims, rng);
+      const picks = c.picks(c.dims);
+      const got = gatherAxes(t, picks);
+      const want = reference(t, picks);
+      expect(got.dims).toEqual(want.dims);
+      expect(Array.from(got.view() as Float32Array)).toEqual(want.data.map((v) => Math.fround(v)));
+    });
+  }
+
+  it('gathers int64 tensors exactly', () => {
+    const t = Tensor.int64([2, 3], [1n, -2n, 2n ** 40n, 4n, 5n, -(2n ** 50n)]);
+    const got = gatherAxis(t, 1, [2, 0]);
+    expect(got.dims).toEqual([2, 2]);
+    expect(got.bigints()).toEqual([2n ** 40n, 1n, -(2n ** 50n), 4n]);
+  });
+});
+
+describe('views of raw bytes', () => {
+  it('copies unaligned bytes once and reuses that copy', () => {
+    const backing = new Uint8Array(4 * 6 + 1);
+    const values = new Float32Array([1, -2, 3.5, 4, 5, -6]);
+    backing.set(new Uint8Array(values.buffer), 1);
+    const t = new Tensor(DataType.FLOAT, [2, 3], { kind: 'raw', bytes: backing.subarray(1) });
+    const first = t.view();
+    expect(Array.from(first as Float32Array)).toEqual(Array.from(values));
+    expect(t.view()).toBe(first);
+    expect(Array.from(l1PerIndex(t, 1))).toEqual([5, 7, 9.5]);
+  });
+
+  it('views aligned bytes in place', () => {
+    const values = new Float32Array([1, 2, 3, 4]);
+    const t = Tensor.fromTyped(DataType.FLOAT, [4], values);
+    expect((t.view() as Float32Array).buffer).toBe(values.buffer);
+  });
+});
