@@ -10,7 +10,7 @@ import { modelCost } from './cost.js';
 import { ErrorCodes, userError, withStep } from './diagnostics.js';
 import type { Model, Value } from './ir.js';
 import { cloneModel } from './clone.js';
-import { encodeModel, readModel, writeModel } from './onnx-codec.js';
+import { readModel, writeModel } from './onnx-codec.js';
 import { printModel, type PrintSection } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
@@ -26,7 +26,7 @@ import { insertGroupNorm } from '../passes/insert-group-norm.js';
 import { makeElastic } from '../passes/make-elastic.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
-import { runFloat } from '../runtime/session.js';
+import { openFloatSession } from '../runtime/session.js';
 import { loadCalibration, syntheticCalibration } from './calibration-data.js';
 
 export const STEPS = [
@@ -153,7 +153,7 @@ function rateFileName(rate: number): string {
 export async function compile(options: CompileOptions, hooks: PipelineHooks = {}): Promise<CompileResult> {
   const { groups, rates, roundTo, outDir } = validateOptions(options);
   const steps = new Stepper(options, hooks);
-  const sourceBytes = readSource(options.model);
+  const source = digestSource(options.model);
 
   const model = readModel(options.model);
   steps.run('read', model, () => verifyModel(model, { mode: 'input', source: options.model }));
@@ -206,8 +206,8 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       format: MANIFEST_FORMAT,
       source: {
         name: path.basename(options.model),
-        sha256: crypto.createHash('sha256').update(sourceBytes).digest('hex'),
-        bytes: sourceBytes.byteLength,
+        sha256: source.sha256,
+        bytes: source.bytes,
         irVersion: Number(model.irVersion),
         opset: model.opset(),
       },
@@ -238,7 +238,7 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
     const folded = steps.run('fold-batch-norm', model, () => foldBatchNorm(model, analysis), { transform: true });
     return { mode, sites: { folded: folded.folded }, skipped: folded.kept.map((k) => ({ where: k, why: 'BatchNorm kept' })), calibration: null };
   }
-  const before = encodeModel(model);
+  const before = cloneModel(model).model; // shares the tensors: insert-group-norm replaces, never writes into them
   const inserted = steps.run('insert-group-norm', model, () => insertGroupNorm(model, analysis, partition), {
     transform: true,
     sections: (r) => [{ title: 'group norms', lines: [
@@ -252,7 +252,7 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
   const source = options.calibration ? 'file' : 'synthetic';
   const feeds = options.calibration ? loadCalibration(options.calibration, model) : syntheticCalibration(model);
   const report = await steps.runAsync('calibrate-group-norm', model, () =>
-    calibrateGroupNorm(model, before, inserted.sites, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs), source), { transform: true });
+    calibrateGroupNorm(model, before, inserted.sites, feeds, (bytes) => openFloatSession(bytes), source), { transform: true });
   return {
     mode,
     sites,
@@ -261,12 +261,22 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
   };
 }
 
-function readSource(file: string): Uint8Array {
+/** SHA-256 and size of the input, read in chunks so no second copy of the model stays alive. */
+function digestSource(file: string): { sha256: string; bytes: number } {
+  const hash = crypto.createHash('sha256');
+  let bytes = 0;
   try {
-    return fs.readFileSync(file);
+    const fd = fs.openSync(file, 'r');
+    try {
+      const chunk = Buffer.allocUnsafe(1 << 20);
+      for (let n = 0; (n = fs.readSync(fd, chunk, 0, chunk.length, null)) > 0; bytes += n) hash.update(chunk.subarray(0, n));
+    } finally {
+      fs.closeSync(fd);
+    }
   } catch {
-    return new Uint8Array(); // readModel reports the problem with its own message
+    // readModel reports the problem with its own message
   }
+  return { sha256: hash.digest('hex'), bytes };
 }
 
 /** MACs of the full-width model (the reordered model is the rate-1 graph). */

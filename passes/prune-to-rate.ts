@@ -9,7 +9,7 @@
 import type { Model } from '../compiler/ir.js';
 import { refreshShapes } from '../compiler/shape-inference.js';
 import { Tensor } from '../compiler/tensor.js';
-import { gatherAxis } from '../compiler/tensor-ops.js';
+import { gatherAxes, type AxisPick } from '../compiler/tensor-ops.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { keptCount, keptIndices, type KeptWidths } from './channel-space.js';
 
@@ -18,12 +18,13 @@ export function pruneToRate(model: Model, analysis: ChannelAnalysis, kept: KeptW
   const graph = model.graph;
   for (const [target, axes] of analysis.params) {
     if (!target.const) throw new Error(`prune-to-rate: ${target.name} is not a constant`);
-    let tensor = target.const;
+    const tensor = target.const;
+    const picks: AxisPick[] = [];
     for (const p of axes) {
       const indices = keptIndices(p.space, kept);
-      if (indices.length !== tensor.dims[p.axis]) tensor = gatherAxis(tensor, p.axis, indices);
+      if (indices.length !== tensor.dims[p.axis]) picks.push({ axis: p.axis, indices });
     }
-    if (tensor !== target.const) graph.setConstant(target, tensor);
+    if (picks.length > 0) graph.setConstant(target, gatherAxes(tensor, picks)); // one copy for all cut axes
   }
   for (const g of analysis.groupedConvs) g.node.setInt('group', keptCount(g.outSpace, kept) / g.outPerGroup);
   for (const r of analysis.shapeRewrites) {
