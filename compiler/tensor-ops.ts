@@ -128,6 +128,42 @@ export function l1PerIndex(t: Tensor, axis: number): Float64Array {
   return sums;
 }
 
+/**
+ * `l1PerIndex` for each of `axes`, equal bit for bit. A leading axis and the last axis (a Gemm
+ * or MatMul weight) are summed in one pass over the data, each sum in the same order as alone.
+ */
+export function l1PerAxes(t: Tensor, axes: readonly number[]): Float64Array[] {
+  const dims = t.dims;
+  const lastAxis = dims.length - 1;
+  const fused = axes.length === 2 && axes[0] !== axes[1] && Math.max(axes[0]!, axes[1]!) === lastAxis;
+  if (!fused || (t.dtype !== DataType.FLOAT && t.dtype !== DataType.DOUBLE)) return axes.map((a) => l1PerIndex(t, a));
+  const axis = Math.min(axes[0]!, axes[1]!);
+  const src = t.view() as Float32Array;
+  const width = dims[axis]!;
+  const lastWidth = dims[lastAxis]!;
+  let outer = 1;
+  for (let i = 0; i < axis; i++) outer *= dims[i]!;
+  let inner = 1;
+  for (let i = axis + 1; i < dims.length; i++) inner *= dims[i]!;
+  const sums = new Float64Array(width);
+  const lastSums = new Float64Array(lastWidth);
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < width; c++) {
+      const base = (o * width + c) * inner;
+      let s = 0;
+      for (let r = 0; r < inner; r += lastWidth) {
+        for (let j = 0; j < lastWidth; j++) {
+          const v = Math.abs(src[base + r + j]!);
+          s += v;
+          lastSums[j]! += v;
+        }
+      }
+      sums[c]! += s;
+    }
+  }
+  return axes[0] === axis ? [sums, lastSums] : [lastSums, sums];
+}
+
 export function isIdentity(indices: readonly number[], width: number): boolean {
   if (indices.length !== width) return false;
   for (let i = 0; i < width; i++) if (indices[i] !== i) return false;

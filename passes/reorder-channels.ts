@@ -8,7 +8,7 @@
 // order and every consumer reads them in that order (rate 1 equals the original model).
 
 import type { Graph } from '../compiler/ir.js';
-import { gatherAxes, isIdentity, l1PerIndex, type AxisPick } from '../compiler/tensor-ops.js';
+import { gatherAxes, isIdentity, l1PerAxes, type AxisPick } from '../compiler/tensor-ops.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { permutedIndices, resolve, type Union } from './channel-space.js';
 import type { Partition } from './partition-channels.js';
@@ -23,8 +23,9 @@ export function unitImportance(analysis: ChannelAnalysis, roots: Set<Union>): Ma
   for (const root of roots) scores.set(root, new Float64Array(root.fineWidth / root.unit));
   for (const [value, axes] of analysis.params) {
     const tensor = value.const!;
-    for (const p of axes) {
-      const sums = l1PerIndex(tensor, p.axis);
+    const perAxis = l1PerAxes(tensor, axes.map((p) => p.axis));
+    for (const [k, p] of axes.entries()) {
+      const sums = perAxis[k]!;
       let total = 0;
       for (const s of sums) total += s;
       if (total === 0) continue;

@@ -1,12 +1,13 @@
 // gatherAxes against a direct per-element reference (index arithmetic written out), on shapes
 // and index lists that reach every copy path: last-axis permutations (index loop), prefixes
 // (one run per row), runs shorter and longer than the set() threshold, several axes at once,
-// repeated picks of one axis, and int64 data. Also: views of unaligned raw bytes.
+// repeated picks of one axis, and int64 data. Also: fused L1 sums equal the per-axis ones bit for
+// bit, and views of unaligned raw bytes.
 
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../compiler/rng.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
-import { gatherAxes, gatherAxis, l1PerIndex, type AxisPick } from '../compiler/tensor-ops.js';
+import { gatherAxes, gatherAxis, l1PerAxes, l1PerIndex, type AxisPick } from '../compiler/tensor-ops.js';
 
 function reference(t: Tensor, picks: AxisPick[]): { dims: number[]; data: number[] } {
   let dims = [...t.dims];
@@ -69,6 +70,16 @@ describe('gatherAxes', () => {
     expect(got.dims).toEqual([2, 2]);
     expect(got.bigints()).toEqual([2n ** 40n, 1n, -(2n ** 50n), 4n]);
   });
+});
+
+describe('l1PerAxes', () => {
+  const rng = new Rng(11);
+  for (const [dims, axes] of [[[6, 50], [0, 1]], [[50, 6], [1, 0]], [[4, 3, 7], [0, 2]], [[4, 3, 7], [1, 2]], [[5, 4, 3, 3], [0, 1]], [[8], [0]]] as [number[], number[]][]) {
+    it(`equals l1PerIndex bit for bit on [${dims.join(',')}] axes ${axes.join(',')}`, () => {
+      const t = random(dims, rng);
+      expect(l1PerAxes(t, axes)).toEqual(axes.map((a) => l1PerIndex(t, a)));
+    });
+  }
 });
 
 describe('views of raw bytes', () => {
