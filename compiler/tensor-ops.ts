@@ -3,9 +3,9 @@
 //
 // Layout: row-major, so index i_a along axis a sits at Σ i_a·stride_a with stride_a the product
 // of the dims after a. A gather over several axes walks the output in order, maps each output
-// index through its axis' index list, and copies the innermost contiguous block (the dims after
-// the last gathered axis) as one run; along the last axis that block is a single element, so a
-// tight index loop does the work.
+// index through its axis' index list, and copies the contiguous blocks (the dims after the last
+// gathered axis) in runs; along the last axis a block is a single element, so a tight index loop
+// does the work.
 
 import { DataType, Tensor, typedArrayCtor, type TypedArray } from './tensor.js';
 
@@ -37,61 +37,72 @@ export function gatherAxes(t: Tensor, picks: readonly AxisPick[]): Tensor {
   const out = new ctor(newDims.reduce((p, d) => p * d, 1)) as Float32Array;
   let last = -1;
   for (let a = 0; a < dims.length; a++) if (perAxis[a]) last = a;
-  if (last < 0) {
-    out.set(src);
-  } else if (out.length > 0) {
-    const strides = new Array<number>(dims.length);
-    let stride = 1;
-    for (let a = dims.length - 1; a >= 0; a--) {
-      strides[a] = stride;
-      stride *= dims[a]!;
-    }
-    const inner = strides[last]!;
-    const lastIdx = perAxis[last]!;
-    // runs of consecutive indices along the last gathered axis (pruning keeps prefixes: one run)
-    const runFrom: number[] = [];
-    const runLength: number[] = [];
-    for (let k = 0; k < lastIdx.length; ) {
-      let end = k + 1;
-      while (end < lastIdx.length && lastIdx[end] === lastIdx[end - 1]! + 1) end++;
-      runFrom.push(lastIdx[k]!);
-      runLength.push(end - k);
-      k = end;
-    }
-    const indexLoop = inner === 1 && runFrom.length * 4 > lastIdx.length;
-    let at = 0;
-    const copyLast = (base: number): void => {
-      if (indexLoop) {
-        for (let k = 0; k < lastIdx.length; k++) out[at + k] = src[base + lastIdx[k]!]!;
-        at += lastIdx.length;
-        return;
-      }
-      for (let r = 0; r < runFrom.length; r++) {
-        const start = base + runFrom[r]! * inner;
-        const count = runLength[r]! * inner;
-        if (count < SET_MIN) {
-          for (let i = 0; i < count; i++) out[at + i] = src[start + i]!;
-        } else {
-          out.set(src.subarray(start, start + count), at);
-        }
-        at += count;
-      }
-    };
-    const walk = (axis: number, base: number): void => {
-      if (axis === last) {
-        copyLast(base);
-        return;
-      }
-      const idx = perAxis[axis];
-      const n = idx ? idx.length : dims[axis]!;
-      const s = strides[axis]!;
-      for (let k = 0; k < n; k++) walk(axis + 1, base + (idx ? idx[k]! : k) * s);
-    };
-    walk(0, 0);
-  }
+  if (last < 0) out.set(src);
+  else if (out.length > 0) gatherInto(out, src, dims, perAxis, last);
   const result = Tensor.fromTyped(t.dtype, newDims, out as TypedArray, t.name);
   result.docString = t.docString;
   return result;
+}
+
+/**
+ * Fill `out` with `src` gathered along every axis that has an index list; `last` is the last
+ * such axis. Rows (one position of every axis before `last`) are visited in output order by an
+ * odometer; each row is copied by one of two loops kept as plain functions, so they are compiled
+ * once for all calls.
+ */
+function gatherInto(out: Float32Array, src: Float32Array, dims: readonly number[], perAxis: (Int32Array | null)[], last: number): void {
+  const strides = new Array<number>(dims.length);
+  let stride = 1;
+  for (let a = dims.length - 1; a >= 0; a--) {
+    strides[a] = stride;
+    stride *= dims[a]!;
+  }
+  const inner = strides[last]!;
+  const lastIdx = perAxis[last]!;
+  // runs of consecutive indices along the last gathered axis (pruning keeps prefixes: one run)
+  const from: number[] = [];
+  const length: number[] = [];
+  for (let k = 0; k < lastIdx.length; ) {
+    let end = k + 1;
+    while (end < lastIdx.length && lastIdx[end] === lastIdx[end - 1]! + 1) end++;
+    from.push(lastIdx[k]! * inner);
+    length.push((end - k) * inner);
+    k = end;
+  }
+  const indexed = inner === 1 && from.length * 4 > lastIdx.length;
+  const sizes = perAxis.slice(0, last).map((idx, a) => idx?.length ?? dims[a]!);
+  const counter = new Array<number>(last).fill(0);
+  let rows = 1;
+  for (const n of sizes) rows *= n;
+  let at = 0;
+  for (let row = 0; row < rows; row++) {
+    let base = 0;
+    for (let a = 0; a < last; a++) base += (perAxis[a] ? perAxis[a]![counter[a]!]! : counter[a]!) * strides[a]!;
+    at = indexed ? copyIndexed(out, at, src, base, lastIdx) : copyRuns(out, at, src, base, from, length);
+    for (let a = last - 1; a >= 0; a--) {
+      if (++counter[a]! < sizes[a]!) break;
+      counter[a] = 0;
+    }
+  }
+}
+
+function copyIndexed(out: Float32Array, at: number, src: Float32Array, base: number, idx: Int32Array): number {
+  for (let k = 0; k < idx.length; k++) out[at + k] = src[base + idx[k]!]!;
+  return at + idx.length;
+}
+
+function copyRuns(out: Float32Array, at: number, src: Float32Array, base: number, from: number[], length: number[]): number {
+  for (let r = 0; r < from.length; r++) {
+    const start = base + from[r]!;
+    const count = length[r]!;
+    if (count < SET_MIN) {
+      for (let i = 0; i < count; i++) out[at + i] = src[start + i]!;
+    } else {
+      out.set(src.subarray(start, start + count), at);
+    }
+    at += count;
+  }
+  return at;
 }
 
 /** A new tensor holding `indices` (in that order) of `t` along `axis`. */
