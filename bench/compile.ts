@@ -8,6 +8,8 @@
 // so this floor is the honest yardstick; a codec round trip ignores the output's size.
 // Floor and compile alternate in one process and the medians are compared. Peak RSS is measured
 // in a fresh child per norm mode (VmHWM) minus that of a child that only loads the same modules.
+// CPU time (user + system) of both is printed too: on a loaded machine compile, which is CPU
+// bound, loses more wall time than the floor, which waits on the kernel.
 // Targets: compile ≤ 2.5× the floor (norm keep) and peak RSS ≤ 3× the model size.
 
 import { spawnSync } from 'node:child_process';
@@ -19,7 +21,7 @@ import { writeModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
 import type { CompileResult } from '../compiler/pipeline-types.js';
 import { buildBigModel } from '../fixtures/big.js';
-import { argValue, median, table, timeAsyncMs, timeMs } from './common.js';
+import { argValue, median, nowMs, table, timeAsyncMs } from './common.js';
 
 type Norm = 'keep' | 'gn';
 const GROUPS = 8;
@@ -38,21 +40,36 @@ function listFiles(dir: string, prefix = ''): [string, number][] {
   return out;
 }
 
-/** Read `input`, then write files of the given sizes under `dir` (bytes taken from the input). */
-function ioFloor(input: string, files: [string, number][], dir: string): number {
+interface Timed {
+  ms: number;
+  /** CPU time of this process (user + system, all threads) over the same span. */
+  cpuMs: number;
+}
+
+function cpuMsSince(start: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(start);
+  return (d.user + d.system) / 1000;
+}
+
+/**
+ * Read `input`, then write files of the given sizes under `dir`; the bytes written are prepared
+ * before the clock starts (the input's own bytes, repeated).
+ */
+function ioFloor(input: string, files: [string, number][], dir: string): Timed & { readMs: number } {
   const largest = Math.max(...files.map(([, size]) => size));
-  const payload = Buffer.alloc(largest, 0x5a);
-  const ms = timeMs(() => {
-    const bytes = fs.readFileSync(input);
-    payload.set(bytes.subarray(0, Math.min(bytes.byteLength, largest)));
-    for (const [rel, size] of files) {
-      const full = path.join(dir, rel);
-      fs.mkdirSync(path.dirname(full), { recursive: true });
-      fs.writeFileSync(full, payload.subarray(0, size));
-    }
-  });
+  const payload = Buffer.alloc(largest);
+  const source = fs.readFileSync(input);
+  for (let at = 0; at < largest; at += source.byteLength) payload.set(source.subarray(0, Math.min(source.byteLength, largest - at)), at);
+  for (const [rel] of files) fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+  const cpu = process.cpuUsage();
+  const start = nowMs();
+  fs.readFileSync(input);
+  const readMs = nowMs() - start;
+  for (const [rel, size] of files) fs.writeFileSync(path.join(dir, rel), payload.subarray(0, size));
+  const ms = nowMs() - start;
+  const cpuMs = cpuMsSince(cpu);
   fs.rmSync(dir, { recursive: true, force: true });
-  return ms;
+  return { ms, cpuMs, readMs };
 }
 
 function runCompile(file: string, outDir: string, norm: Norm): Promise<CompileResult> {
@@ -76,7 +93,10 @@ function childPeakRss(mode: Norm | 'empty', file: string, outDir: string): numbe
 interface Measured {
   norm: Norm;
   floorMs: number;
+  floorReadMs: number;
   compileMs: number;
+  floorCpuMs: number;
+  compileCpuMs: number;
   outBytes: number;
   peak: number;
   result: CompileResult;
@@ -84,20 +104,23 @@ interface Measured {
 
 async function measure(file: string, dir: string, norm: Norm, runs: number, baseline: number): Promise<Measured> {
   const outDir = path.join(dir, 'sliced');
-  const floor: number[] = [];
-  const compiled: number[] = [];
+  const floor: (Timed & { readMs: number })[] = [];
+  const compiled: Timed[] = [];
   let result: CompileResult | null = null;
   let files: [string, number][] = [];
   for (let i = 0; i < runs; i++) {
+    const cpu = process.cpuUsage();
     const run = await timeAsyncMs(() => runCompile(file, outDir, norm));
-    compiled.push(run.ms);
+    compiled.push({ ms: run.ms, cpuMs: cpuMsSince(cpu) });
     result = run.value;
     files = listFiles(outDir);
     fs.rmSync(outDir, { recursive: true, force: true });
     floor.push(ioFloor(file, files, path.join(dir, 'floor')));
   }
   const peak = childPeakRss(norm, file, outDir) - baseline;
-  return { norm, floorMs: median(floor), compileMs: median(compiled), outBytes: files.reduce((s, [, n]) => s + n, 0), peak, result: result! };
+  const ms = (xs: Timed[]): number => median(xs.map((x) => x.ms));
+  const cpuMs = (xs: Timed[]): number => median(xs.map((x) => x.cpuMs));
+  return { norm, floorMs: ms(floor), floorReadMs: median(floor.map((x) => x.readMs)), compileMs: ms(compiled), floorCpuMs: cpuMs(floor), compileCpuMs: cpuMs(compiled), outBytes: files.reduce((s, [, n]) => s + n, 0), peak, result: result! };
 }
 
 function stepTable(m: Measured): string[] {
@@ -107,6 +130,7 @@ function stepTable(m: Measured): string[] {
   const rows = steps.map((s) => [s.step, s.ms.toFixed(0), share(s.ms)]);
   const outside = m.compileMs - inSteps;
   rows.push(['(outside steps: read, decode, cost, write)', outside.toFixed(0), share(outside)]);
+  rows.push([`(for comparison, the floor: read ${m.floorReadMs.toFixed(0)} + write ${(m.floorMs - m.floorReadMs).toFixed(0)})`, m.floorMs.toFixed(0), share(m.floorMs)]);
   return table(['step', 'ms', 'share'], rows);
 }
 
@@ -114,6 +138,7 @@ async function main(): Promise<void> {
   const norms: Norm[] = (argValue('--norm') ?? 'both') === 'both' ? ['keep', 'gn'] : [argValue('--norm') as Norm];
   const runs = Number(argValue('--runs') ?? 3);
   const targetMb = Number(argValue('--mb') ?? 120);
+  const load = os.loadavg()[0]!;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-bench-compile-'));
   const results: Measured[] = [];
   let size = 0;
@@ -127,17 +152,18 @@ async function main(): Promise<void> {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 
-  console.log(`compile of big ${(size / MB).toFixed(1)} MB (G=${GROUPS}, ${results[0]!.result.rates.length} rates) vs its I/O floor (read the input + write every output byte), median of ${runs} runs`);
+  console.log(`compile of big ${(size / MB).toFixed(1)} MB (G=${GROUPS}, ${results[0]!.result.rates.length} rates) vs its I/O floor (read the input + write every output byte), median of ${runs} runs; load average ${load.toFixed(1)} before, ${os.loadavg()[0]!.toFixed(1)} after on ${os.cpus().length} cores`);
   const rows = results.map((r) => [
     r.norm,
     `${(r.outBytes / MB).toFixed(1)} MB`,
     r.floorMs.toFixed(0),
     r.compileMs.toFixed(0),
     `${(r.compileMs / r.floorMs).toFixed(2)}x`,
+    `${r.floorCpuMs.toFixed(0)} / ${r.compileCpuMs.toFixed(0)}`,
     `${(r.peak / MB).toFixed(0)} MB`,
     `${(r.peak / size).toFixed(2)}x`,
   ]);
-  for (const l of table(['norm', 'output', 'floor ms', 'compile ms', 'compile/floor', 'peak RSS - base', 'RSS/model'], rows)) console.log(l);
+  for (const l of table(['norm', 'output', 'floor ms', 'compile ms', 'compile/floor', 'cpu ms floor / compile', 'peak RSS - base', 'RSS/model'], rows)) console.log(l);
   for (const r of results) {
     console.log('');
     console.log(`steps of the last compile, norm ${r.norm}, total ${r.compileMs.toFixed(0)} ms (last run)`);
