@@ -86,6 +86,7 @@ function runnable(model: Model, names: string[], alwaysFed: Value[]): Runnable {
     fed.push(v);
   }
   graph.initializers = graph.initializers.filter((c) => !moved.has(c));
+  for (const v of must) if (!fed.includes(v)) throw new Error(`calibration: ${v.name} is not an initializer and cannot be fed`);
   return { bytes: encodeModel(copy, { dropValueInfo: true }), fed, names };
 }
 
