@@ -5,9 +5,10 @@
 // of the dims after a. A gather over several axes walks the output in order, maps each output
 // index through its axis' index list, and copies the contiguous blocks (the dims after the last
 // gathered axis) in runs; along the last axis a block is a single element, so a tight index loop
-// does the work.
+// does the work. Data moves as unsigned words of the element's width, never as numbers, so every
+// bit pattern survives (NaN payloads) and int64 needs no BigInt.
 
-import { DataType, Tensor, typedArrayCtor, type TypedArray } from './tensor.js';
+import { DataType, Tensor, dtypeBits, dtypeShortName } from './tensor.js';
 
 export interface AxisPick {
   axis: number;
@@ -31,17 +32,36 @@ export function gatherAxes(t: Tensor, picks: readonly AxisPick[]): Tensor {
     for (let k = 0; k < indices.length; k++) next[k] = before ? before[indices[k]!]! : indices[k]!;
     perAxis[axis] = next;
   }
-  const src = t.view() as Float32Array;
+  const { words, perElement } = wordView(t);
+  // elements wider than a word are a trailing axis of perElement words that is never gathered
+  const wordDims = perElement > 1 ? [...dims, perElement] : dims;
   const newDims = dims.map((d, a) => perAxis[a]?.length ?? d);
-  const ctor = typedArrayCtor(t.dtype);
-  const out = new ctor(newDims.reduce((p, d) => p * d, 1)) as Float32Array;
+  const out = new (words.constructor as WordArrayCtor)(newDims.reduce((p, d) => p * d, perElement));
   let last = -1;
   for (let a = 0; a < dims.length; a++) if (perAxis[a]) last = a;
-  if (last < 0) out.set(src);
-  else if (out.length > 0) gatherInto(out, src, dims, perAxis, last);
-  const result = Tensor.fromTyped(t.dtype, newDims, out as TypedArray, t.name);
+  if (last < 0) out.set(words);
+  else if (out.length > 0) gatherInto(out, words, wordDims, perAxis, last);
+  const result = new Tensor(t.dtype, newDims, { kind: 'raw', bytes: new Uint8Array(out.buffer) }, t.name);
   result.docString = t.docString;
   return result;
+}
+
+type WordArray = Uint8Array | Uint16Array | Uint32Array;
+type WordArrayCtor = new (length: number) => WordArray;
+
+/**
+ * The tensor's elements as unsigned words of the element's width (two or four 32-bit words for
+ * 8- and 16-byte elements): copying words moves the bits unchanged (float NaN payloads, int64
+ * without BigInt boxing).
+ */
+function wordView(t: Tensor): { words: WordArray; perElement: number } {
+  const bits = dtypeBits(t.dtype);
+  if (bits === 0 || bits % 8 !== 0) throw new Error(`gather: ${dtypeShortName[t.dtype] ?? t.dtype} elements are not whole bytes`);
+  const v = t.view();
+  const bytes = bits / 8;
+  if (bytes === 1) return { words: new Uint8Array(v.buffer, v.byteOffset, v.byteLength), perElement: 1 };
+  if (bytes === 2) return { words: new Uint16Array(v.buffer, v.byteOffset, v.byteLength / 2), perElement: 1 };
+  return { words: new Uint32Array(v.buffer, v.byteOffset, v.byteLength / 4), perElement: bytes / 4 };
 }
 
 /**
@@ -50,7 +70,7 @@ export function gatherAxes(t: Tensor, picks: readonly AxisPick[]): Tensor {
  * odometer; each row is copied by one of two loops kept as plain functions, so they are compiled
  * once for all calls.
  */
-function gatherInto(out: Float32Array, src: Float32Array, dims: readonly number[], perAxis: (Int32Array | null)[], last: number): void {
+function gatherInto(out: WordArray, src: WordArray, dims: readonly number[], perAxis: (Int32Array | null)[], last: number): void {
   const strides = new Array<number>(dims.length);
   let stride = 1;
   for (let a = dims.length - 1; a >= 0; a--) {
@@ -86,19 +106,19 @@ function gatherInto(out: Float32Array, src: Float32Array, dims: readonly number[
   }
 }
 
-function copyIndexed(out: Float32Array, at: number, src: Float32Array, base: number, idx: Int32Array): number {
+function copyIndexed(out: WordArray, at: number, src: WordArray, base: number, idx: Int32Array): number {
   for (let k = 0; k < idx.length; k++) out[at + k] = src[base + idx[k]!]!;
   return at + idx.length;
 }
 
-function copyRuns(out: Float32Array, at: number, src: Float32Array, base: number, from: number[], length: number[]): number {
+function copyRuns(out: WordArray, at: number, src: WordArray, base: number, from: number[], length: number[]): number {
   for (let r = 0; r < from.length; r++) {
     const start = base + from[r]!;
     const count = length[r]!;
     if (count < SET_MIN) {
       for (let i = 0; i < count; i++) out[at + i] = src[start + i]!;
     } else {
-      out.set(src.subarray(start, start + count), at);
+      out.set(src.subarray(start, start + count) as Uint32Array, at);
     }
     at += count;
   }

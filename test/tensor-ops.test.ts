@@ -1,8 +1,8 @@
 // gatherAxes against a direct per-element reference (index arithmetic written out), on shapes
 // and index lists that reach every copy path: last-axis permutations (index loop), prefixes
 // (one run per row), runs shorter and longer than the set() threshold, several axes at once,
-// repeated picks of one axis, and int64 data. Also: fused L1 sums equal the per-axis ones bit for
-// bit, and views of unaligned raw bytes.
+// repeated picks of one axis, int64, float16 and complex data, float bits kept exactly. Also:
+// fused L1 sums equal the per-axis ones bit for bit, and views of unaligned raw bytes.
 
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../compiler/rng.js';
@@ -63,6 +63,31 @@ describe('gatherAxes', () => {
       expect(Array.from(got.view() as Float32Array)).toEqual(want.data.map((v) => Math.fround(v)));
     });
   }
+
+  it('moves float bits unchanged (NaN payloads) on every copy path', () => {
+    const bits = new Uint32Array(64).map((_, i) => (i % 3 === 0 ? 0x7f800001 + i : 0x3f800000 + i));
+    const t = Tensor.fromTyped(DataType.FLOAT, [2, 32], new Float32Array(bits.buffer));
+    const reversed = Array.from({ length: 32 }, (_, i) => 31 - i);
+    for (const indices of [reversed, Array.from({ length: 20 }, (_, i) => i)]) {
+      const got = new Uint32Array(gatherAxis(t, 1, indices).rawBytes().slice().buffer);
+      const want = [0, 1].flatMap((row) => indices.map((k) => bits[row * 32 + k]!));
+      expect(Array.from(got)).toEqual(want);
+    }
+  });
+
+  it('gathers float16 and complex64 elements whole', () => {
+    const half = Tensor.fromTyped(DataType.FLOAT16, [3], new Uint16Array([0x3c00, 0x4000, 0xfc01]));
+    expect(Array.from(gatherAxis(half, 0, [2, 0]).view() as Uint16Array)).toEqual([0xfc01, 0x3c00]);
+    const complex = new Tensor(DataType.COMPLEX64, [3], { kind: 'raw', bytes: new Uint8Array(new Float32Array([1, -1, 2, -2, 3, -3]).buffer) });
+    const got = gatherAxis(complex, 0, [2, 1]);
+    expect(got.dims).toEqual([2]);
+    expect(Array.from(got.view() as Float32Array)).toEqual([3, -3, 2, -2]);
+  });
+
+  it('refuses packed sub-byte elements', () => {
+    const t = new Tensor(DataType.INT4, [4], { kind: 'raw', bytes: new Uint8Array([0x21, 0x43]) });
+    expect(() => gatherAxis(t, 0, [1, 0])).toThrow(/not whole bytes/);
+  });
 
   it('gathers int64 tensors exactly', () => {
     const t = Tensor.int64([2, 3], [1n, -2n, 2n ** 40n, 4n, 5n, -(2n ** 50n)]);
