@@ -66,9 +66,7 @@ function wordView(t: Tensor): { words: WordArray; perElement: number } {
 
 /**
  * Fill `out` with `src` gathered along every axis that has an index list; `last` is the last
- * such axis. Rows (one position of every axis before `last`) are visited in output order by an
- * odometer; each row is copied by one of two loops kept as plain functions, so they are compiled
- * once for all calls.
+ * such axis.
  */
 function gatherInto(out: WordArray, src: WordArray, dims: readonly number[], perAxis: (Int32Array | null)[], last: number): void {
   const strides = new Array<number>(dims.length);
@@ -89,40 +87,56 @@ function gatherInto(out: WordArray, src: WordArray, dims: readonly number[], per
     length.push((end - k) * inner);
     k = end;
   }
-  const indexed = inner === 1 && from.length * 4 > lastIdx.length;
+  // where each output row (one position of every axis before `last`) starts in src, in output
+  // order: an odometer over those axes
   const sizes = perAxis.slice(0, last).map((idx, a) => idx?.length ?? dims[a]!);
-  const counter = new Array<number>(last).fill(0);
   let rows = 1;
   for (const n of sizes) rows *= n;
-  let at = 0;
+  // int32 offsets keep the copy loops in integer arithmetic (2^31 words is 8 GB, past any tensor)
+  if (src.length > 0x7fffffff) throw new Error(`gather: a tensor of ${src.length} words is too large`);
+  const bases = new Int32Array(rows);
+  const counter = new Array<number>(last).fill(0);
   for (let row = 0; row < rows; row++) {
     let base = 0;
     for (let a = 0; a < last; a++) base += (perAxis[a] ? perAxis[a]![counter[a]!]! : counter[a]!) * strides[a]!;
-    at = indexed ? copyIndexed(out, at, src, base, lastIdx) : copyRuns(out, at, src, base, from, length);
+    bases[row] = base;
     for (let a = last - 1; a >= 0; a--) {
       if (++counter[a]! < sizes[a]!) break;
       counter[a] = 0;
     }
   }
+  if (inner === 1 && from.length * 4 > lastIdx.length) copyIndexed(out, src, bases, lastIdx);
+  else copyRuns(out, src, bases, from, length);
 }
 
-function copyIndexed(out: WordArray, at: number, src: WordArray, base: number, idx: Int32Array): number {
-  for (let k = 0; k < idx.length; k++) out[at + k] = src[base + idx[k]!]!;
-  return at + idx.length;
-}
+// The row loops live in one call each (not one call per row), so the JIT compiles the hot loop
+// while it runs (on-stack replacement) instead of after many slow calls.
 
-function copyRuns(out: WordArray, at: number, src: WordArray, base: number, from: number[], length: number[]): number {
-  for (let r = 0; r < from.length; r++) {
-    const start = base + from[r]!;
-    const count = length[r]!;
-    if (count < SET_MIN) {
-      for (let i = 0; i < count; i++) out[at + i] = src[start + i]!;
-    } else {
-      out.set(src.subarray(start, start + count) as Uint32Array, at);
-    }
-    at += count;
+function copyIndexed(out: WordArray, src: WordArray, bases: Int32Array, idx: Int32Array): void {
+  const n = idx.length;
+  let at = 0;
+  for (let row = 0; row < bases.length; row++) {
+    const base = bases[row]!;
+    for (let k = 0; k < n; k++) out[at + k] = src[base + idx[k]!]!;
+    at += n;
   }
-  return at;
+}
+
+function copyRuns(out: WordArray, src: WordArray, bases: Int32Array, from: number[], length: number[]): void {
+  let at = 0;
+  for (let row = 0; row < bases.length; row++) {
+    const base = bases[row]!;
+    for (let r = 0; r < from.length; r++) {
+      const start = base + from[r]!;
+      const count = length[r]!;
+      if (count < SET_MIN) {
+        for (let i = 0; i < count; i++) out[at + i] = src[start + i]!;
+      } else {
+        out.set(src.subarray(start, start + count) as Uint32Array, at);
+      }
+      at += count;
+    }
+  }
 }
 
 /** A new tensor holding `indices` (in that order) of `t` along `axis`. */
