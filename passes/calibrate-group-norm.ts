@@ -220,16 +220,17 @@ export async function calibrateGroupNorm(
   const fitted = runnable(model, [...outputNames, ...inputs], sites.flatMap((s) => [s.gamma, s.beta]));
   const session = await open(fitted.bytes);
   try {
-    const runModel = (): Promise<Record<string, FloatTensor>> => session.run(feedsWith(feeds, fitted.fed), fitted.names);
-    let current = await runModel();
-    const before = agreement(referenceOutputs, Object.fromEntries(outputNames.map((n) => [n, current[n]!])));
+    // each run fetches only what is used next (the model computes everything regardless)
+    const runModel = (names: string[]): Promise<Record<string, FloatTensor>> => session.run(feedsWith(feeds, fitted.fed), [...new Set(names)]);
     // Greedy, in graph order: each site is fitted on the activations the sites before it (already
     // fitted) produce, so errors do not compound.
     const order = new Map(model.graph.nodes.map((n, i) => [n, i]));
     const sorted = [...sites].sort((a, b) => (order.get(a.output.producer!) ?? 0) - (order.get(b.output.producer!) ?? 0));
+    let current = await runModel([...outputNames, ...sorted.slice(0, 1).map((s) => s.input.name)]);
+    const before = agreement(referenceOutputs, Object.fromEntries(outputNames.map((n) => [n, current[n]!])));
     for (let i = 0; i < sorted.length; i++) {
       const site = sorted[i]!;
-      if (i > 0) current = await runModel();
+      if (i > 0) current = await runModel([site.input.name]);
       const x = current[site.input.name]!;
       const y = reference[site.targetName]!;
       const z = normalize(x, site);
@@ -238,7 +239,7 @@ export async function calibrateGroupNorm(
       model.graph.setConstant(site.gamma, Tensor.float32([...dims], gamma));
       model.graph.setConstant(site.beta, Tensor.float32([...dims], beta));
     }
-    current = await runModel();
+    current = await runModel(outputNames);
     const after = agreement(referenceOutputs, Object.fromEntries(outputNames.map((n) => [n, current[n]!])));
     const batch = Object.values(feeds)[0]?.dims[0] ?? 0;
     return { source, batch, sites: sites.length, before, after };
