@@ -171,14 +171,16 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const stage = new OutputStage(outDir);
   try {
     const rateResults: ManifestRate[] = [];
-    for (const rate of rates) {
+    // one function call per rate: the pruned copy is unreachable once it returns (a copy held
+    // in the async frame's registers would stay alive through the next rate)
+    const writeRate = (rate: number): ManifestRate => {
       const { model: copy, map } = cloneModel(model);
       const kept = keptWidths(partition, rate);
       steps.run(`prune-to-rate@${rate.toFixed(3)}`, copy, () => pruneToRate(copy, remapAnalysis(analysis, map), kept), { transform: true });
       const cost = modelCost(copy);
       const file = rateFileName(rate);
       writeModel(copy, stage.file(file), { dropValueInfo: true, externalData: false });
-      rateResults.push({
+      return {
         rate,
         activeGroups: activeGroups(rate, groups),
         file,
@@ -186,8 +188,9 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
         macs: cost.macs,
         macRatio: 0,
         slicedUnions: partition.unions.filter((g) => !g.groupAxis && kept.get(g.union)! < g.union.fineWidth).map((g) => g.union.id),
-      });
-    }
+      };
+    };
+    for (const rate of rates) rateResults.push(writeRate(rate));
     const { model: elastic, map: elasticMap } = cloneModel(model);
     const elasticInfo = steps.run('make-elastic', elastic, () => makeElastic(elastic, remapAnalysis(analysis, elasticMap), partition), { transform: true });
     writeModel(elastic, stage.file(ELASTIC_FILE), { dropValueInfo: true, externalData: false });
