@@ -1,5 +1,5 @@
 // Compile time against its I/O floor, and peak memory against the model size:
-// `npx tsx bench/compile.ts [--norm keep|gn|both] [--runs N] [--mb SIZE]`.
+// `npx tsx bench/compile.ts [--norm keep|gn|both] [--runs N=5] [--mb SIZE=120]`.
 //
 // Model: a ~120 MB stack of Gemm+Relu layers (fixtures/big.ts), compiled with G=8 and the 8
 // default rates. The I/O floor is what any compiler of this output must do at least: read the
@@ -136,7 +136,7 @@ function stepTable(m: Measured): string[] {
 
 async function main(): Promise<void> {
   const norms: Norm[] = (argValue('--norm') ?? 'both') === 'both' ? ['keep', 'gn'] : [argValue('--norm') as Norm];
-  const runs = Number(argValue('--runs') ?? 3);
+  const runs = Number(argValue('--runs') ?? 5);
   const targetMb = Number(argValue('--mb') ?? 120);
   const load = os.loadavg()[0]!;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-bench-compile-'));
