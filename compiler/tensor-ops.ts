@@ -36,18 +36,25 @@ export function gatherAxes(t: Tensor, picks: readonly AxisPick[]): Tensor {
   // elements wider than a word are a trailing axis of perElement words that is never gathered
   const wordDims = perElement > 1 ? [...dims, perElement] : dims;
   const newDims = dims.map((d, a) => perAxis[a]?.length ?? d);
-  const out = new (words.constructor as WordArrayCtor)(newDims.reduce((p, d) => p * d, perElement));
+  // every word of the result is written below, so its memory need not be zeroed first
+  const count = newDims.reduce((p, d) => p * d, perElement);
+  const out = wordsOver(Buffer.allocUnsafeSlow(count * words.BYTES_PER_ELEMENT), words.BYTES_PER_ELEMENT);
   let last = -1;
   for (let a = 0; a < dims.length; a++) if (perAxis[a]) last = a;
   if (last < 0) out.set(words);
   else if (out.length > 0) gatherInto(out, words, wordDims, perAxis, last);
-  const result = new Tensor(t.dtype, newDims, { kind: 'raw', bytes: new Uint8Array(out.buffer) }, t.name);
+  const result = new Tensor(t.dtype, newDims, { kind: 'raw', bytes: new Uint8Array(out.buffer, out.byteOffset, out.byteLength) }, t.name);
   result.docString = t.docString;
   return result;
 }
 
 type WordArray = Uint8Array | Uint16Array | Uint32Array;
-type WordArrayCtor = new (length: number) => WordArray;
+
+function wordsOver(bytes: Uint8Array, width: number): WordArray {
+  if (width === 1) return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (width === 2) return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+  return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+}
 
 /**
  * The tensor's elements as unsigned words of the element's width (two or four 32-bit words for
@@ -59,9 +66,8 @@ function wordView(t: Tensor): { words: WordArray; perElement: number } {
   if (bits === 0 || bits % 8 !== 0) throw new Error(`gather: ${dtypeShortName[t.dtype] ?? t.dtype} elements are not whole bytes`);
   const v = t.view();
   const bytes = bits / 8;
-  if (bytes === 1) return { words: new Uint8Array(v.buffer, v.byteOffset, v.byteLength), perElement: 1 };
-  if (bytes === 2) return { words: new Uint16Array(v.buffer, v.byteOffset, v.byteLength / 2), perElement: 1 };
-  return { words: new Uint32Array(v.buffer, v.byteOffset, v.byteLength / 4), perElement: bytes / 4 };
+  const words = wordsOver(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), Math.min(bytes, 4));
+  return { words, perElement: Math.max(1, bytes / 4) };
 }
 
 /**
