@@ -24,6 +24,54 @@ const SET_MIN = 16;
  * of the same axis compose in order (as if gathered one after another).
  */
 export function gatherAxes(t: Tensor, picks: readonly AxisPick[]): Tensor {
+  return gatherAxesShared([{ tensor: t, picks }])[0]!;
+}
+
+export interface GatherJob {
+  tensor: Tensor;
+  picks: readonly AxisPick[];
+}
+
+/** Results start at multiples of this many bytes inside a shared allocation. */
+const SHARED_ALIGN = 64;
+
+/**
+ * `gatherAxes` for several tensors, the results packed into one allocation. For tensors that
+ * die together (one rate's pruned weights) that is one block, returned to the system at once
+ * when they are collected, instead of many blocks the allocator may keep and fail to reuse.
+ */
+export function gatherAxesShared(jobs: readonly GatherJob[]): Tensor[] {
+  const plans = jobs.map(({ tensor, picks }) => plan(tensor, picks));
+  let total = 0;
+  for (const p of plans) total += Math.ceil(p.byteLength / SHARED_ALIGN) * SHARED_ALIGN;
+  // every word of the results is written below, so the memory need not be zeroed first
+  const block = Buffer.allocUnsafeSlow(total);
+  let offset = 0;
+  return plans.map((p, i) => {
+    const bytes = new Uint8Array(block.buffer, block.byteOffset + offset, p.byteLength);
+    offset += Math.ceil(p.byteLength / SHARED_ALIGN) * SHARED_ALIGN;
+    const out = wordsOver(bytes, p.words.BYTES_PER_ELEMENT);
+    if (p.last < 0) out.set(p.words);
+    else if (out.length > 0) gatherInto(out, p.words, p.wordDims, p.perAxis, p.last);
+    const t = jobs[i]!.tensor;
+    const result = new Tensor(t.dtype, p.newDims, { kind: 'raw', bytes }, t.name);
+    result.docString = t.docString;
+    return result;
+  });
+}
+
+interface Plan {
+  words: WordArray;
+  /** Dims in words: elements wider than a word add a trailing axis that is never gathered. */
+  wordDims: readonly number[];
+  perAxis: (Int32Array | null)[];
+  /** The last axis with an index list; -1 when none. */
+  last: number;
+  newDims: number[];
+  byteLength: number;
+}
+
+function plan(t: Tensor, picks: readonly AxisPick[]): Plan {
   const dims = t.dims;
   const perAxis: (Int32Array | null)[] = dims.map(() => null);
   for (const { axis, indices } of picks) {
@@ -33,19 +81,11 @@ export function gatherAxes(t: Tensor, picks: readonly AxisPick[]): Tensor {
     perAxis[axis] = next;
   }
   const { words, perElement } = wordView(t);
-  // elements wider than a word are a trailing axis of perElement words that is never gathered
-  const wordDims = perElement > 1 ? [...dims, perElement] : dims;
   const newDims = dims.map((d, a) => perAxis[a]?.length ?? d);
-  // every word of the result is written below, so its memory need not be zeroed first
-  const count = newDims.reduce((p, d) => p * d, perElement);
-  const out = wordsOver(Buffer.allocUnsafeSlow(count * words.BYTES_PER_ELEMENT), words.BYTES_PER_ELEMENT);
   let last = -1;
   for (let a = 0; a < dims.length; a++) if (perAxis[a]) last = a;
-  if (last < 0) out.set(words);
-  else if (out.length > 0) gatherInto(out, words, wordDims, perAxis, last);
-  const result = new Tensor(t.dtype, newDims, { kind: 'raw', bytes: new Uint8Array(out.buffer, out.byteOffset, out.byteLength) }, t.name);
-  result.docString = t.docString;
-  return result;
+  const byteLength = newDims.reduce((p, d) => p * d, perElement) * words.BYTES_PER_ELEMENT;
+  return { words, wordDims: perElement > 1 ? [...dims, perElement] : dims, perAxis, last, newDims, byteLength };
 }
 
 type WordArray = Uint8Array | Uint16Array | Uint32Array;

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../compiler/rng.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
-import { gatherAxes, gatherAxis, l1PerAxes, l1PerIndex, type AxisPick } from '../compiler/tensor-ops.js';
+import { gatherAxes, gatherAxesShared, gatherAxis, l1PerAxes, l1PerIndex, type AxisPick } from '../compiler/tensor-ops.js';
 
 function reference(t: Tensor, picks: AxisPick[]): { dims: number[]; data: number[] } {
   let dims = [...t.dims];
@@ -94,6 +94,27 @@ describe('gatherAxes', () => {
     const got = gatherAxis(t, 1, [2, 0]);
     expect(got.dims).toEqual([2, 2]);
     expect(got.bigints()).toEqual([2n ** 40n, 1n, -(2n ** 50n), 4n]);
+  });
+});
+
+describe('gatherAxesShared', () => {
+  it('gives what gatherAxes gives, packed into one aligned block', () => {
+    const rng = new Rng(5);
+    const jobs = [
+      { tensor: random([6, 10], rng), picks: [{ axis: 0, indices: [5, 1, 2] }, { axis: 1, indices: shuffled(10, rng) }] },
+      { tensor: Tensor.int64([3], [7n, -8n, 9n]), picks: [{ axis: 0, indices: [2] }] },
+      { tensor: random([3, 5], rng), picks: [{ axis: 1, indices: [] }] },
+      { tensor: random([4, 3, 2], rng), picks: [{ axis: 2, indices: [1, 0] }] },
+    ];
+    const shared = gatherAxesShared(jobs);
+    const block = shared[0]!.rawBytes().buffer;
+    for (const [i, job] of jobs.entries()) {
+      const alone = gatherAxes(job.tensor, job.picks);
+      expect(shared[i]!.dims).toEqual(alone.dims);
+      expect(Array.from(shared[i]!.rawBytes())).toEqual(Array.from(alone.rawBytes()));
+      expect(shared[i]!.rawBytes().buffer).toBe(block);
+      expect(shared[i]!.rawBytes().byteOffset % 64).toBe(0);
+    }
   });
 });
 
