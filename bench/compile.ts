@@ -6,10 +6,10 @@
 // input file once and write every output byte (the same files, the same sizes, one write each).
 // The output is ~4.2× the input (Σ r² ≈ 3.2 over the rates plus the full-size elastic graph),
 // so this floor is the honest yardstick; a codec round trip ignores the output's size.
-// Floor and compile alternate in one process and the medians are compared. Peak RSS is measured
-// in a fresh child per norm mode (VmHWM) minus that of a child that only loads the same modules.
-// CPU time (user + system) of both is printed too: on a loaded machine compile, which is CPU
-// bound, loses more wall time than the floor, which waits on the kernel.
+// Floor and compile alternate in one process, each after a `sync` (so neither pays for the
+// write-back of what the other wrote), and the medians are compared. Peak RSS is measured in a
+// fresh child per norm mode (VmHWM) minus that of a child that only loads the same modules.
+// CPU time (user + system) of both is printed too: on a loaded machine wall times swing more.
 // Targets: compile ≤ 2.5× the floor (norm keep) and peak RSS ≤ 3× the model size.
 
 import { spawnSync } from 'node:child_process';
@@ -72,6 +72,14 @@ function ioFloor(input: string, files: [string, number][], dir: string): Timed &
   return { ms, cpuMs, readMs };
 }
 
+/**
+ * Flush dirty pages before a timed run, so neither compile nor floor pays for the write-back of
+ * the files the other just wrote and deleted.
+ */
+function settle(): void {
+  spawnSync('sync');
+}
+
 function runCompile(file: string, outDir: string, norm: Norm): Promise<CompileResult> {
   return compile({ model: file, groups: GROUPS, outDir, norm, log: () => {} });
 }
@@ -109,12 +117,14 @@ async function measure(file: string, dir: string, norm: Norm, runs: number, base
   let result: CompileResult | null = null;
   let files: [string, number][] = [];
   for (let i = 0; i < runs; i++) {
+    settle();
     const cpu = process.cpuUsage();
     const run = await timeAsyncMs(() => runCompile(file, outDir, norm));
     compiled.push({ ms: run.ms, cpuMs: cpuMsSince(cpu) });
     result = run.value;
     files = listFiles(outDir);
     fs.rmSync(outDir, { recursive: true, force: true });
+    settle();
     floor.push(ioFloor(file, files, path.join(dir, 'floor')));
   }
   const peak = childPeakRss(norm, file, outDir) - baseline;
