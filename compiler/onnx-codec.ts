@@ -162,6 +162,7 @@ export function decodeModel(bytes: Uint8Array, baseDir: string | null, source = 
   model.extra = extra;
   const ctx: ReadContext = { baseDir, source, externalCache: new Map() };
   model.graph = readGraph(proto.graph!, ctx);
+  proto.graph!.initializer = []; // the tensors live in the IR now; the kept message must not hold their bytes
   return model;
 }
 
@@ -430,6 +431,9 @@ function readTensor(tp: TensorProto, ctx: ReadContext): Tensor {
     source = { kind: 'raw', bytes: loaded.bytes };
     external = loaded.origin;
   } else if (tp.rawData.byteLength > 0 || (size === 0 && noTypedData(tp))) {
+    // An own, aligned copy: typed-array views of it need no further copy, and no tensor keeps
+    // the whole file buffer alive once passes have replaced the tensors they change.
+    if (tp.rawData.byteLength > 0) tp.rawData = new Uint8Array(tp.rawData);
     source = { kind: 'raw', bytes: tp.rawData };
   } else if (tp.floatData.length > 0) source = { kind: 'float', values: tp.floatData };
   else if (tp.int32Data.length > 0) source = { kind: 'int32', values: tp.int32Data };

@@ -33,7 +33,7 @@ import { foldConstants } from '../passes/fold-constants.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
 import { calibrateBatchNorm, insertBatchNorm, stackRateStatistics, type BatchNormSite } from '../passes/insert-batch-norm.js';
 import { activationImportance } from '../passes/activation-importance.js';
-import { runFloat } from '../runtime/session.js';
+import { openFloatSession, runFloat } from '../runtime/session.js';
 import { writeModuleOrNote } from './codegen.js';
 import { checkCalibrationFiles, loadCalibration, syntheticCalibration } from './calibration-data.js';
 
@@ -224,7 +224,10 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   if (options.calibration) checkCalibrationFiles(options.calibration);
   const warn = options.warn ?? ((text: string) => void process.stderr.write(`${text}\n`));
   const steps = new Stepper(options, hooks);
-  const { model, bytes: sourceBytes } = readModelFile(options.model);
+  const read = readModelFile(options.model);
+  const model = read.model;
+  // the hash is taken now so the file's bytes need not stay alive through the compile
+  const source = { sha256: crypto.createHash('sha256').update(read.bytes).digest('hex'), bytes: read.bytes.byteLength };
   steps.run('read', model, () => verifyModel(model, { mode: 'input', source: options.model }));
   steps.run('infer-shapes', model, () => {
     inferShapes(model);
@@ -256,15 +259,16 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const stage = new OutputStage(outDir);
   try {
     const rateResults: ManifestRate[] = [];
-    for (const rate of rates) {
-      await yieldForSignals();
+    // one function call per rate: the pruned copy is unreachable once it returns (a copy held
+    // in the async frame's registers would stay alive through the next rate)
+    const writeRate = (rate: number): ManifestRate => {
       const { model: copy, map } = cloneModel(model);
       const kept = keptWidths(partition, rate);
       steps.run(`prune-to-rate@${rate.toFixed(digits)}`, copy, () => pruneToRate(copy, remapAnalysis(analysis, map), kept), { transform: true });
       const cost = modelCost(copy);
       const file = rateFileName(rate, digits);
       writeModel(copy, stage.file(file), { dropValueInfo: true, externalData: false });
-      rateResults.push({
+      return {
         rate,
         activeGroups: activeGroups(rate, groups),
         file,
@@ -272,7 +276,11 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
         macs: cost.macs,
         macRatio: 0,
         slicedUnions: partition.unions.filter((g) => !g.groupAxis && kept.get(g.union)! < g.union.fineWidth).map((g) => g.union.id),
-      });
+      };
+    };
+    for (const rate of rates) {
+      await yieldForSignals();
+      rateResults.push(writeRate(rate));
     }
     const { model: elastic, map: elasticMap } = cloneModel(model);
     // per-rate BatchNorm statistics are selected by rate in the lean form only
@@ -313,8 +321,8 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       format: MANIFEST_FORMAT,
       source: {
         name: path.basename(options.model),
-        sha256: crypto.createHash('sha256').update(sourceBytes).digest('hex'),
-        bytes: sourceBytes.byteLength,
+        sha256: source.sha256,
+        bytes: source.bytes,
         irVersion: Number(model.irVersion),
         opset: model.opset(),
       },
@@ -366,7 +374,7 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
     }, { transform: true });
     return { result: { mode, sites: { folded: folded.folded }, skipped: folded.kept.map((k) => ({ where: k, why: 'BatchNorm kept' })), calibration: null }, hints };
   }
-  const before = encodeModel(model);
+  const before = cloneModel(model).model; // shares the tensors: insert-group-norm replaces, never writes into them
   const inserted = steps.run('insert-group-norm', model, () => {
     const r = insertGroupNorm(model, analysis, partition);
     mergeAdditions(model.graph, analysis, partition, r.additions);
@@ -392,7 +400,7 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
   const source = options.calibration ? 'file' : 'synthetic';
   const feeds = calibrationFeeds(model, options);
   const report = await steps.runAsync('calibrate-group-norm', model, () =>
-    calibrateGroupNorm(model, before, inserted.sites, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs), source), { transform: true });
+    calibrateGroupNorm(model, before, inserted.sites, feeds, (bytes) => openFloatSession(bytes), source), { transform: true });
   return {
     result: {
       mode,

@@ -107,6 +107,8 @@ export class Tensor {
   /** Set when the data was read from an external file. */
   external: ExternalOrigin | null = null;
   private source: TensorSource;
+  /** The copy `view()` made of stored data that could not be viewed in place. */
+  private aligned: TypedArray | null = null;
 
   constructor(dtype: number, dims: number[], source: TensorSource, name = '') {
     this.dtype = dtype;
@@ -164,9 +166,12 @@ export class Tensor {
 
   /**
    * Elements without copying when the stored bytes allow it (raw data, aligned): the result may
-   * alias the file's buffer, so it must only be read.
+   * alias the file's buffer, so it must only be read. Otherwise one copy is made and kept, so
+   * later views of the same tensor are free (the codec aligns what it reads, so that copy is
+   * rare: tensors decoded from an in-memory buffer, typed proto fields).
    */
   view(): TypedArray {
+    if (this.aligned) return this.aligned;
     const s = this.source;
     if (s.kind === 'raw') {
       const ctor = typedArrayCtor(this.dtype);
@@ -175,7 +180,8 @@ export class Tensor {
         return new ctor(s.bytes.buffer as ArrayBuffer, s.bytes.byteOffset, s.bytes.byteLength / per);
       }
     }
-    return this.data();
+    this.aligned = this.data();
+    return this.aligned;
   }
 
   /** Elements as JS numbers (int64 converted; use `bigints()` where exactness matters). */
@@ -201,12 +207,14 @@ export class Tensor {
     }
     this.dims = dims;
     this.source = { kind: 'raw', bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+    this.aligned = null;
     this.external = null;
   }
 
   clone(name = this.name): Tensor {
     const t = new Tensor(this.dtype, [...this.dims], this.source, name);
     t.docString = this.docString;
+    t.aligned = this.aligned;
     return t;
   }
 

@@ -8,14 +8,29 @@
 // are fitted one after another in graph order, each on the activations of the model whose
 // earlier sites are already fitted, so the drift earlier sites cause is absorbed by later ones.
 // Reported: relative L2 distance of the outputs and top-1 agreement of classifier outputs.
+//
+// Cost: one onnxruntime session for the reference and one for the model being fitted, however
+// many sites there are. In both, the large float weights and every site's γ and β are graph
+// inputs fed from the IR's own arrays, so a session copies no weights and the fitted γ/β of one
+// site reach the next run without a new session.
 
+import { cloneModel } from '../compiler/clone.js';
 import type { Model, Value } from '../compiler/ir.js';
 import { decodeModel, encodeModel } from '../compiler/onnx-codec.js';
 import type { FloatTensor } from '../compiler/calibration-data.js';
-import { Tensor } from '../compiler/tensor.js';
+import { DataType, Tensor } from '../compiler/tensor.js';
 import type { GroupNormSite } from './insert-group-norm.js';
 
-export type Runner = (model: Uint8Array, feeds: Record<string, FloatTensor>, outputs: string[]) => Promise<Record<string, FloatTensor>>;
+/** A loaded model that runs many times (runtime/session.ts provides one). */
+export interface CalibrationSession {
+  run(feeds: Record<string, FloatTensor>, outputs: string[]): Promise<Record<string, FloatTensor>>;
+  release(): Promise<void>;
+}
+
+export type SessionOpener = (model: Uint8Array) => Promise<CalibrationSession>;
+
+/** Float initializers of at least this many bytes are fed as inputs rather than stored. */
+const FED_MIN_BYTES = 1024;
 
 export interface Agreement {
   /** ‖original − new‖ / ‖original‖ over all outputs. */
@@ -33,6 +48,51 @@ export interface CalibrationReport {
   after: Agreement;
 }
 
+/** A model prepared for repeated runs: its bytes and the initializers fed as inputs. */
+interface Runnable {
+  bytes: Uint8Array;
+  /** Initializers of the source model whose current data each run feeds. */
+  fed: Value[];
+  names: string[];
+}
+
+/**
+ * Bytes of a copy of `model` with extra graph outputs (values picked by name) in which `alwaysFed`
+ * and every large float initializer are graph inputs instead of stored tensors.
+ */
+function runnable(model: Model, names: string[], alwaysFed: Value[]): Runnable {
+  const { model: copy, map } = cloneModel(model);
+  const graph = copy.graph;
+  const byName = graph.valuesByName();
+  const extra: Value[] = [];
+  for (const name of names) {
+    const v = byName.get(name);
+    if (!v) throw new Error(`calibration: value ${name} is not in the model`);
+    if (!graph.outputs.includes(v) && !extra.includes(v)) extra.push(v);
+  }
+  graph.outputs.push(...extra);
+  const must = new Set(alwaysFed);
+  const fed: Value[] = [];
+  const moved = new Set<Value>();
+  for (const v of model.graph.initializers) {
+    const t = v.const!;
+    if (!must.has(v) && !(t.dtype === DataType.FLOAT && t.byteLength >= FED_MIN_BYTES)) continue;
+    if (t.dtype !== DataType.FLOAT) throw new Error(`calibration: ${v.name} is not float32 and cannot be fed`);
+    const c = map.values.get(v)!;
+    c.const = null;
+    c.type = { kind: 'tensor', elemType: DataType.FLOAT, shape: [...t.dims] };
+    if (!graph.inputs.includes(c)) graph.inputs.push(c);
+    moved.add(c);
+    fed.push(v);
+  }
+  graph.initializers = graph.initializers.filter((c) => !moved.has(c));
+  for (const v of must) if (!fed.includes(v)) throw new Error(`calibration: ${v.name} is not an initializer and cannot be fed`);
+  return { bytes: encodeModel(copy, { dropValueInfo: true }), fed, names };
+}
+
+/** One run of a model on float feeds, for passes that run a model once (BatchNorm statistics, importance). */
+export type Runner = (model: Uint8Array, feeds: Record<string, FloatTensor>, outputs: string[]) => Promise<Record<string, FloatTensor>>;
+
 /** Model bytes with extra graph outputs (values picked by name). */
 export function withOutputs(bytes: Uint8Array, names: string[]): { bytes: Uint8Array; names: string[] } {
   const model = decodeModel(bytes, null);
@@ -45,6 +105,13 @@ export function withOutputs(bytes: Uint8Array, names: string[]): { bytes: Uint8A
   }
   model.graph.outputs.push(...extra);
   return { bytes: encodeModel(model, { dropValueInfo: true }), names };
+}
+
+/** Calibration feeds plus the current data of every fed initializer (views, not copies). */
+function feedsWith(feeds: Record<string, FloatTensor>, fed: Value[]): Record<string, FloatTensor> {
+  const out = { ...feeds };
+  for (const v of fed) out[v.name] = { dims: [...v.const!.dims], data: v.const!.view() as Float32Array };
+  return out;
 }
 
 /** Group-normalize x (no affine) as the site does. */
@@ -143,48 +210,57 @@ function argmax(data: Float32Array, start: number, length: number): number {
 }
 
 /**
- * Fit every site's γ/β in `model` (the model after insert-group-norm) against `original` (the
- * bytes of the model before it), on `feeds`.
+ * Fit every site's γ/β in `model` (the model after insert-group-norm) against `original` (a
+ * copy of the model before it), on `feeds`.
  */
 export async function calibrateGroupNorm(
   model: Model,
-  original: Uint8Array,
+  original: Model,
   sites: GroupNormSite[],
   feeds: Record<string, FloatTensor>,
-  run: Runner,
+  open: SessionOpener,
   source: CalibrationReport['source'],
 ): Promise<CalibrationReport> {
   const outputNames = model.graph.outputs.map((o) => o.name);
   const targets = [...new Set(sites.map((s) => s.targetName))];
-  const ref = withOutputs(original, [...outputNames, ...targets]);
-  const reference = await run(ref.bytes, feeds, ref.names);
+  const ref = runnable(original, [...outputNames, ...targets], []);
+  const referenceSession = await open(ref.bytes);
+  let reference: Record<string, FloatTensor>;
+  try {
+    reference = await referenceSession.run(feedsWith(feeds, ref.fed), ref.names);
+  } finally {
+    await referenceSession.release();
+  }
   const referenceOutputs = Object.fromEntries(outputNames.map((n) => [n, reference[n]!]));
 
-  const runModel = async (): Promise<Record<string, FloatTensor>> => {
-    const inputs = [...new Set(sites.map((s) => s.input.name))];
-    const m = withOutputs(encodeModel(model), [...outputNames, ...inputs]);
-    return run(m.bytes, feeds, m.names);
-  };
-
-  let current = await runModel();
-  const before = agreement(referenceOutputs, Object.fromEntries(outputNames.map((n) => [n, current[n]!])));
-  // Greedy, in graph order: each site is fitted on the activations the sites before it (already
-  // fitted) produce, so errors do not compound.
-  const order = new Map(model.graph.nodes.map((n, i) => [n, i]));
-  const sorted = [...sites].sort((a, b) => (order.get(a.output.producer!) ?? 0) - (order.get(b.output.producer!) ?? 0));
-  for (let i = 0; i < sorted.length; i++) {
-    const site = sorted[i]!;
-    if (i > 0) current = await runModel();
-    const x = current[site.input.name]!;
-    const y = reference[site.targetName]!;
-    const z = normalize(x, site);
-    const { gamma, beta } = fitAffine(z, y.data, x.dims, site.axis);
-    const dims = site.gamma.const!.dims;
-    model.graph.setConstant(site.gamma, Tensor.float32([...dims], gamma));
-    model.graph.setConstant(site.beta, Tensor.float32([...dims], beta));
+  const inputs = [...new Set(sites.map((s) => s.input.name))];
+  const fitted = runnable(model, [...outputNames, ...inputs], sites.flatMap((s) => [s.gamma, s.beta]));
+  const session = await open(fitted.bytes);
+  try {
+    // each run fetches only what is used next (the model computes everything regardless)
+    const runModel = (names: string[]): Promise<Record<string, FloatTensor>> => session.run(feedsWith(feeds, fitted.fed), [...new Set(names)]);
+    // Greedy, in graph order: each site is fitted on the activations the sites before it (already
+    // fitted) produce, so errors do not compound.
+    const order = new Map(model.graph.nodes.map((n, i) => [n, i]));
+    const sorted = [...sites].sort((a, b) => (order.get(a.output.producer!) ?? 0) - (order.get(b.output.producer!) ?? 0));
+    let current = await runModel([...outputNames, ...sorted.slice(0, 1).map((s) => s.input.name)]);
+    const before = agreement(referenceOutputs, Object.fromEntries(outputNames.map((n) => [n, current[n]!])));
+    for (let i = 0; i < sorted.length; i++) {
+      const site = sorted[i]!;
+      if (i > 0) current = await runModel([site.input.name]);
+      const x = current[site.input.name]!;
+      const y = reference[site.targetName]!;
+      const z = normalize(x, site);
+      const { gamma, beta } = fitAffine(z, y.data, x.dims, site.axis);
+      const dims = site.gamma.const!.dims;
+      model.graph.setConstant(site.gamma, Tensor.float32([...dims], gamma));
+      model.graph.setConstant(site.beta, Tensor.float32([...dims], beta));
+    }
+    current = await runModel(outputNames);
+    const after = agreement(referenceOutputs, Object.fromEntries(outputNames.map((n) => [n, current[n]!])));
+    const batch = Object.values(feeds)[0]?.dims[0] ?? 0;
+    return { source, batch, sites: sites.length, before, after };
+  } finally {
+    await session.release();
   }
-  current = await runModel();
-  const after = agreement(referenceOutputs, Object.fromEntries(outputNames.map((n) => [n, current[n]!])));
-  const batch = Object.values(feeds)[0]?.dims[0] ?? 0;
-  return { source, batch, sites: sites.length, before, after };
 }

@@ -10,7 +10,7 @@
 // keep the weight scores.
 
 import type { Graph } from '../compiler/ir.js';
-import { gatherAxis, isIdentity, l1PerIndex } from '../compiler/tensor-ops.js';
+import { gatherAxes, isIdentity, l1PerAxes, type AxisPick } from '../compiler/tensor-ops.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { permutedIndices, resolve, type Union } from './channel-space.js';
 import type { Partition } from './partition-channels.js';
@@ -25,8 +25,9 @@ export function unitImportance(analysis: ChannelAnalysis, roots: Set<Union>): Ma
   for (const root of roots) scores.set(root, new Float64Array(root.fineWidth / root.unit));
   for (const [value, axes] of analysis.params) {
     const tensor = value.const!;
-    for (const p of axes) {
-      const sums = l1PerIndex(tensor, p.axis);
+    const perAxis = l1PerAxes(tensor, axes.map((p) => p.axis));
+    for (const [k, p] of axes.entries()) {
+      const sums = perAxis[k]!;
       let total = 0;
       for (const s of sums) total += s;
       if (total === 0) continue;
@@ -60,12 +61,14 @@ export function reorderChannels(graph: Graph, analysis: ChannelAnalysis, partiti
     if (!isIdentity(order, order.length)) perms.set(root, order);
   }
   for (const [value, axes] of analysis.params) {
-    let tensor = value.const!;
+    const tensor = value.const!;
+    // every cut axis of a tensor is permuted in one copy, not one copy per axis
+    const picks: AxisPick[] = [];
     for (const p of axes) {
       const indices = permutedIndices(p.space, perms);
-      if (!isIdentity(indices, tensor.dims[p.axis]!)) tensor = gatherAxis(tensor, p.axis, indices);
+      if (!isIdentity(indices, tensor.dims[p.axis]!)) picks.push({ axis: p.axis, indices });
     }
-    if (tensor !== value.const) graph.setConstant(value, tensor);
+    if (picks.length > 0) graph.setConstant(value, gatherAxes(tensor, picks));
   }
   return { perms };
 }
