@@ -23,6 +23,8 @@ export const ErrorCodes = {
   UNSUPPORTED: 'SLC009',
   /** An input file other than the model (calibration data, ...) is not usable. */
   BAD_INPUT_FILE: 'SLC010',
+  /** An inference request does not fit the model (input names, dtypes, shapes, rate, options). */
+  BAD_REQUEST: 'SLC011',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

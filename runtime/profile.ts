@@ -1,0 +1,81 @@
+// Latency profile per rate: service time as `intercept + slope · batch` (INFaaS's per-variant
+// model), fitted by least squares on a short measurement at load, then corrected online by an
+// exponentially weighted moving average of observed ÷ predicted, so a slowdown from co-located
+// work (or a faster warm cache) moves every prediction of that rate within a few requests.
+
+export interface LatencySample {
+  batch: number;
+  ms: number;
+}
+
+export interface LinearFit {
+  intercept: number;
+  slope: number;
+}
+
+/** Least-squares line through the samples; one distinct batch size gives a line through the origin's slope. */
+export function fitLine(samples: readonly LatencySample[]): LinearFit {
+  if (samples.length === 0) throw new Error('fitLine needs samples');
+  const n = samples.length;
+  const meanB = samples.reduce((s, x) => s + x.batch, 0) / n;
+  const meanMs = samples.reduce((s, x) => s + x.ms, 0) / n;
+  let sxx = 0;
+  let sxy = 0;
+  for (const x of samples) {
+    sxx += (x.batch - meanB) ** 2;
+    sxy += (x.batch - meanB) * (x.ms - meanMs);
+  }
+  if (sxx === 0) return { intercept: 0, slope: meanMs / meanB };
+  const slope = Math.max(0, sxy / sxx);
+  return { intercept: Math.max(0, meanMs - slope * meanB), slope };
+}
+
+export interface RateProfileSnapshot {
+  intercept: number;
+  slope: number;
+  /** Current observed ÷ fitted correction. */
+  factor: number;
+  observed: number;
+}
+
+export class LatencyProfile {
+  private readonly factors: number[];
+  private readonly counts: number[];
+
+  constructor(
+    private readonly fits: LinearFit[],
+    /** EWMA weight of each new observation. */
+    private readonly alpha = 0.1,
+  ) {
+    this.factors = fits.map(() => 1);
+    this.counts = fits.map(() => 0);
+  }
+
+  static fromSamples(samples: readonly LatencySample[][], alpha?: number): LatencyProfile {
+    return new LatencyProfile(samples.map(fitLine), alpha);
+  }
+
+  get size(): number {
+    return this.fits.length;
+  }
+
+  /** Predicted service time of `batch` rows at rate index `index`, ms. */
+  predict(index: number, batch: number): number {
+    const fit = this.fits[index]!;
+    return (fit.intercept + fit.slope * batch) * this.factors[index]!;
+  }
+
+  /** Fold one observed service time into the correction of that rate. */
+  observe(index: number, batch: number, ms: number): void {
+    const fit = this.fits[index]!;
+    const base = fit.intercept + fit.slope * batch;
+    if (!(base > 0) || !Number.isFinite(ms) || ms < 0) return;
+    const ratio = ms / base;
+    this.factors[index] = (1 - this.alpha) * this.factors[index]! + this.alpha * ratio;
+    this.counts[index]! += 1;
+  }
+
+  snapshot(): RateProfileSnapshot[] {
+    return this.fits.map((f, i) => ({ intercept: f.intercept, slope: f.slope, factor: this.factors[i]!, observed: this.counts[i]! }));
+  }
+}

@@ -1,0 +1,290 @@
+// SlicedModel: a compiled slicec folder loaded for serving. Feeds are checked against the
+// manifest, the rate policy picks a rate per request from the deadline and the predicted queue
+// wait, and a worker pool runs it. Modes:
+// - 'per-rate' (default): every worker holds one session per rate graph (fastest graphs; memory
+//   ≈ workers × Σ rate graph sizes, Σ r² ≈ 1/3 + ... of the full weights over the rates).
+// - 'elastic': every worker holds only elastic.onnx, fed the rate as a scalar (one copy of the
+//   weights; slower per request, see docs/runtime.md).
+// The latency profile is measured at load (a few runs per rate at batch 1 and a larger batch)
+// and refined from every observed service time.
+
+import * as os from 'node:os';
+import { ErrorCodes, userError } from '../compiler/diagnostics.js';
+import { makeArray, shapeMatches, sizeOf, type NdArray } from './ndarray.js';
+import { chooseRate, rankAccuracy, type Decision, type RateOption } from './policy.js';
+import { LatencyProfile, type LatencySample, type RateProfileSnapshot } from './profile.js';
+import { ShedError, WorkerPool } from './pool.js';
+import { readServedManifest, type ServedManifest, type ServedRate, type ServedTensor } from './manifest.js';
+import { warnOnce, type Device } from './session.js';
+
+export { ShedError };
+
+export interface LoadOptions {
+  device?: Device;
+  /** Worker threads (default: cores ÷ threads, at least 1). */
+  workers?: number;
+  /** Intra-op threads per session (default 1). */
+  threads?: number;
+  mode?: 'per-rate' | 'elastic';
+  /** Dynamic batching: rows per batch (default 1, off) and the longest wait for a batch to fill. */
+  maxBatch?: number;
+  maxQueueDelayMs?: number;
+  /** Measured runs per rate and batch size when profiling at load (default 5). */
+  profileRuns?: number;
+  /** Where the one CUDA fallback warning goes (default stderr). */
+  warn?: (text: string) => void;
+}
+
+export interface InferOptions {
+  /** Serve at exactly this rate (one of the manifest's); the policy is skipped. */
+  rate?: number;
+  /** Latency objective for this request, ms from `arrivedAt` (or from the call). */
+  deadlineMs?: number;
+  /** Accuracy floor; needs per-rate accuracy in the manifest. */
+  minAccuracy?: number;
+  /** Refuse (ShedError) instead of answering late when no rate fits the deadline. */
+  shed?: boolean;
+  /** performance.now() when the request arrived, so time spent before `run` counts. */
+  arrivedAt?: number;
+  /** Output names to return (default all). */
+  outputs?: string[];
+}
+
+export interface InferResult {
+  outputs: Record<string, NdArray>;
+  rate: number;
+  queueMs: number;
+  serviceMs: number;
+  /** From arrival to the answer, ms. */
+  totalMs: number;
+  /** What the policy predicted for wait + service, ms. */
+  predictedMs: number;
+  batchRows: number;
+}
+
+export class SlicedModel {
+  private constructor(
+    readonly manifest: ServedManifest,
+    readonly mode: 'per-rate' | 'elastic',
+    private readonly pool: WorkerPool,
+    private profile: LatencyProfile,
+    private readonly accuracy: { values: number[]; recorded: boolean },
+    private readonly batchable: boolean,
+  ) {}
+
+  static async load(dir: string, options: LoadOptions = {}): Promise<SlicedModel> {
+    const manifest = readServedManifest(dir);
+    const mode = options.mode ?? 'per-rate';
+    if (mode === 'elastic' && !manifest.elastic) {
+      throw userError(ErrorCodes.BAD_INPUT_FILE, `${manifest.dir} has no elastic graph`, { expected: 'manifest.elastic with file and rateInput', hint: 'use mode per-rate' });
+    }
+    const threads = Math.max(1, options.threads ?? 1);
+    const workers = Math.max(1, options.workers ?? Math.floor(os.availableParallelism() / threads));
+    const batchable = [...manifest.inputs, ...manifest.outputs].every((t) => t.shape !== null && t.shape.length > 0 && typeof t.shape[0] !== 'number');
+    const pool = await WorkerPool.start({
+      files: mode === 'elastic' ? [manifest.elastic!.file] : manifest.rates.map((r) => r.file),
+      rateInput: mode === 'elastic' ? manifest.elastic!.rateInput : null,
+      rates: manifest.rates.map((r) => r.rate),
+      workers,
+      threads,
+      device: options.device ?? 'cpu',
+      maxBatch: batchable ? options.maxBatch : 1,
+      maxQueueDelayMs: options.maxQueueDelayMs,
+    });
+    if (options.device === 'cuda' && pool.fallback) {
+      warnOnce(`CUDA was asked for but cannot be used (${pool.fallback}); running on CPU. See docs/runtime.md, "CUDA".`, options.warn);
+    }
+    const model = new SlicedModel(manifest, mode, pool, new LatencyProfile(manifest.rates.map(() => ({ intercept: 1, slope: 0 }))), rankAccuracy(manifest.rates), batchable);
+    try {
+      await model.measureProfile(options.profileRuns ?? 5);
+    } catch (e) {
+      await model.close();
+      throw e;
+    }
+    return model;
+  }
+
+  get name(): string {
+    return this.manifest.sourceName;
+  }
+
+  get rates(): readonly ServedRate[] {
+    return this.manifest.rates;
+  }
+
+  get inputs(): readonly ServedTensor[] {
+    return this.manifest.inputs;
+  }
+
+  get outputs(): readonly ServedTensor[] {
+    return this.manifest.outputs;
+  }
+
+  get device(): Device {
+    return this.pool.device;
+  }
+
+  get workers(): number {
+    return this.pool.workers;
+  }
+
+  get queueDepth(): number {
+    return this.pool.queueDepth;
+  }
+
+  get inFlight(): number {
+    return this.pool.inFlight;
+  }
+
+  profileSnapshot(): RateProfileSnapshot[] {
+    return this.profile.snapshot();
+  }
+
+  /** Predicted service time at rate index `index` for `rows` rows, ms. */
+  predictServiceMs(index: number, rows: number): number {
+    return this.profile.predict(index, rows);
+  }
+
+  async run(feeds: Record<string, NdArray>, options: InferOptions = {}): Promise<InferResult> {
+    const arrivedAt = options.arrivedAt ?? performance.now();
+    const rows = this.checkFeeds(feeds);
+    const wanted = this.checkOutputs(options.outputs);
+    const plan = this.plan(rows, options, arrivedAt);
+    const result = await this.pool.submit({
+      rateIndex: plan.index,
+      feeds,
+      rows,
+      predictedMs: this.profile.predict(plan.index, rows),
+      revise: plan.revise,
+    });
+    this.profile.observe(result.rateIndex, result.batchRows, result.serviceMs);
+    const outputs: Record<string, NdArray> = {};
+    for (const name of wanted) outputs[name] = result.outputs[name]!;
+    return {
+      outputs,
+      rate: this.manifest.rates[result.rateIndex]!.rate,
+      queueMs: result.queueMs,
+      serviceMs: result.serviceMs,
+      totalMs: performance.now() - arrivedAt,
+      predictedMs: plan.predictedMs,
+      batchRows: result.batchRows,
+    };
+  }
+
+  /** Let running and queued requests finish, then stop the workers. */
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  private options(rows: number): RateOption[] {
+    return this.manifest.rates.map((r, i) => ({ rate: r.rate, accuracy: this.accuracy.values[i]!, serviceMs: this.profile.predict(i, rows) }));
+  }
+
+  private plan(rows: number, options: InferOptions, arrivedAt: number): { index: number; predictedMs: number; revise?: Parameters<WorkerPool['submit']>[0]['revise'] } {
+    if (options.rate !== undefined) {
+      const index = this.manifest.rates.findIndex((r) => Math.abs(r.rate - options.rate!) < 1e-9);
+      if (index < 0) {
+        throw userError(ErrorCodes.BAD_REQUEST, `rate ${options.rate} is not one this model was compiled for`, {
+          expected: this.manifest.rates.map((r) => r.rate).join(', '),
+          found: String(options.rate),
+        });
+      }
+      return { index, predictedMs: this.pool.predictedWaitMs() + this.profile.predict(index, rows) };
+    }
+    if (options.minAccuracy !== undefined && !this.accuracy.recorded) {
+      throw userError(ErrorCodes.BAD_REQUEST, 'minAccuracy needs an accuracy per rate, and the manifest records none', {
+        hint: 'run `slicec eval` on the compiled folder first, or ask for a rate or a deadline',
+      });
+    }
+    const deadline = options.deadlineMs ?? Infinity;
+    const request = { minAccuracy: options.minAccuracy, shed: options.shed };
+    const first = chooseRate(this.options(rows), { ...request, budgetMs: deadline - (performance.now() - arrivedAt) }, { waitMs: this.pool.predictedWaitMs() });
+    if (first.kind === 'shed') throw new ShedError(first.predictedMs);
+    if (!Number.isFinite(deadline)) return { index: first.index, predictedMs: first.predictedMs };
+    // At dispatch the wait is known: keep the rate when it still fits, else step down (never up,
+    // which would lengthen the wait of everything queued behind).
+    const revise = (_waitedMs: number, current: number): { rateIndex: number; predictedMs: number } | -1 => {
+      const all = this.options(rows);
+      const allowed = all.filter((o) => o.accuracy <= all[current]!.accuracy);
+      const decision: Decision = chooseRate(allowed, { ...request, budgetMs: deadline - (performance.now() - arrivedAt) }, { waitMs: 0 });
+      if (decision.kind === 'shed') return -1;
+      const index = all.indexOf(allowed[decision.index]!);
+      return { rateIndex: index, predictedMs: all[index]!.serviceMs };
+    };
+    return { index: first.index, predictedMs: first.predictedMs, revise };
+  }
+
+  /** Names, dtypes and shapes against the manifest; returns the batch rows (axis 0). */
+  private checkFeeds(feeds: Record<string, NdArray>): number {
+    const bad = (message: string, expected: string, found: string): Error => userError(ErrorCodes.BAD_REQUEST, message, { expected, found });
+    const names = this.manifest.inputs.map((t) => t.name);
+    for (const name of Object.keys(feeds)) {
+      if (!names.includes(name)) throw bad(`unknown input "${name}"`, `inputs ${names.join(', ')}`, name);
+    }
+    const symbols = new Map<string, number>();
+    for (const input of this.manifest.inputs) {
+      const feed = feeds[input.name];
+      if (!feed) throw bad(`input "${input.name}" is missing`, `inputs ${names.join(', ')}`, Object.keys(feeds).join(', ') || 'none');
+      if (feed.dtype !== input.dtype) throw bad(`input "${input.name}" has dtype ${feed.dtype}`, input.dtype, feed.dtype);
+      const shape = input.shape;
+      if (!feed.dims.every((d) => Number.isSafeInteger(d) && d >= 0) || !shapeMatches(feed.dims, shape)) {
+        throw bad(`input "${input.name}" has shape [${feed.dims.join(', ')}]`, `[${(shape ?? ['*']).map((d) => d ?? '?').join(', ')}]`, `[${feed.dims.join(', ')}]`);
+      }
+      if (feed.data.length !== sizeOf(feed.dims)) throw bad(`input "${input.name}" holds ${feed.data.length} values for shape [${feed.dims.join(', ')}]`, `${sizeOf(feed.dims)} values`, String(feed.data.length));
+      shape?.forEach((d, i) => {
+        if (typeof d !== 'string') return;
+        const seen = symbols.get(d);
+        if (seen !== undefined && seen !== feed.dims[i]) throw bad(`dimension ${d} is ${feed.dims[i]} in "${input.name}" but ${seen} elsewhere`, `${d} = ${seen}`, String(feed.dims[i]));
+        symbols.set(d, feed.dims[i]!);
+      });
+    }
+    const first = feeds[this.manifest.inputs[0]!.name]!;
+    return this.batchable ? first.dims[0]! : 1;
+  }
+
+  private checkOutputs(wanted: string[] | undefined): string[] {
+    const names = this.manifest.outputs.map((t) => t.name);
+    if (!wanted) return names;
+    for (const name of wanted) {
+      if (!names.includes(name)) throw userError(ErrorCodes.BAD_REQUEST, `unknown output "${name}"`, { expected: `outputs ${names.join(', ')}`, found: name });
+    }
+    return wanted;
+  }
+
+  /** A few timed runs per rate at batch 1 and one larger batch; the profile is a line through them. */
+  private async measureProfile(runs: number): Promise<void> {
+    const batches = this.batchable ? [1, Math.max(4, this.pool.maxBatch)] : [1];
+    const samples: LatencySample[][] = this.manifest.rates.map(() => []);
+    for (let index = 0; index < this.manifest.rates.length; index++) {
+      for (const batch of batches) {
+        const feeds = this.sampleFeeds(batch);
+        const times: number[] = [];
+        for (let k = 0; k < runs + 2; k++) {
+          const r = await this.pool.submit({ rateIndex: index, feeds, rows: batch, predictedMs: 0 });
+          if (k >= 2) times.push(r.serviceMs);
+        }
+        times.sort((a, b) => a - b);
+        samples[index]!.push({ batch, ms: times[Math.floor(times.length / 2)]! });
+      }
+    }
+    this.profile = LatencyProfile.fromSamples(samples);
+  }
+
+  /** Feeds of the manifest's shapes (symbolic axis 0 = batch, other symbols 1), seeded values. */
+  private sampleFeeds(batch: number): Record<string, NdArray> {
+    const feeds: Record<string, NdArray> = {};
+    for (const input of this.manifest.inputs) {
+      const dims = (input.shape ?? []).map((d, i) => (typeof d === 'number' ? d : i === 0 ? batch : 1));
+      const data = makeArray(input.dtype, sizeOf(dims));
+      if (data instanceof Float32Array || data instanceof Float64Array) {
+        let state = 12345;
+        for (let i = 0; i < data.length; i++) {
+          state = (state * 1103515245 + 12345) >>> 0;
+          data[i] = state / 2 ** 31 - 1;
+        }
+      }
+      feeds[input.name] = { dtype: input.dtype, dims, data };
+    }
+    return feeds;
+  }
+}
