@@ -13,11 +13,14 @@ import { ErrorCodes, userError } from '../compiler/diagnostics.js';
 import { makeArray, shapeMatches, sizeOf, type NdArray } from './ndarray.js';
 import { chooseRate, rankAccuracy, type Decision, type RateOption } from './policy.js';
 import { LatencyProfile, type LatencySample, type RateProfileSnapshot } from './profile.js';
-import { ShedError, WorkerPool } from './pool.js';
+import { startWorkers } from './pool.js';
+import { Scheduler, ShedError, type Job, type Runner } from './scheduler.js';
 import { readServedManifest, type ServedManifest, type ServedRate, type ServedTensor } from './manifest.js';
 import { warnOnce, type Device } from './session.js';
 
 export { ShedError };
+
+export type ServeMode = 'per-rate' | 'elastic' | 'upstream';
 
 export interface LoadOptions {
   device?: Device;
@@ -63,14 +66,38 @@ export interface InferResult {
 }
 
 export class SlicedModel {
+  private profile: LatencyProfile;
+  private readonly accuracy: { values: number[]; recorded: boolean };
+  private readonly batchable: boolean;
+  private readonly pool: Scheduler;
+
   private constructor(
     readonly manifest: ServedManifest,
-    readonly mode: 'per-rate' | 'elastic',
-    private readonly pool: WorkerPool,
-    private profile: LatencyProfile,
-    private readonly accuracy: { values: number[]; recorded: boolean },
-    private readonly batchable: boolean,
-  ) {}
+    readonly mode: ServeMode,
+    runners: Runner[],
+    readonly device: Device,
+    options: { maxBatch?: number; maxQueueDelayMs?: number },
+  ) {
+    this.batchable = [...manifest.inputs, ...manifest.outputs].every((t) => t.shape !== null && t.shape.length > 0 && typeof t.shape[0] !== 'number');
+    this.pool = new Scheduler(runners, { maxBatch: this.batchable ? options.maxBatch : 1, maxQueueDelayMs: options.maxQueueDelayMs });
+    this.profile = new LatencyProfile(manifest.rates.map(() => ({ intercept: 1, slope: 0 })));
+    this.accuracy = rankAccuracy(manifest.rates);
+  }
+
+  /**
+   * A model served by the given runners (one per parallel slot), profiled before it resolves.
+   * `load` uses worker threads; the router uses connections to an upstream v2 server.
+   */
+  static async withRunners(manifest: ServedManifest, mode: ServeMode, runners: Runner[], device: Device, options: LoadOptions = {}): Promise<SlicedModel> {
+    const model = new SlicedModel(manifest, mode, runners, device, options);
+    try {
+      await model.measureProfile(options.profileRuns ?? 5);
+    } catch (e) {
+      await model.close();
+      throw e;
+    }
+    return model;
+  }
 
   static async load(dir: string, options: LoadOptions = {}): Promise<SlicedModel> {
     const manifest = readServedManifest(dir);
@@ -80,28 +107,18 @@ export class SlicedModel {
     }
     const threads = Math.max(1, options.threads ?? 1);
     const workers = Math.max(1, options.workers ?? Math.floor(os.availableParallelism() / threads));
-    const batchable = [...manifest.inputs, ...manifest.outputs].every((t) => t.shape !== null && t.shape.length > 0 && typeof t.shape[0] !== 'number');
-    const pool = await WorkerPool.start({
+    const started = await startWorkers({
       files: mode === 'elastic' ? [manifest.elastic!.file] : manifest.rates.map((r) => r.file),
       rateInput: mode === 'elastic' ? manifest.elastic!.rateInput : null,
       rates: manifest.rates.map((r) => r.rate),
       workers,
       threads,
       device: options.device ?? 'cpu',
-      maxBatch: batchable ? options.maxBatch : 1,
-      maxQueueDelayMs: options.maxQueueDelayMs,
     });
-    if (options.device === 'cuda' && pool.fallback) {
-      warnOnce(`CUDA was asked for but cannot be used (${pool.fallback}); running on CPU. See docs/runtime.md, "CUDA".`, options.warn);
+    if (options.device === 'cuda' && started.fallback) {
+      warnOnce(`CUDA was asked for but cannot be used (${started.fallback}); running on CPU. See docs/runtime.md, "CUDA".`, options.warn);
     }
-    const model = new SlicedModel(manifest, mode, pool, new LatencyProfile(manifest.rates.map(() => ({ intercept: 1, slope: 0 }))), rankAccuracy(manifest.rates), batchable);
-    try {
-      await model.measureProfile(options.profileRuns ?? 5);
-    } catch (e) {
-      await model.close();
-      throw e;
-    }
-    return model;
+    return SlicedModel.withRunners(manifest, mode, started.runners, started.device, options);
   }
 
   get name(): string {
@@ -120,12 +137,8 @@ export class SlicedModel {
     return this.manifest.outputs;
   }
 
-  get device(): Device {
-    return this.pool.device;
-  }
-
   get workers(): number {
-    return this.pool.workers;
+    return this.pool.runners;
   }
 
   get queueDepth(): number {
@@ -180,7 +193,7 @@ export class SlicedModel {
     return this.manifest.rates.map((r, i) => ({ rate: r.rate, accuracy: this.accuracy.values[i]!, serviceMs: this.profile.predict(i, rows) }));
   }
 
-  private plan(rows: number, options: InferOptions, arrivedAt: number): { index: number; predictedMs: number; revise?: Parameters<WorkerPool['submit']>[0]['revise'] } {
+  private plan(rows: number, options: InferOptions, arrivedAt: number): { index: number; predictedMs: number; revise?: Job['revise'] } {
     if (options.rate !== undefined) {
       const index = this.manifest.rates.findIndex((r) => Math.abs(r.rate - options.rate!) < 1e-9);
       if (index < 0) {
