@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, UserError, formatInternalError, isUserError, userError } from './diagnostics.js';
+import { registerRuntimeCommands } from './cli-runtime.js';
 import type { Model, Value } from './ir.js';
 import { readModel } from './onnx-codec.js';
 import type { CompileOptions, CompileResult } from './pipeline-types.js';
@@ -166,6 +167,7 @@ function buildProgram(io: CliIO, json: boolean, state: RunState): Command {
       if (opts.stats) io.stderr(formatStats(result));
     });
 
+  registerRuntimeCommands(program);
   return program;
 }
 
