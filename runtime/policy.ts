@@ -3,7 +3,7 @@
 //
 // Latency-constrained mode (after SLO-aware neural networks and INFaaS): among the rates that
 // meet the accuracy floor, take the most accurate one whose predicted wait + service time fits
-// the remaining budget; ties go to the cheaper rate. When nothing fits, serve the cheapest
+// the remaining budget; ties go to the cheaper rate. When nothing fits, serve the smallest
 // allowed rate (the answer is late by the least), or shed when the caller asked for it.
 // Accuracy per rate comes from the manifest when an eval recorded it; otherwise rates are ranked
 // by their value (a wider slice is never worse than a narrower one of the same weights).
@@ -50,7 +50,9 @@ export function chooseRate(options: readonly RateOption[], request: PolicyReques
     if (best < 0 || better(o, options[best]!)) best = i;
   }
   if (best >= 0) return { kind: 'serve', index: best, predictedMs: load.waitMs + options[best]!.serviceMs, meetsDeadline: true };
-  const cheapest = allowed.reduce((a, b) => (options[b]!.serviceMs < options[a]!.serviceMs ? b : a));
+  // The smallest rate, not the smallest prediction: on thin models neighbouring rates differ by
+  // less than the profile's noise, and the smallest rate is the one that is reliably cheapest.
+  const cheapest = allowed.reduce((a, b) => (options[b]!.rate < options[a]!.rate ? b : a));
   const predictedMs = load.waitMs + options[cheapest]!.serviceMs;
   if (request.shed) return { kind: 'shed', predictedMs };
   return { kind: 'serve', index: cheapest, predictedMs, meetsDeadline: false };

@@ -6,6 +6,9 @@
 //   missing, so a CUDA request that fails to create is retried on CPU and the reason is returned
 //   for the caller to report once.
 
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { FloatTensor } from '../compiler/calibration-data.js';
 import { isDType, type NdArray, type TypedArray } from './ndarray.js';
@@ -68,9 +71,15 @@ export class Session {
       logSeverityLevel: 3,
     };
     if (opts.device === 'cuda') {
+      const missing = missingCudaProvider();
+      if (missing) {
+        const session = await ort.InferenceSession.create(model as Uint8Array, { ...base, executionProviders: ['cpu'] });
+        return new Session(session, 'cpu', missing);
+      }
       try {
         const providers = [{ name: 'cuda', deviceId: opts.deviceId ?? 0 }, 'cpu'];
-        const session = await ort.InferenceSession.create(model as Uint8Array, { ...base, executionProviders: providers });
+        // Severity 4 (fatal only) keeps ORT's own log of the failed provider load out of the output.
+        const session = await ort.InferenceSession.create(model as Uint8Array, { ...base, logSeverityLevel: 4, executionProviders: providers });
         return new Session(session, 'cuda', null);
       } catch (e) {
         const reason = (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
@@ -108,6 +117,18 @@ export class Session {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/**
+ * Why the CUDA provider cannot load, when that is plain from the files: on Linux it must sit
+ * next to onnxruntime-node's bundled libonnxruntime.so. Null when it is there (or elsewhere).
+ */
+export function missingCudaProvider(): string | null {
+  if (process.platform !== 'linux') return null;
+  const pkg = path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+  const dir = path.join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+  const file = path.join(dir, 'libonnxruntime_providers_cuda.so');
+  return fs.existsSync(file) ? null : `the CUDA provider library ${file} is not installed`;
 }
 
 const sessionCache = new Map<string, Promise<Session>>();
