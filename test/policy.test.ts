@@ -79,7 +79,7 @@ class FakeRunner implements Runner {
     const x = feeds.x!;
     this.calls.push({ rateIndex, rows: x.dims[0]! });
     await new Promise((r) => setTimeout(r, this.ms[rateIndex]));
-    return { outputs: { y: { ...x, data: x.data.map((v) => (v as number) * 10) as Float32Array } }, serviceMs: this.ms[rateIndex]! };
+    return { outputs: { y: { ...x, data: (x.data as Float32Array).map((v) => v * 10) } }, serviceMs: this.ms[rateIndex]! };
   }
   async close(): Promise<void> {
     this.closed = true;

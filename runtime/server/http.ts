@@ -61,7 +61,7 @@ export class V2Server {
     this.models.set(this.name, undefined);
     for (const r of model.rates) this.models.set(rateModelName(this.name, r.rate), r.rate);
     this.metrics = new ServerMetrics(() => ({ queueDepth: model.queueDepth, inFlight: model.inFlight }));
-    this.http = http.createServer({ requestTimeout: this.opts.timeoutMs * 2, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+    this.http = http.createServer({ requestTimeout: Math.max(10_000, Math.ceil(this.opts.timeoutMs * 2)), headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
       void this.handle(req, res);
     });
     this.http.on('clientError', (_err, socket) => {
@@ -85,12 +85,17 @@ export class V2Server {
     });
   }
 
-  /** Stop accepting, finish the requests in flight, close the model. */
-  async drain(): Promise<void> {
+  /** Stop accepting and finish the requests in flight; the model stays open. */
+  async close(): Promise<void> {
     this.draining = true;
     const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     this.http.closeIdleConnections();
     await closed;
+  }
+
+  /** `close()`, then close the model (SIGTERM). */
+  async drain(): Promise<void> {
+    await this.close();
     await this.model.close();
   }
 
@@ -100,18 +105,18 @@ export class V2Server {
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
       const p = url.pathname;
-      if (p === '/v2/health/live') return this.getOnly(req, res, () => this.json(res, 200, { live: true }));
-      if (p === '/v2/health/ready') return this.getOnly(req, res, () => this.json(res, this.draining ? 503 : 200, { ready: !this.draining }));
-      if (p === '/v2' || p === '/v2/') return this.getOnly(req, res, () => this.json(res, 200, { name: 'slicec', version: this.opts.version, extensions: ['binary_tensor_data', 'slicec_rate'] }));
-      if (p === '/metrics') return this.getOnly(req, res, async () => this.text(res, 200, await this.metrics.registry.metrics(), this.metrics.registry.contentType));
+      if (p === '/v2/health/live') return await this.getOnly(req, res, () => this.json(res, 200, { live: true }));
+      if (p === '/v2/health/ready') return await this.getOnly(req, res, () => this.json(res, this.draining ? 503 : 200, { ready: !this.draining }));
+      if (p === '/v2' || p === '/v2/') return await this.getOnly(req, res, () => this.json(res, 200, { name: 'slicec', version: this.opts.version, extensions: ['binary_tensor_data', 'slicec_rate'] }));
+      if (p === '/metrics') return await this.getOnly(req, res, async () => this.text(res, 200, await this.metrics.registry.metrics(), this.metrics.registry.contentType));
       const m = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?$/.exec(p);
       if (!m) throw new V2Error(404, `no route for ${p}`);
       const name = decodeURIComponent(m[1]!);
       if (!this.models.has(name)) throw new V2Error(404, `unknown model "${name}"; this server serves ${this.modelNames.join(', ')}`);
       if (m[2] !== undefined && decodeURIComponent(m[2]) !== '1') throw new V2Error(404, `model "${name}" has only version 1`);
       const route: Route = { rate: this.models.get(name), action: (m[3] as Route['action'] | undefined) ?? 'metadata' };
-      if (route.action === 'metadata') return this.getOnly(req, res, () => this.json(res, 200, this.metadata(name)));
-      if (route.action === 'ready') return this.getOnly(req, res, () => this.json(res, this.draining ? 503 : 200, { name, ready: !this.draining }));
+      if (route.action === 'metadata') return await this.getOnly(req, res, () => this.json(res, 200, this.metadata(name)));
+      if (route.action === 'ready') return await this.getOnly(req, res, () => this.json(res, this.draining ? 503 : 200, { name, ready: !this.draining }));
       if (req.method !== 'POST') throw new V2Error(405, `${req.method} is not allowed on ${p}; use POST`);
       await this.infer(name, route, req, res, arrivedAt);
     } catch (e) {
@@ -213,8 +218,18 @@ export class V2Server {
       res.destroy();
       return;
     }
-    // An unread body cannot be skipped safely on a kept-alive connection.
-    if (!res.req.complete) res.setHeader('Connection', 'close');
+    const req = res.req;
+    if (!req.complete) {
+      // A body within the limit is read and dropped, so the connection stays usable; a larger
+      // one is not read: the connection closes after this answer (its rest would parse as garbage).
+      const declared = Number(req.headers['content-length'] ?? NaN);
+      if (declared <= this.opts.maxBodyBytes && status !== 413) {
+        req.resume();
+      } else {
+        res.setHeader('Connection', 'close');
+        res.once('finish', () => req.socket.end());
+      }
+    }
     this.json(res, status, { error: message });
     if (arrivedAt !== undefined) this.record(status, arrivedAt);
   }
