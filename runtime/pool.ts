@@ -106,7 +106,9 @@ function createWorker(init: WorkerInit): Worker {
   const here = fileURLToPath(import.meta.url);
   const ext = path.extname(here);
   const workerFile = path.join(path.dirname(here), `worker${ext}`);
-  if (ext === '.js') return new Worker(workerFile, { workerData: init });
+  // --input-type (node -e) applies to string input only; a worker started from a file refuses it.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+  if (ext === '.js') return new Worker(workerFile, { workerData: init, execArgv });
   // The import condition of tsx/esm/api is the .mjs beside the .cjs that require resolves.
   const tsxApi = pathToFileURL(createRequire(here).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
   const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(pathToFileURL(workerFile).href)}); })`;
