@@ -193,7 +193,12 @@ export class SlicedModel {
     return this.manifest.rates.map((r, i) => ({ rate: r.rate, accuracy: this.accuracy.values[i]!, serviceMs: this.profile.predict(i, rows) }));
   }
 
+  /**
+   * The rate for a request, and how to revise it at dispatch. A fixed rate is the policy over that
+   * one rate, so `shed` still refuses what cannot be answered in time (full-width with shedding).
+   */
   private plan(rows: number, options: InferOptions, arrivedAt: number): { index: number; predictedMs: number; revise?: Job['revise'] } {
+    let indices = this.manifest.rates.map((_, i) => i);
     if (options.rate !== undefined) {
       const index = this.manifest.rates.findIndex((r) => Math.abs(r.rate - options.rate!) < 1e-9);
       if (index < 0) {
@@ -202,29 +207,31 @@ export class SlicedModel {
           found: String(options.rate),
         });
       }
-      return { index, predictedMs: this.pool.predictedWaitMs() + this.profile.predict(index, rows) };
-    }
-    if (options.minAccuracy !== undefined && !this.accuracy.recorded) {
+      indices = [index];
+    } else if (options.minAccuracy !== undefined && !this.accuracy.recorded) {
       throw userError(ErrorCodes.BAD_REQUEST, 'minAccuracy needs an accuracy per rate, and the manifest records none', {
         hint: 'run `slicec eval` on the compiled folder first, or ask for a rate or a deadline',
       });
     }
     const deadline = options.deadlineMs ?? Infinity;
-    const request = { minAccuracy: options.minAccuracy, shed: options.shed };
-    const first = chooseRate(this.options(rows), { ...request, budgetMs: deadline - (performance.now() - arrivedAt) }, { waitMs: this.pool.predictedWaitMs() });
+    const request = { minAccuracy: options.rate === undefined ? options.minAccuracy : undefined, shed: options.shed };
+    const decide = (within: number[], waitMs: number): Decision & { rateIndex: number } => {
+      const all = this.options(rows);
+      const decision = chooseRate(within.map((i) => all[i]!), { ...request, budgetMs: deadline - (performance.now() - arrivedAt) }, { waitMs });
+      return { ...decision, rateIndex: decision.kind === 'serve' ? within[decision.index]! : -1 };
+    };
+    const first = decide(indices, this.pool.predictedWaitMs());
     if (first.kind === 'shed') throw new ShedError(first.predictedMs);
-    if (!Number.isFinite(deadline)) return { index: first.index, predictedMs: first.predictedMs };
+    if (!Number.isFinite(deadline)) return { index: first.rateIndex, predictedMs: first.predictedMs };
     // At dispatch the wait is known: keep the rate when it still fits, else step down (never up,
     // which would lengthen the wait of everything queued behind).
     const revise = (_waitedMs: number, current: number): { rateIndex: number; predictedMs: number } | -1 => {
-      const all = this.options(rows);
-      const allowed = all.filter((o) => o.accuracy <= all[current]!.accuracy);
-      const decision: Decision = chooseRate(allowed, { ...request, budgetMs: deadline - (performance.now() - arrivedAt) }, { waitMs: 0 });
+      const lower = indices.filter((i) => this.accuracy.values[i]! <= this.accuracy.values[current]!);
+      const decision = decide(lower, 0);
       if (decision.kind === 'shed') return -1;
-      const index = all.indexOf(allowed[decision.index]!);
-      return { rateIndex: index, predictedMs: all[index]!.serviceMs };
+      return { rateIndex: decision.rateIndex, predictedMs: decision.predictedMs };
     };
-    return { index: first.index, predictedMs: first.predictedMs, revise };
+    return { index: first.rateIndex, predictedMs: first.predictedMs, revise };
   }
 
   /** Names, dtypes and shapes against the manifest; returns the batch rows (axis 0). */

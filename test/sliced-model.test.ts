@@ -92,6 +92,10 @@ describe('SlicedModel', () => {
     expect((await model.run({ input: x }, { deadlineMs: 1000 })).rate).toBe(1);
     expect((await model.run({ input: x }, { deadlineMs: 1e-6 })).rate).toBe(0.25);
     await expect(model.run({ input: x }, { deadlineMs: 1e-6, shed: true })).rejects.toBeInstanceOf(ShedError);
+    // A fixed rate keeps its width; with shed it refuses what it cannot answer in time.
+    expect((await model.run({ input: x }, { rate: 1, deadlineMs: 1e-6 })).rate).toBe(1);
+    await expect(model.run({ input: x }, { rate: 1, deadlineMs: 1e-6, shed: true })).rejects.toBeInstanceOf(ShedError);
+    expect((await model.run({ input: x }, { rate: 1, deadlineMs: 1000, shed: true })).rate).toBe(1);
   });
 
   it('a burst under a tight deadline is served at lower rates than the same requests one by one', async () => {
