@@ -31,6 +31,8 @@ export interface StartedPool {
 
 class WorkerRunner implements Runner {
   private nextId = 1;
+  /** Set once the worker has crashed or exited: later runs fail at once instead of waiting forever. */
+  private dead: Error | null = null;
   private readonly pending = new Map<number, { resolve: (r: { outputs: Record<string, NdArray>; serviceMs: number }) => void; reject: (e: Error) => void }>();
 
   constructor(
@@ -45,10 +47,11 @@ class WorkerRunner implements Runner {
       else waiter?.reject(new Error(`inference failed: ${msg.message}`));
     });
     worker.on('error', (e) => this.failAll(new Error(`worker crashed: ${e.message}`)));
-    worker.on('exit', () => this.failAll(new Error('worker exited')));
+    worker.on('exit', (code) => this.failAll(new Error(`worker exited (code ${code})`)));
   }
 
   run(rateIndex: number, feeds: Record<string, NdArray>): Promise<{ outputs: Record<string, NdArray>; serviceMs: number }> {
+    if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     const { arrays, buffers } = forTransfer(feeds);
     const graph = this.options.rateInput ? 0 : rateIndex;
@@ -60,6 +63,7 @@ class WorkerRunner implements Runner {
   }
 
   close(): Promise<void> {
+    if (this.dead) return Promise.resolve();
     return new Promise((resolve) => {
       this.worker.once('exit', () => resolve());
       this.worker.postMessage({ kind: 'close' } satisfies WorkerRequest);
@@ -67,6 +71,7 @@ class WorkerRunner implements Runner {
   }
 
   private failAll(error: Error): void {
+    this.dead ??= error;
     for (const waiter of this.pending.values()) waiter.reject(error);
     this.pending.clear();
   }

@@ -26,7 +26,13 @@ export interface JobResult {
   outputs: Record<string, NdArray>;
   rateIndex: number;
   queueMs: number;
+  /** The runner's own measure (session.run in the worker, the round trip for upstream). */
   serviceMs: number;
+  /**
+   * Dispatch to answer on this thread: service plus messaging and thread wake-ups. This is what
+   * a slot costs, and what grows when other work on the host delays our threads.
+   */
+  slotMs: number;
   /** Rows of the batch this job ran in. */
   batchRows: number;
 }
@@ -177,12 +183,13 @@ export class Scheduler {
     const batchRows = jobs.reduce((s, j) => s + j.rows, 0);
     try {
       const { outputs, serviceMs } = await slot.runner.run(head.rateIndex, feeds);
+      const slotMs = performance.now() - startedAt;
       let row = 0;
       for (const job of jobs) {
         const mine: Record<string, NdArray> = {};
         for (const [name, a] of Object.entries(outputs)) mine[name] = jobs.length === 1 ? a : sliceRows(a, row, row + job.rows);
         row += job.rows;
-        job.resolve({ outputs: mine, rateIndex: head.rateIndex, queueMs: startedAt - job.enqueuedAt, serviceMs, batchRows });
+        job.resolve({ outputs: mine, rateIndex: head.rateIndex, queueMs: startedAt - job.enqueuedAt, serviceMs, slotMs, batchRows });
       }
     } catch (e) {
       const error = e instanceof Error ? e : new Error(String(e));

@@ -6,7 +6,8 @@
 // - 'elastic': every worker holds only elastic.onnx, fed the rate as a scalar (one copy of the
 //   weights; slower per request, see docs/runtime.md).
 // The latency profile is measured at load (a few runs per rate at batch 1 and a larger batch)
-// and refined from every observed service time.
+// and refined from every observed slot time (dispatch to answer, so messaging and the delays
+// other work on the host adds to our threads count too).
 
 import * as os from 'node:os';
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
@@ -34,6 +35,12 @@ export interface LoadOptions {
   maxQueueDelayMs?: number;
   /** Measured runs per rate and batch size when profiling at load (default 5). */
   profileRuns?: number;
+  /**
+   * Share of a request's deadline the policy plans to fill when the request arrives (default
+   * 0.5); the rest absorbs prediction error. Filling the whole budget lets the queue grow until
+   * every answer lands just at the deadline, where any noise makes it late.
+   */
+  targetFraction?: number;
   /** Where the one CUDA fallback warning goes (default stderr). */
   warn?: (text: string) => void;
 }
@@ -70,18 +77,20 @@ export class SlicedModel {
   private readonly accuracy: { values: number[]; recorded: boolean };
   private readonly batchable: boolean;
   private readonly pool: Scheduler;
+  private readonly targetFraction: number;
 
   private constructor(
     readonly manifest: ServedManifest,
     readonly mode: ServeMode,
     runners: Runner[],
     readonly device: Device,
-    options: { maxBatch?: number; maxQueueDelayMs?: number },
+    options: LoadOptions,
   ) {
     this.batchable = [...manifest.inputs, ...manifest.outputs].every((t) => t.shape !== null && t.shape.length > 0 && typeof t.shape[0] !== 'number');
     this.pool = new Scheduler(runners, { maxBatch: this.batchable ? options.maxBatch : 1, maxQueueDelayMs: options.maxQueueDelayMs });
     this.profile = new LatencyProfile(manifest.rates.map(() => ({ intercept: 1, slope: 0 })));
     this.accuracy = rankAccuracy(manifest.rates);
+    this.targetFraction = Math.min(1, Math.max(0.05, options.targetFraction ?? 0.5));
   }
 
   /**
@@ -170,7 +179,7 @@ export class SlicedModel {
       predictedMs: this.profile.predict(plan.index, rows),
       revise: plan.revise,
     });
-    this.profile.observe(result.rateIndex, result.batchRows, result.serviceMs);
+    this.profile.observe(result.rateIndex, result.batchRows, result.slotMs);
     const outputs: Record<string, NdArray> = {};
     for (const name of wanted) outputs[name] = result.outputs[name]!;
     return {
@@ -215,19 +224,23 @@ export class SlicedModel {
     }
     const deadline = options.deadlineMs ?? Infinity;
     const request = { minAccuracy: options.rate === undefined ? options.minAccuracy : undefined, shed: options.shed };
-    const decide = (within: number[], waitMs: number): Decision & { rateIndex: number } => {
+    const decide = (within: number[], waitMs: number, fraction: number): Decision & { rateIndex: number } => {
       const all = this.options(rows);
-      const decision = chooseRate(within.map((i) => all[i]!), { ...request, budgetMs: deadline - (performance.now() - arrivedAt) }, { waitMs });
+      const budgetMs = deadline * fraction - (performance.now() - arrivedAt);
+      const decision = chooseRate(within.map((i) => all[i]!), { ...request, budgetMs }, { waitMs });
       return { ...decision, rateIndex: decision.kind === 'serve' ? within[decision.index]! : -1 };
     };
-    const first = decide(indices, this.pool.predictedWaitMs());
+    const waitMs = this.pool.predictedWaitMs();
+    let first = decide(indices, waitMs, this.targetFraction);
+    // Shedding judges against the whole deadline; the rate is planned on a share of it.
+    if (first.kind === 'shed') first = decide(indices, waitMs, 1);
     if (first.kind === 'shed') throw new ShedError(first.predictedMs);
     if (!Number.isFinite(deadline)) return { index: first.rateIndex, predictedMs: first.predictedMs };
     // At dispatch the wait is known: keep the rate when it still fits, else step down (never up,
     // which would lengthen the wait of everything queued behind).
     const revise = (_waitedMs: number, current: number): { rateIndex: number; predictedMs: number } | -1 => {
       const lower = indices.filter((i) => this.accuracy.values[i]! <= this.accuracy.values[current]!);
-      const decision = decide(lower, 0);
+      const decision = decide(lower, 0, 1);
       if (decision.kind === 'shed') return -1;
       return { rateIndex: decision.rateIndex, predictedMs: decision.predictedMs };
     };
@@ -281,7 +294,7 @@ export class SlicedModel {
         const times: number[] = [];
         for (let k = 0; k < runs + 2; k++) {
           const r = await this.pool.submit({ rateIndex: index, feeds, rows: batch, predictedMs: 0 });
-          if (k >= 2) times.push(r.serviceMs);
+          if (k >= 2) times.push(r.slotMs);
         }
         times.sort((a, b) => a - b);
         samples[index]!.push({ batch, ms: times[Math.floor(times.length / 2)]! });
