@@ -13,6 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Model, Value } from '../compiler/ir.js';
@@ -277,6 +278,7 @@ async function bench(): Promise<void> {
   const name = readServedManifest(dir).sourceName;
   if (process.argv.includes('--build-only')) return;
   const { accuracy, source } = accuracyPerRate(dir, argValue('--accuracy'));
+  console.log(`host: ${os.availableParallelism()} cores, 1-minute load average ${os.loadavg()[0]!.toFixed(1)} at start (other work shares the cores)`);
   console.log(`model: ResNet width ${width} (${path.relative(ROOT, modelFile)}), G=8, rates ${RATES.join(', ')}, norm gn; SLO ${sloMs} ms; 1 worker, 1 thread`);
   console.log(`accuracy per rate, ${source}: ${[...accuracy].map(([r, a]) => `${r}: ${a}`).join(', ')}\n`);
   console.log('overhead per request (median of 500, batch 1, sequential):');
@@ -297,7 +299,9 @@ async function bench(): Promise<void> {
     const whole: Phase = { name: 'whole trace', startMs: 0, endMs: trace.phases.at(-1)!.endMs };
     const wholeStats = new Map<string, PhaseStats>();
     for (const config of configs) {
+      const loadBefore = os.loadavg()[0]!;
       const { result, rss } = await runOnce(dir, config, trace, sloMs, body, headers);
+      const loadAfter = os.loadavg()[0]!;
       results.set(config.label, result);
       const stats = phaseStats(trace.arrivals, result, [...trace.phases, whole], sloMs, accuracy);
       wholeStats.set(config.label, stats.at(-1)!);
@@ -305,8 +309,8 @@ async function bench(): Promise<void> {
       for (const s of stats) {
         rows.push([config.label, s.phase, String(s.requests), (100 * s.attainment).toFixed(1), s.goodput.toFixed(0), s.p50.toFixed(1), s.p99.toFixed(1), s.p999.toFixed(1), s.meanRate.toFixed(3), s.effectiveAccuracy.toFixed(3), String(s.sheds), String(s.timeouts)]);
       }
-      rows.push([`  rss MB`, `${rss[0]!.toFixed(0)} → peak ${Math.max(...rss).toFixed(0)} → end ${rss.at(-1)!.toFixed(0)}`, '', '', '', '', '', '', '', '', '', '']);
-      (report.traces as Record<string, unknown>)[`${trace.name}/${config.label}`] = { stats, rss };
+      rows.push([`  rss MB, load`, `${rss[0]!.toFixed(0)} → peak ${Math.max(...rss).toFixed(0)} → end ${rss.at(-1)!.toFixed(0)}; host load ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)}`, '', '', '', '', '', '', '', '', '', '']);
+      (report.traces as Record<string, unknown>)[`${trace.name}/${config.label}`] = { stats, rss, loadavg: [loadBefore, loadAfter] };
     }
     const statics = RATES.map((r) => [r, wholeStats.get(`static ${r}`)!.effectiveAccuracy] as const);
     const best = statics.reduce((a, b) => (b[1] > a[1] ? b : a));

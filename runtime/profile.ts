@@ -79,3 +79,27 @@ export class LatencyProfile {
     return this.fits.map((f, i) => ({ intercept: f.intercept, slope: f.slope, factor: this.factors[i]!, observed: this.counts[i]! }));
   }
 }
+
+/**
+ * Arrivals per ms, exponentially decayed with time constant `tauMs`: each arrival adds 1/τ and
+ * the sum decays by e^(−Δt/τ), so a steady stream of λ per ms reads λ, and a 10× step is
+ * followed within about 2τ.
+ */
+export class ArrivalRate {
+  private value = 0;
+  private last = Number.NaN;
+
+  constructor(private readonly tauMs = 1000) {}
+
+  /** Count one arrival at `now` (ms, performance.now()). */
+  arrive(now: number): void {
+    this.value = this.at(now) + 1 / this.tauMs;
+    this.last = now;
+  }
+
+  /** The rate at `now`, arrivals per ms. */
+  at(now: number): number {
+    if (Number.isNaN(this.last)) return 0;
+    return this.value * Math.exp(-Math.max(0, now - this.last) / this.tauMs);
+  }
+}

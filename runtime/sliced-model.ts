@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
 import { makeArray, shapeMatches, sizeOf, type NdArray } from './ndarray.js';
 import { chooseRate, rankAccuracy, type Decision, type RateOption } from './policy.js';
-import { LatencyProfile, type LatencySample, type RateProfileSnapshot } from './profile.js';
+import { ArrivalRate, LatencyProfile, type LatencySample, type RateProfileSnapshot } from './profile.js';
 import { startWorkers } from './pool.js';
 import { Scheduler, ShedError, type Job, type Runner } from './scheduler.js';
 import { readServedManifest, type ServedManifest, type ServedRate, type ServedTensor } from './manifest.js';
@@ -41,6 +41,11 @@ export interface LoadOptions {
    * every answer lands just at the deadline, where any noise makes it late.
    */
   targetFraction?: number;
+  /**
+   * Utilization the policy keeps the workers under (default 0.8): a rate whose service time at
+   * the current arrival rate would exceed it is not chosen, even while the queue is short.
+   */
+  maxUtilization?: number;
   /** Where the one CUDA fallback warning goes (default stderr). */
   warn?: (text: string) => void;
 }
@@ -78,6 +83,8 @@ export class SlicedModel {
   private readonly batchable: boolean;
   private readonly pool: Scheduler;
   private readonly targetFraction: number;
+  private readonly maxUtilization: number;
+  private readonly arrivals = new ArrivalRate();
 
   private constructor(
     readonly manifest: ServedManifest,
@@ -91,6 +98,7 @@ export class SlicedModel {
     this.profile = new LatencyProfile(manifest.rates.map(() => ({ intercept: 1, slope: 0 })));
     this.accuracy = rankAccuracy(manifest.rates);
     this.targetFraction = Math.min(1, Math.max(0.05, options.targetFraction ?? 0.5));
+    this.maxUtilization = Math.min(1, Math.max(0.05, options.maxUtilization ?? 0.8));
   }
 
   /**
@@ -170,6 +178,7 @@ export class SlicedModel {
   async run(feeds: Record<string, NdArray>, options: InferOptions = {}): Promise<InferResult> {
     const arrivedAt = options.arrivedAt ?? performance.now();
     const rows = this.checkFeeds(feeds);
+    this.arrivals.arrive(arrivedAt);
     const wanted = this.checkOutputs(options.outputs);
     const plan = this.plan(rows, options, arrivedAt);
     const result = await this.pool.submit({
@@ -224,10 +233,12 @@ export class SlicedModel {
     }
     const deadline = options.deadlineMs ?? Infinity;
     const request = { minAccuracy: options.rate === undefined ? options.minAccuracy : undefined, shed: options.shed };
+    const perMs = this.arrivals.at(performance.now());
+    const maxServiceMs = perMs > 0 ? (this.pool.runners * this.maxUtilization) / perMs : undefined;
     const decide = (within: number[], waitMs: number, fraction: number): Decision & { rateIndex: number } => {
       const all = this.options(rows);
       const budgetMs = deadline * fraction - (performance.now() - arrivedAt);
-      const decision = chooseRate(within.map((i) => all[i]!), { ...request, budgetMs }, { waitMs });
+      const decision = chooseRate(within.map((i) => all[i]!), { ...request, budgetMs }, { waitMs, maxServiceMs });
       return { ...decision, rateIndex: decision.kind === 'serve' ? within[decision.index]! : -1 };
     };
     const waitMs = this.pool.predictedWaitMs();

@@ -94,7 +94,7 @@ describe('Scheduler', () => {
     expect(scheduler.predictedWaitMs()).toBe(0);
     const jobs = [1, 2, 3, 4].map((v) => scheduler.submit({ rateIndex: 0, feeds: row(v), rows: 1, predictedMs: 20 }));
     expect(scheduler.queueDepth).toBe(2);
-    expect(scheduler.predictedWaitMs()).toBeGreaterThan(35);
+    expect(scheduler.predictedWaitMs()).toBeGreaterThan(20); // 40 less the time the two running jobs have had
     expect(scheduler.predictedWaitMs()).toBeLessThanOrEqual(40);
     const results = await Promise.all(jobs);
     expect(results.map((r) => r.outputs.y!.data[0])).toEqual([10, 20, 30, 40]);
@@ -139,5 +139,25 @@ describe('Scheduler', () => {
     expect((await Promise.all(jobs)).length).toBe(3);
     expect(runner.closed).toBe(true);
     await expect(scheduler.submit({ rateIndex: 0, feeds: row(9), rows: 1, predictedMs: 5 })).rejects.toThrow(/closing/);
+  });
+});
+
+describe('load-aware limits', () => {
+  it('leaves out rates the arrival rate cannot sustain, keeping the smallest when none can', () => {
+    expect(chooseRate(OPTIONS, { budgetMs: 100 }, { waitMs: 0, maxServiceMs: 6 })).toMatchObject({ index: 2 });
+    expect(chooseRate(OPTIONS, { budgetMs: 100 }, { waitMs: 0, maxServiceMs: 0.5 })).toMatchObject({ index: 0, meetsDeadline: true });
+    expect(chooseRate(OPTIONS, { budgetMs: 100 }, { waitMs: 0, maxServiceMs: 1000 })).toMatchObject({ index: 3 });
+  });
+
+  it('ArrivalRate reads a steady stream right and follows a 10× step within a second', async () => {
+    const { ArrivalRate } = await import('../runtime/profile.js');
+    const meter = new ArrivalRate(250);
+    let t = 0;
+    for (; t < 5000; t += 10) meter.arrive(t); // 0.1 per ms
+    expect(meter.at(t)).toBeGreaterThan(0.09);
+    expect(meter.at(t)).toBeLessThan(0.11);
+    for (const end = t + 1000; t < end; t += 1) meter.arrive(t); // 1 per ms
+    expect(meter.at(t)).toBeGreaterThan(0.9);
+    expect(meter.at(t + 2000)).toBeLessThan(0.001);
   });
 });
