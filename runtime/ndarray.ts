@@ -44,7 +44,7 @@ const DTYPES: Record<DType, DTypeInfo> = {
   bool: { short: 'bool', v2: 'BOOL', bytes: 1, make: (n) => new Uint8Array(n), view: (b, o, n) => new Uint8Array(b, o, n) },
 };
 
-export const ALL_DTYPES = Object.keys(DTYPES) as DType[];
+const ALL_DTYPES = Object.keys(DTYPES) as DType[];
 
 export function isDType(name: string): name is DType {
   return Object.hasOwn(DTYPES, name);
@@ -62,10 +62,6 @@ export function dtypeFromV2(v2: string): DType | undefined {
 
 export function v2Name(dtype: DType): string {
   return DTYPES[dtype].v2;
-}
-
-export function shortName(dtype: DType): string {
-  return DTYPES[dtype].short;
 }
 
 export function bytesPerElement(dtype: DType): number {

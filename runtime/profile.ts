@@ -1,7 +1,10 @@
 // Latency profile per rate: service time as `intercept + slope · batch` (INFaaS's per-variant
 // model), fitted by least squares on a short measurement at load, then corrected online by an
 // exponentially weighted moving average of observed ÷ predicted, so a slowdown from co-located
-// work (or a faster warm cache) moves every prediction of that rate within a few requests.
+// work (or a faster warm cache) moves every prediction of that rate within a few requests. A
+// correction that is not refreshed relaxes back toward the fitted line (half-life `relaxMs`):
+// a rate that looked slow during a burst of interference would otherwise never be chosen again,
+// and so never be measured again.
 
 export interface LatencySample {
   batch: number;
@@ -41,18 +44,27 @@ export interface RateProfileSnapshot {
 export class LatencyProfile {
   private readonly factors: number[];
   private readonly counts: number[];
+  private readonly observedAt: number[];
 
   constructor(
     private readonly fits: LinearFit[],
     /** EWMA weight of each new observation. */
     private readonly alpha = 0.1,
+    private readonly relaxMs = 2000,
   ) {
     this.factors = fits.map(() => 1);
     this.counts = fits.map(() => 0);
+    this.observedAt = fits.map(() => 0);
   }
 
-  static fromSamples(samples: readonly LatencySample[][], alpha?: number): LatencyProfile {
-    return new LatencyProfile(samples.map(fitLine), alpha);
+  static fromSamples(samples: readonly LatencySample[][], alpha?: number, relaxMs?: number): LatencyProfile {
+    return new LatencyProfile(samples.map(fitLine), alpha, relaxMs);
+  }
+
+  /** The correction of rate `index` at `now`: the EWMA, relaxed toward 1 since it was last fed. */
+  private factor(index: number, now: number): number {
+    const idle = Math.max(0, now - this.observedAt[index]!);
+    return 1 + (this.factors[index]! - 1) * 0.5 ** (idle / this.relaxMs);
   }
 
   get size(): number {
@@ -60,23 +72,25 @@ export class LatencyProfile {
   }
 
   /** Predicted service time of `batch` rows at rate index `index`, ms. */
-  predict(index: number, batch: number): number {
+  predict(index: number, batch: number, now = performance.now()): number {
     const fit = this.fits[index]!;
-    return (fit.intercept + fit.slope * batch) * this.factors[index]!;
+    return (fit.intercept + fit.slope * batch) * this.factor(index, now);
   }
 
   /** Fold one observed service time into the correction of that rate. */
-  observe(index: number, batch: number, ms: number): void {
+  observe(index: number, batch: number, ms: number, now = performance.now()): void {
     const fit = this.fits[index]!;
     const base = fit.intercept + fit.slope * batch;
     if (!(base > 0) || !Number.isFinite(ms) || ms < 0) return;
     const ratio = ms / base;
-    this.factors[index] = (1 - this.alpha) * this.factors[index]! + this.alpha * ratio;
+    this.factors[index] = (1 - this.alpha) * this.factor(index, now) + this.alpha * ratio;
+    this.observedAt[index] = now;
     this.counts[index]! += 1;
   }
 
   snapshot(): RateProfileSnapshot[] {
-    return this.fits.map((f, i) => ({ intercept: f.intercept, slope: f.slope, factor: this.factors[i]!, observed: this.counts[i]! }));
+    const now = performance.now();
+    return this.fits.map((f, i) => ({ intercept: f.intercept, slope: f.slope, factor: this.factor(i, now), observed: this.counts[i]! }));
   }
 }
 

@@ -5,7 +5,7 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { forTransfer, type NdArray } from './ndarray.js';
-import { Session, type Device } from './session.js';
+import { cachedSession, releaseCachedSessions, type Device, type Session } from './session.js';
 
 export interface WorkerInit {
   files: string[];
@@ -31,7 +31,8 @@ const init = workerData as WorkerInit;
 async function start(): Promise<void> {
   let sessions: Session[];
   try {
-    sessions = await Promise.all(init.files.map((f) => Session.create(f, { device: init.device, threads: init.threads })));
+    // Cached: a manifest may name one file for two rates; it is loaded once.
+    sessions = await Promise.all(init.files.map((f) => cachedSession(f, { device: init.device, threads: init.threads })));
   } catch (e) {
     port!.postMessage({ kind: 'init-failed', message: e instanceof Error ? e.message : String(e) } satisfies WorkerReply);
     return;
@@ -40,7 +41,7 @@ async function start(): Promise<void> {
   port!.postMessage({ kind: 'ready', device: first.device, fallback: first.fallback } satisfies WorkerReply);
   port!.on('message', async (msg: WorkerRequest) => {
     if (msg.kind === 'close') {
-      for (const s of sessions) await s.release();
+      await releaseCachedSessions();
       port!.postMessage({ kind: 'closed' } satisfies WorkerReply);
       port!.close();
       return;

@@ -60,13 +60,16 @@ describe('LatencyProfile', () => {
   });
 
   it('follows a slowdown through the moving average and leaves other rates alone', () => {
-    const profile = new LatencyProfile([{ intercept: 1, slope: 1 }, { intercept: 2, slope: 0 }], 0.2);
-    expect(profile.predict(0, 3)).toBe(4);
-    for (let i = 0; i < 40; i++) profile.observe(0, 1, 4); // twice the fitted 2 ms
-    expect(profile.predict(0, 3)).toBeCloseTo(8, 2);
-    expect(profile.predict(1, 1)).toBe(2);
-    profile.observe(1, 1, Number.NaN);
+    const profile = new LatencyProfile([{ intercept: 1, slope: 1 }, { intercept: 2, slope: 0 }], 0.2, 1000);
+    expect(profile.predict(0, 3, 0)).toBe(4);
+    for (let i = 0; i < 40; i++) profile.observe(0, 1, 4, i); // twice the fitted 2 ms
+    expect(profile.predict(0, 3, 40)).toBeCloseTo(8, 1);
+    expect(profile.predict(1, 1, 40)).toBe(2);
+    profile.observe(1, 1, Number.NaN, 40);
     expect(profile.snapshot()[1]).toMatchObject({ factor: 1, observed: 0 });
+    // Unrefreshed, the correction relaxes toward the fitted line: halfway after one half-life.
+    expect(profile.predict(0, 3, 1039)).toBeCloseTo(6, 1);
+    expect(profile.predict(0, 3, 20_000)).toBeCloseTo(4, 2);
   });
 });
 

@@ -14,6 +14,7 @@ import { compile } from '../compiler/pipeline.js';
 import { Rng } from '../compiler/rng.js';
 import { V2Server } from '../runtime/server/http.js';
 import { connectUpstream } from '../runtime/server/router.js';
+import { decodeInferRequest, encodeInferResponse, floatToHalf, halfToFloat } from '../runtime/server/v2.js';
 import { runFloat } from '../runtime/session.js';
 import { SlicedModel } from '../runtime/sliced-model.js';
 import { REPO_ROOT } from './helpers/models.js';
@@ -215,6 +216,48 @@ describe('v2 protocol', () => {
   });
 });
 
+describe('v2 codec', () => {
+  it('decodes every carried datatype from JSON and binary, and encodes them back', () => {
+    const specs = [
+      { name: 'h', dtype: 'float16' as const, shape: [2] },
+      { name: 'i', dtype: 'int64' as const, shape: ['N'] },
+      { name: 'b', dtype: 'bool' as const, shape: [3] },
+      { name: 'u', dtype: 'uint8' as const, shape: [2] },
+    ];
+    const raw = new Uint8Array([7, 250]);
+    const header = JSON.stringify({
+      inputs: [
+        { name: 'h', shape: [2], datatype: 'FP16', data: [1.5, -65504] },
+        { name: 'i', shape: [2], datatype: 'INT64', data: [[-3], [9007199254740991]] },
+        { name: 'b', shape: [3], datatype: 'BOOL', data: [true, false, true] },
+        { name: 'u', shape: [2], datatype: 'UINT8', parameters: { binary_data_size: 2 } },
+      ],
+    });
+    const body = Buffer.concat([Buffer.from(header), raw]);
+    const req = decodeInferRequest(body, String(Buffer.byteLength(header)), specs);
+    expect([...req.feeds.h!.data]).toEqual([0x3e00, 0xfbff]);
+    expect([...req.feeds.i!.data]).toEqual([-3n, 9007199254740991n]);
+    expect([...req.feeds.b!.data]).toEqual([1, 0, 1]);
+    expect([...req.feeds.u!.data]).toEqual([7, 250]);
+    const encoded = encodeInferResponse({ model_name: 'm', parameters: {} }, Object.entries(req.feeds).map(([name, array]) => ({ name, array, binary: false })));
+    const outputs = (JSON.parse(encoded.body.toString()) as { outputs: { data: unknown[] }[] }).outputs.map((o) => o.data);
+    expect(outputs).toEqual([[1.5, -65504], [-3, 9007199254740991], [true, false, true], [7, 250]]);
+    expect(() => decodeInferRequest(Buffer.from(JSON.stringify({ inputs: [{ name: 'u', shape: [2], datatype: 'UINT8', data: [1, 2.5] }] })), undefined, specs)).toThrow(/not an integer/);
+  });
+
+  it('FP16 conversion rounds to nearest even and keeps subnormals, infinities and NaN', () => {
+    expect(floatToHalf(1)).toBe(0x3c00);
+    expect(floatToHalf(65504)).toBe(0x7bff);
+    expect(floatToHalf(65520)).toBe(0x7c00);
+    expect(floatToHalf(-Infinity)).toBe(0xfc00);
+    expect(floatToHalf(2 ** -24)).toBe(1);
+    expect(floatToHalf(1 + 2 ** -11)).toBe(0x3c00); // a tie rounds to even
+    expect(floatToHalf(1 + 3 * 2 ** -11)).toBe(0x3c02);
+    expect(Number.isNaN(halfToFloat(floatToHalf(Number.NaN)))).toBe(true);
+    for (const h of [0x0001, 0x03ff, 0x0400, 0x3555, 0x7bff, 0xc000]) expect(floatToHalf(halfToFloat(h))).toBe(h);
+  });
+});
+
 describe('robustness', () => {
   it('survives 1200 fuzzed and malformed requests, each answered 200 or 4xx with a v2 error body', async () => {
     const rng = new Rng(0x5eed);
@@ -326,17 +369,23 @@ describe('drain', () => {
     const port = (await drained.listen(0)).port;
     const url = `http://127.0.0.1:${port}/v2/models/resnet-small/infer`;
     const fresh = new http.Agent({ keepAlive: false });
+    // Batches of 32 rows: slow enough that the six are still queued when the drain starts.
+    const body = JSON.stringify({ inputs: [{ name: 'input', shape: [32, 3, 32, 32], datatype: 'FP32', data: new Array(32 * 3072).fill(0.25) }] });
+    let answered = 0;
     const send = (): Promise<number> =>
       new Promise((resolve, reject) => {
         const req = http.request(url, { method: 'POST', agent: fresh }, (res) => {
           res.resume();
-          res.on('end', () => resolve(res.statusCode!));
+          res.on('end', () => {
+            answered++;
+            resolve(res.statusCode!);
+          });
         });
         req.on('error', reject);
-        req.end(inferBody(image(9)));
+        req.end(body);
       });
     const inFlight = Array.from({ length: 6 }, send);
-    await new Promise((r) => setTimeout(r, 30));
+    while (drained.activeRequests + answered < 6) await new Promise((r) => setTimeout(r, 5));
     await drained.drain();
     expect(await Promise.all(inFlight)).toEqual([200, 200, 200, 200, 200, 200]);
     await expect(send()).rejects.toThrow(/ECONNREFUSED/);

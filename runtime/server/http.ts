@@ -7,6 +7,7 @@
 // requests in flight finish, then closes the model.
 
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { isUserError } from '../../compiler/diagnostics.js';
 import { rateModelName } from '../manifest.js';
@@ -42,6 +43,9 @@ export class V2Server {
   private readonly http: http.Server;
   private readonly models = new Map<string, number | undefined>();
   private active = 0;
+  /** Requests of any kind being handled, and when the last one arrived (for drain). */
+  private handling = 0;
+  private lastArrival = 0;
   private draining = false;
   private readonly opts: Required<Omit<ServerOptions, 'name' | 'sloMs'>> & { sloMs: number | undefined };
 
@@ -85,10 +89,23 @@ export class V2Server {
     });
   }
 
-  /** Stop accepting and finish the requests in flight; the model stays open. */
+  /** Requests being handled right now. */
+  get activeRequests(): number {
+    return this.handling;
+  }
+
+  /**
+   * Stop accepting and finish the requests in flight; the model stays open. http.Server.close
+   * would also drop connections that were accepted but have not sent their request yet, so the
+   * listener is closed at the net level, requests still arriving on open connections are served
+   * (with Connection: close) until none has come for a moment, and only then are idle
+   * connections closed.
+   */
   async close(): Promise<void> {
     this.draining = true;
-    const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(this.http, () => resolve()));
+    const quietMs = 50;
+    while (this.handling > 0 || performance.now() - this.lastArrival < quietMs) await new Promise((r) => setTimeout(r, quietMs / 5));
     this.http.closeIdleConnections();
     await closed;
   }
@@ -101,6 +118,9 @@ export class V2Server {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const arrivedAt = performance.now();
+    this.handling++;
+    this.lastArrival = arrivedAt;
+    res.once('close', () => this.handling--);
     if (this.draining) res.setHeader('Connection', 'close');
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
