@@ -20,6 +20,8 @@ export interface PhaseStats {
   p99: number;
   p999: number;
   meanRate: number;
+  /** Share of the answers served at the largest rate. */
+  fullShare: number;
   effectiveAccuracy: number;
   sheds: number;
   timeouts: number;
@@ -38,6 +40,8 @@ export function phaseStats(arrivals: number[], result: GenResult, phases: Phase[
     let rateSum = 0;
     let answered = 0;
     let accuracySum = 0;
+    let full = 0;
+    const fullRate = Math.max(...accuracy.keys());
     let sheds = 0;
     let timeouts = 0;
     for (let i = 0; i < arrivals.length; i++) {
@@ -52,6 +56,7 @@ export function phaseStats(arrivals: number[], result: GenResult, phases: Phase[
       latencies.push(latency);
       answered++;
       rateSum += result.rate[i]!;
+      if (result.rate[i] === fullRate) full++;
       if (latency <= sloMs) {
         onTime++;
         accuracySum += accuracy.get(result.rate[i]!) ?? 0;
@@ -67,6 +72,7 @@ export function phaseStats(arrivals: number[], result: GenResult, phases: Phase[
       p99: percentile(latencies, 0.99),
       p999: percentile(latencies, 0.999),
       meanRate: answered ? rateSum / answered : Number.NaN,
+      fullShare: answered ? full / answered : Number.NaN,
       effectiveAccuracy: requests ? accuracySum / requests : Number.NaN,
       sheds,
       timeouts,

@@ -307,15 +307,15 @@ async function bench(): Promise<void> {
       wholeStats.set(config.label, stats.at(-1)!);
       all.push({ phase: whole, stats });
       for (const s of stats) {
-        rows.push([config.label, s.phase, String(s.requests), (100 * s.attainment).toFixed(1), s.goodput.toFixed(0), s.p50.toFixed(1), s.p99.toFixed(1), s.p999.toFixed(1), s.meanRate.toFixed(3), s.effectiveAccuracy.toFixed(3), String(s.sheds), String(s.timeouts)]);
+        rows.push([config.label, s.phase, String(s.requests), (100 * s.attainment).toFixed(1), s.goodput.toFixed(0), s.p50.toFixed(1), s.p99.toFixed(1), s.p999.toFixed(1), s.meanRate.toFixed(3), (100 * s.fullShare).toFixed(1), s.effectiveAccuracy.toFixed(3), String(s.sheds), String(s.timeouts)]);
       }
-      rows.push([`  rss MB, load`, `${rss[0]!.toFixed(0)} → peak ${Math.max(...rss).toFixed(0)} → end ${rss.at(-1)!.toFixed(0)}; host load ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)}`, '', '', '', '', '', '', '', '', '', '']);
+      rows.push([`  rss MB, load`, `${rss[0]!.toFixed(0)} → peak ${Math.max(...rss).toFixed(0)} → end ${rss.at(-1)!.toFixed(0)}; host load ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)}`, '', '', '', '', '', '', '', '', '', '', '']);
       (report.traces as Record<string, unknown>)[`${trace.name}/${config.label}`] = { stats, rss, loadavg: [loadBefore, loadAfter] };
     }
     const statics = RATES.map((r) => [r, wholeStats.get(`static ${r}`)!.effectiveAccuracy] as const);
     const best = statics.reduce((a, b) => (b[1] > a[1] ? b : a));
     console.log(`trace ${trace.name}: ${trace.arrivals.length} requests over ${(whole.endMs / 1000).toFixed(0)} s`);
-    for (const line of table(['config', 'phase', 'requests', 'SLO %', 'goodput/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'mean rate', 'eff. acc.', 'sheds', 'timeouts'], rows)) console.log(`  ${line}`);
+    for (const line of table(['config', 'phase', 'requests', 'SLO %', 'goodput/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'mean rate', 'at rate 1 %', 'eff. acc.', 'sheds', 'timeouts'], rows)) console.log(`  ${line}`);
     console.log(`  best single static rate: ${best[0]} (effective accuracy ${best[1].toFixed(3)}); adaptive: ${wholeStats.get('adaptive')!.effectiveAccuracy.toFixed(3)}\n`);
     const svg = plotSvg(`slicec serve, ${trace.name} trace, SLO ${sloMs} ms`, [
       { label: 'adaptive', color: '#1f77b4', arrivals: trace.arrivals, result: results.get('adaptive')! },
