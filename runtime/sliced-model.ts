@@ -1,8 +1,8 @@
 // SlicedModel: a compiled slicec folder loaded for serving. Feeds are checked against the
 // manifest, the rate policy picks a rate per request from the deadline and the predicted queue
 // wait, and a worker pool runs it. Modes:
-// - 'per-rate' (default): every worker holds one session per rate graph (fastest graphs; memory
-//   ≈ workers × Σ rate graph sizes, Σ r² ≈ 1/3 + ... of the full weights over the rates).
+// - 'per-rate' (default): every worker holds one session per rate graph (fastest graphs; weights
+//   in memory ≈ workers × Σ r² × the full weights, r over the rates).
 // - 'elastic': every worker holds only elastic.onnx, fed the rate as a scalar (one copy of the
 //   weights; slower per request, see docs/runtime.md).
 // The latency profile is measured at load (a few runs per rate at batch 1 and a larger batch)
