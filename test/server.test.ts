@@ -197,10 +197,25 @@ describe('v2 protocol', () => {
     const slow = new V2Server(model, { timeoutMs: 1e-3 });
     others.push(busy, slow);
     const busyBase = `http://127.0.0.1:${(await busy.listen(0)).port}`;
-    const statuses = await Promise.all(Array.from({ length: 30 }, () => request(`${busyBase}/v2/models/resnet-small/infer`, 'POST', inferBody(image(4))).then((r) => r.status)));
-    expect(statuses).toContain(503);
-    expect(statuses).toContain(200);
-    expect(statuses.every((s) => s === 200 || s === 503)).toBe(true);
+    // A request whose body is still arriving holds the one slot: the next one is refused.
+    const held = inferBody(image(4));
+    const first = new Promise<number>((resolve, reject) => {
+      const req = http.request(`${busyBase}/v2/models/resnet-small/infer`, { method: 'POST', headers: { 'Content-Length': String(held.length) } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      req.on('error', reject);
+      req.write(held.slice(0, 100));
+      const second = async (): Promise<void> => {
+        while (busy.activeRequests === 0) await new Promise((r) => setTimeout(r, 5));
+        const r = await request(`${busyBase}/v2/models/resnet-small/infer`, 'POST', inferBody(image(4)));
+        expect(r.status).toBe(503);
+        expect(json(r).error).toMatch(/server busy/);
+        req.end(held.slice(100));
+      };
+      second().catch(reject);
+    });
+    expect(await first).toBe(200);
     const slowBase = `http://127.0.0.1:${(await slow.listen(0)).port}`;
     const late = await Promise.all(Array.from({ length: 20 }, () => request(`${slowBase}/v2/models/resnet-small/infer`, 'POST', inferBody(image(5))).then((r) => r.status)));
     expect(late).toContain(504);
