@@ -234,7 +234,8 @@ export class SlicedModel {
     const deadline = options.deadlineMs ?? Infinity;
     const request = { minAccuracy: options.rate === undefined ? options.minAccuracy : undefined, shed: options.shed };
     const perMs = this.arrivals.at(performance.now());
-    const maxServiceMs = perMs > 0 ? (this.pool.runners * this.maxUtilization) / perMs : undefined;
+    // Without a deadline there is no objective to protect: the most accurate rate is served.
+    const maxServiceMs = perMs > 0 && Number.isFinite(deadline) ? (this.pool.runners * this.maxUtilization) / perMs : undefined;
     const decide = (within: number[], waitMs: number, fraction: number): Decision & { rateIndex: number } => {
       const all = this.options(rows);
       const budgetMs = deadline * fraction - (performance.now() - arrivedAt);
