@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, UserError, formatInternalError, isUserError, userError } from './diagnostics.js';
 import type { Manifest } from './artifacts.js';
+import { registerRuntimeCommands } from './cli-runtime.js';
 import type { Model, Value } from './ir.js';
 import { readModel } from './onnx-codec.js';
 import type { CompileOptions, CompileResult } from './pipeline-types.js';
@@ -239,6 +240,7 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
       }
       for (const g of train.graphs) io.stdout(`rate ${g.rate.toFixed(3)}  ${g.file}  ${g.signature.inputs.length} inputs, ${g.signature.outputs.length} outputs\n`);
     });
+  registerRuntimeCommands(program);
   return program;
 }
 

@@ -35,6 +35,8 @@ export const ErrorCodes = {
   OUTPUT_HAS_USER_FILES: 'SLC015',
   /** Calibration data holds NaN or infinite values. */
   NON_FINITE_DATA: 'SLC016',
+  /** An inference request does not fit the model (input names, dtypes, shapes, rate, options). */
+  BAD_REQUEST: 'SLC017',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -16,3 +16,6 @@ export type { VerifyOptions } from './verifier.js';
 export { ErrorCodes, UserError, isUserError, userError } from './diagnostics.js';
 export type { ErrorCode, UserErrorDetails } from './diagnostics.js';
 export { Graph, Model, Node, Value } from './ir.js';
+
+// The serving runtime (`import { SlicedModel } from 'slicec'`, also `slicec/runtime`).
+export * from '../runtime/index.js';

@@ -1,4 +1,12 @@
-// The package's runtime entry (`import { runFloat } from 'slicec/runtime'`): a plain list of the
-// runtime modules whose API is public.
+// The package's library entry (`import { SlicedModel } from 'slicec'`): the serving runtime and
+// what it is built from. The compiler is reached through the CLI.
 
-export * from './session.js';
+export { SlicedModel, ShedError, type LoadOptions, type InferOptions, type InferResult, type ServeMode } from './sliced-model.js';
+export { V2Server, type ServerOptions } from './server/http.js';
+export { connectUpstream, type UpstreamOptions } from './server/router.js';
+export { chooseRate, rankAccuracy, type RateOption, type PolicyRequest, type PolicyLoad, type Decision } from './policy.js';
+export { LatencyProfile, fitLine, type LatencySample, type LinearFit } from './profile.js';
+export { Session, warnOnce, runFloat, openFloatSession, type Device, type SessionOptions, type FloatSession, type Feeds } from './session.js';
+export { readServedManifest, rateModelName, type ServedManifest, type ServedRate, type ServedTensor } from './manifest.js';
+export type { NdArray, DType, TypedArray } from './ndarray.js';
+export { exportTriton, type TritonExportOptions } from '../compiler/export-triton.js';

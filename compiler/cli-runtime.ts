@@ -1,0 +1,137 @@
+// `slicec serve` and `slicec export triton`: the runtime's commands, registered on the main
+// program by one call so the CLI file stays the compiler's. `serve` runs until SIGTERM/SIGINT,
+// then drains the requests in flight and exits 0. Bad flag values are user errors (exit 2).
+
+import type { Command } from 'commander';
+import { ErrorCodes, userError, type UserError } from './diagnostics.js';
+import { exportTriton } from './export-triton.js';
+
+function badFlag(flag: string, expected: string, value: string): UserError {
+  return userError(ErrorCodes.BAD_FLAG, `${flag} expects ${expected}, got "${value}"`, { expected, found: `"${value}"`, hint: 'see slicec serve --help' });
+}
+
+function integer(flag: string, min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value.trim());
+    if (!/^[0-9]+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw badFlag(flag, `an integer ≥ ${min}`, value);
+    return n;
+  };
+}
+
+function positive(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value.trim());
+    if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw badFlag(flag, 'a positive number', value);
+    return n;
+  };
+}
+
+function oneOf<T extends string>(flag: string, values: readonly T[]): (value: string) => T {
+  return (value) => {
+    if (!(values as readonly string[]).includes(value)) throw badFlag(flag, values.join(' or '), value);
+    return value as T;
+  };
+}
+
+interface ServeFlags {
+  port: number;
+  host: string;
+  sloMs?: number;
+  device: 'cpu' | 'cuda';
+  workers?: number;
+  threads: number;
+  mode: 'per-rate' | 'elastic';
+  name?: string;
+  shed?: boolean;
+  maxBatch: number;
+  maxQueueDelayMs: number;
+  maxBodyBytes?: number;
+  maxConcurrency?: number;
+  timeoutMs?: number;
+  upstream?: string;
+  upstreamConcurrency: number;
+}
+
+interface TritonFlags {
+  name?: string;
+  maxBatchSize?: number;
+  instances: number;
+  kind: 'gpu' | 'cpu';
+  maxQueueDelayUs: number;
+}
+
+export function registerRuntimeCommands(program: Command): void {
+  const write = (text: string): void => {
+    const out = program.configureOutput().writeOut;
+    if (out) out(text);
+    else process.stdout.write(text);
+  };
+
+  program
+    .command('serve')
+    .description('serve a compiled folder over the KServe/Triton v2 REST protocol, choosing a rate per request')
+    .argument('<dir>', 'compiled output folder (manifest.json, slices/, elastic.onnx)')
+    .option('--port <n>', 'TCP port (0: any free port)', integer('--port', 0), 8000)
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--slo-ms <ms>', 'latency objective per request, ms (a request may override it)', positive('--slo-ms'))
+    .option('--device <cpu|cuda>', 'where to run; cuda falls back to cpu with a warning', oneOf('--device', ['cpu', 'cuda'] as const), 'cpu')
+    .option('--workers <n>', 'inference worker threads (default: cores ÷ threads)', integer('--workers', 1))
+    .option('--threads <n>', 'intra-op threads per worker', integer('--threads', 1), 1)
+    .option('--mode <mode>', 'per-rate: one session per rate graph; elastic: elastic.onnx only (less memory)', oneOf('--mode', ['per-rate', 'elastic'] as const), 'per-rate')
+    .option('--name <name>', 'model name (default: the source model file base name)')
+    .option('--shed', 'refuse (503) requests no rate can answer within the objective')
+    .option('--max-batch <n>', 'dynamic batching: rows per batch (1: off)', integer('--max-batch', 1), 1)
+    .option('--max-queue-delay-ms <ms>', 'dynamic batching: longest wait for a batch to fill', (v) => (v.trim() === '0' ? 0 : positive('--max-queue-delay-ms')(v)), 0)
+    .option('--max-body-bytes <n>', 'largest request body (413 above)', integer('--max-body-bytes', 1))
+    .option('--max-concurrency <n>', 'requests in flight before 503', integer('--max-concurrency', 1))
+    .option('--timeout-ms <ms>', 'per-request timeout (504)', positive('--timeout-ms'))
+    .option('--upstream <url>', 'route to a v2 server holding <name>_rXXX models instead of running them here')
+    .option('--upstream-concurrency <n>', 'requests kept in flight upstream', integer('--upstream-concurrency', 1), 2)
+    .action(async (dir: string, flags: ServeFlags) => {
+      const { SlicedModel } = await import('../runtime/sliced-model.js');
+      const { V2Server } = await import('../runtime/server/http.js');
+      const { connectUpstream } = await import('../runtime/server/router.js');
+      const load = { maxBatch: flags.maxBatch, maxQueueDelayMs: flags.maxQueueDelayMs };
+      const model = flags.upstream
+        ? await connectUpstream(dir, { ...load, upstream: flags.upstream, name: flags.name, concurrency: flags.upstreamConcurrency })
+        : await SlicedModel.load(dir, { ...load, device: flags.device, workers: flags.workers, threads: flags.threads, mode: flags.mode });
+      const server = new V2Server(model, {
+        name: flags.name,
+        sloMs: flags.sloMs,
+        shed: flags.shed === true,
+        maxBodyBytes: flags.maxBodyBytes,
+        maxConcurrency: flags.maxConcurrency,
+        timeoutMs: flags.timeoutMs,
+      });
+      const address = await server.listen(flags.port, flags.host);
+      const where = flags.upstream ? `routing to ${flags.upstream}` : `${model.workers} worker(s) on ${model.device}, mode ${model.mode}`;
+      write(`serving ${server.modelNames.join(', ')} at http://${address.address}:${address.port}/v2 (${where}${flags.sloMs ? `, objective ${flags.sloMs} ms` : ''})\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGTERM', stop);
+          process.off('SIGINT', stop);
+          write('draining: finishing requests in flight\n');
+          void server.drain().then(resolve);
+        };
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
+      });
+    });
+
+  program
+    .command('export')
+    .description('export a compiled folder for another serving engine')
+    .command('triton')
+    .description('write a Triton model repository: <name>_rXXX/config.pbtxt and <name>_rXXX/1/model.onnx per rate')
+    .argument('<dir>', 'compiled output folder')
+    .argument('<repo>', 'Triton model repository folder (created if missing)')
+    .option('--name <name>', 'model name prefix (default: the source model file base name)')
+    .option('--max-batch-size <n>', 'Triton max_batch_size (default 32; 0 when the model has no batch axis)', integer('--max-batch-size', 0))
+    .option('--instances <n>', 'instance_group count', integer('--instances', 1), 1)
+    .option('--kind <gpu|cpu>', 'instance_group kind', oneOf('--kind', ['gpu', 'cpu'] as const), 'gpu')
+    .option('--max-queue-delay-us <us>', 'dynamic_batching max_queue_delay_microseconds', integer('--max-queue-delay-us', 0), 100)
+    .action((dir: string, repo: string, flags: TritonFlags) => {
+      const models = exportTriton(dir, repo, { ...flags });
+      for (const m of models) write(`wrote ${m.dir} (rate ${m.rate})\n`);
+    });
+}

@@ -1,0 +1,121 @@
+// Worker-thread runners for the scheduler: each worker holds its own ORT sessions (session.run
+// blocks the thread it runs on, so inference never runs on the main thread, where HTTP parsing
+// and scheduling live). Requests and answers cross by postMessage with their buffers transferred.
+
+import * as path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { forTransfer, type NdArray } from './ndarray.js';
+import type { Runner } from './scheduler.js';
+import type { Device } from './session.js';
+import type { WorkerInit, WorkerReply, WorkerRequest } from './worker.js';
+
+export interface PoolOptions {
+  /** Graph files; in elastic mode a single file fed `rateInput`. */
+  files: string[];
+  rateInput: string | null;
+  /** Rate value of each rate index (elastic mode feeds it to the graph). */
+  rates: number[];
+  workers: number;
+  threads: number;
+  device: Device;
+}
+
+export interface StartedPool {
+  runners: Runner[];
+  /** Where the sessions run, and why not CUDA when it was asked for. */
+  device: Device;
+  fallback: string | null;
+}
+
+class WorkerRunner implements Runner {
+  private nextId = 1;
+  /** Set once the worker has crashed or exited: later runs fail at once instead of waiting forever. */
+  private dead: Error | null = null;
+  private readonly pending = new Map<number, { resolve: (r: { outputs: Record<string, NdArray>; serviceMs: number }) => void; reject: (e: Error) => void }>();
+
+  constructor(
+    private readonly worker: Worker,
+    private readonly options: PoolOptions,
+  ) {
+    worker.on('message', (msg: WorkerReply) => {
+      if (msg.kind !== 'done' && msg.kind !== 'failed') return;
+      const waiter = this.pending.get(msg.id);
+      this.pending.delete(msg.id);
+      if (msg.kind === 'done') waiter?.resolve({ outputs: msg.outputs, serviceMs: msg.serviceMs });
+      else waiter?.reject(new Error(`inference failed: ${msg.message}`));
+    });
+    worker.on('error', (e) => this.failAll(new Error(`worker crashed: ${e.message}`)));
+    worker.on('exit', (code) => this.failAll(new Error(`worker exited (code ${code})`)));
+  }
+
+  run(rateIndex: number, feeds: Record<string, NdArray>): Promise<{ outputs: Record<string, NdArray>; serviceMs: number }> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    const { arrays, buffers } = forTransfer(feeds);
+    const graph = this.options.rateInput ? 0 : rateIndex;
+    const rate = this.options.rates[rateIndex]!;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ kind: 'run', id, graph, rate, feeds: arrays } satisfies WorkerRequest, buffers);
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.dead) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.worker.once('exit', () => resolve());
+      this.worker.postMessage({ kind: 'close' } satisfies WorkerRequest);
+    });
+  }
+
+  private failAll(error: Error): void {
+    this.dead ??= error;
+    for (const waiter of this.pending.values()) waiter.reject(error);
+    this.pending.clear();
+  }
+}
+
+/** Start the workers; each has loaded its sessions when this resolves. */
+export async function startWorkers(options: PoolOptions): Promise<StartedPool> {
+  const init: WorkerInit = { files: options.files, device: options.device, threads: options.threads, rateInput: options.rateInput };
+  const workers = Array.from({ length: Math.max(1, options.workers) }, () => createWorker(init));
+  const ready = await Promise.allSettled(workers.map(waitReady));
+  const failed = ready.find((r) => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(workers.map((w) => w.terminate()));
+    throw (failed as PromiseRejectedResult).reason;
+  }
+  const first = (ready[0] as PromiseFulfilledResult<Extract<WorkerReply, { kind: 'ready' }>>).value;
+  return { runners: workers.map((w) => new WorkerRunner(w, options)), device: first.device, fallback: first.fallback };
+}
+
+function waitReady(worker: Worker): Promise<Extract<WorkerReply, { kind: 'ready' }>> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error): void => reject(e);
+    worker.once('error', onError);
+    worker.once('message', (msg: WorkerReply) => {
+      worker.off('error', onError);
+      if (msg.kind === 'ready') resolve(msg);
+      else reject(new Error(`could not load the model: ${msg.kind === 'init-failed' ? msg.message : msg.kind}`));
+    });
+  });
+}
+
+/**
+ * The compiled package runs worker.js; from sources (tests, tsx scripts) the worker registers
+ * tsx's loader first, since a worker does not inherit the parent's module hooks.
+ */
+function createWorker(init: WorkerInit): Worker {
+  const here = fileURLToPath(import.meta.url);
+  const ext = path.extname(here);
+  const workerFile = path.join(path.dirname(here), `worker${ext}`);
+  // --input-type (node -e) applies to string input only; a worker started from a file refuses it.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+  if (ext === '.js') return new Worker(workerFile, { workerData: init, execArgv });
+  // The import condition of tsx/esm/api is the .mjs beside the .cjs that require resolves.
+  const tsxApi = pathToFileURL(createRequire(here).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
+  const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(pathToFileURL(workerFile).href)}); })`;
+  return new Worker(boot, { eval: true, workerData: init });
+}

@@ -1,0 +1,63 @@
+// One inference worker thread: holds its own ORT sessions (one per graph it was given) and runs
+// requests posted by the pool. session.run blocks the thread it runs on, so it runs here and
+// never on the main thread, where HTTP parsing and scheduling live. Service time is measured
+// around session.run alone, so the pool can tell queue wait, service and messaging apart.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import { forTransfer, type NdArray } from './ndarray.js';
+import { cachedSession, releaseCachedSessions, type Device, type Session } from './session.js';
+
+export interface WorkerInit {
+  files: string[];
+  device: Device;
+  threads: number;
+  /** Elastic mode: the name of the float scalar rate input of the (single) graph. */
+  rateInput: string | null;
+}
+
+export type WorkerRequest = { kind: 'run'; id: number; graph: number; rate: number; feeds: Record<string, NdArray> } | { kind: 'close' };
+
+export type WorkerReply =
+  | { kind: 'ready'; device: Device; fallback: string | null }
+  | { kind: 'init-failed'; message: string }
+  | { kind: 'done'; id: number; outputs: Record<string, NdArray>; serviceMs: number }
+  | { kind: 'failed'; id: number; message: string }
+  | { kind: 'closed' };
+
+const port = parentPort;
+if (!port) throw new Error('runtime/worker.ts runs only as a worker thread');
+const init = workerData as WorkerInit;
+
+async function start(): Promise<void> {
+  let sessions: Session[];
+  try {
+    // Cached: a manifest may name one file for two rates; it is loaded once.
+    sessions = await Promise.all(init.files.map((f) => cachedSession(f, { device: init.device, threads: init.threads })));
+  } catch (e) {
+    port!.postMessage({ kind: 'init-failed', message: e instanceof Error ? e.message : String(e) } satisfies WorkerReply);
+    return;
+  }
+  const first = sessions[0]!;
+  port!.postMessage({ kind: 'ready', device: first.device, fallback: first.fallback } satisfies WorkerReply);
+  port!.on('message', async (msg: WorkerRequest) => {
+    if (msg.kind === 'close') {
+      await releaseCachedSessions();
+      port!.postMessage({ kind: 'closed' } satisfies WorkerReply);
+      port!.close();
+      return;
+    }
+    try {
+      const feeds = { ...msg.feeds };
+      if (init.rateInput) feeds[init.rateInput] = { dtype: 'float32', dims: [], data: new Float32Array([msg.rate]) };
+      const t0 = performance.now();
+      const outputs = await sessions[msg.graph]!.run(feeds);
+      const serviceMs = performance.now() - t0;
+      const { arrays, buffers } = forTransfer(outputs);
+      port!.postMessage({ kind: 'done', id: msg.id, outputs: arrays, serviceMs } satisfies WorkerReply, buffers);
+    } catch (e) {
+      port!.postMessage({ kind: 'failed', id: msg.id, message: e instanceof Error ? e.message : String(e) } satisfies WorkerReply);
+    }
+  });
+}
+
+void start();
