@@ -89,7 +89,7 @@ describe('fast elastic graph equals the pruned graph of the rate it serves', () 
     const name = path.basename(file, '.onnx');
     it(name, async () => {
       const outDir = path.join(tmp, name);
-      const result = await compile({ model: file, groups: GROUPS, rates: RATES, outDir, elastic: 'fast', calibrate: false });
+      const result = await compile({ codegen: false, model: file, groups: GROUPS, rates: RATES, outDir, elastic: 'fast', calibrate: false });
       compiled.push({ name, file: file, elastic: result.elasticFile });
       const proto = decodeModelProto(fs.readFileSync(result.elasticFile));
       expect(proto.graph!.node.filter((n) => n.opType === 'If')).toHaveLength(1);
@@ -156,7 +156,7 @@ describe('fast elastic graph equals the pruned graph of the rate it serves', () 
   it('eight rates: every probe runs the graph of the next compiled rate up', async () => {
     const file = path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx');
     const outDir = path.join(tmp, 'eight');
-    const result = await compile({ model: file, groups: 8, outDir, elastic: 'fast', calibrate: false });
+    const result = await compile({ codegen: false, model: file, groups: 8, outDir, elastic: 'fast', calibrate: false });
     expect(result.rates).toHaveLength(8);
     const feeds = randomFeeds(readModel(file), 5, 2)!;
     const elastic = await open(result.elasticFile);
@@ -176,7 +176,7 @@ describe('fast elastic graph equals the pruned graph of the rate it serves', () 
   it('one compiled rate: the pruned graph inlined, no If', async () => {
     const file = path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx');
     const outDir = path.join(tmp, 'single');
-    const result = await compile({ model: file, groups: GROUPS, rates: [0.5], outDir, elastic: 'fast', calibrate: false });
+    const result = await compile({ codegen: false, model: file, groups: GROUPS, rates: [0.5], outDir, elastic: 'fast', calibrate: false });
     const proto = decodeModelProto(fs.readFileSync(result.elasticFile));
     expect(proto.graph!.node.some((n) => n.opType === 'If')).toBe(false);
     const feeds = randomFeeds(readModel(file), 3, 2)!;

@@ -62,7 +62,7 @@ describe('elastic graph equals the pruned graph of each rate', () => {
   for (const file of models) {
     it(path.relative(REPO_ROOT, file), async () => {
       const outDir = path.join(tmp, path.basename(file, '.onnx'));
-      const result = await compile({ model: file, groups: 4, outDir, elastic: 'lean' });
+      const result = await compile({ codegen: false, model: file, groups: 4, outDir, elastic: 'lean' });
       const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
       expect(manifest.elastic.file).toBe('elastic.onnx');
       expect(manifest.normalization.mode).toBe('gn');
@@ -85,7 +85,7 @@ describe('elastic graph equals the pruned graph of each rate', () => {
 
   it('clamps rates to [1/G, 1] and rounds up to whole groups', async () => {
     const outDir = path.join(tmp, 'clamp');
-    const result = await compile({ model: path.join(REPO_ROOT, 'fixtures', 'mlp.onnx'), groups: 4, outDir, elastic: 'lean' });
+    const result = await compile({ codegen: false, model: path.join(REPO_ROOT, 'fixtures', 'mlp.onnx'), groups: 4, outDir, elastic: 'lean' });
     const feeds = randomFeeds(readModel(path.join(REPO_ROOT, 'fixtures', 'mlp.onnx')), 2, 2)!;
     const quarter = await runNode(path.join(outDir, 'slices/rate-0.250.onnx'), feeds);
     const half = await runNode(path.join(outDir, 'slices/rate-0.500.onnx'), feeds);
@@ -139,7 +139,7 @@ describe('--norm none', () => {
   it('folds BatchNorms into the layers: the rate-1 graph still equals the original', async () => {
     for (const name of ['resnet-small', 'mobilenet-se']) {
       const file = path.join(REPO_ROOT, 'fixtures', `${name}.onnx`);
-      const result = await compile({ model: file, groups: 4, rates: [0.5, 1], outDir: path.join(tmp, `none-${name}`), norm: 'none' });
+      const result = await compile({ codegen: false, model: file, groups: 4, rates: [0.5, 1], outDir: path.join(tmp, `none-${name}`), norm: 'none' });
       expect(result.normalization.sites['folded']).toBe(8);
       const full = readModel(path.join(result.outDir, 'slices/rate-1.000.onnx'));
       expect(full.graph.nodes.some((n) => n.op === 'BatchNormalization')).toBe(false);
@@ -157,7 +157,7 @@ describe('--norm none', () => {
 describe('calibration', () => {
   it('brings the full-rate model close to the original on the BatchNorm fixtures', async () => {
     for (const name of ['resnet-small', 'mobilenet-se', 'concat-net']) {
-      const result = await compile({ model: path.join(REPO_ROOT, 'fixtures', `${name}.onnx`), groups: 4, rates: [1], outDir: path.join(tmp, `cal-${name}`) });
+      const result = await compile({ codegen: false, model: path.join(REPO_ROOT, 'fixtures', `${name}.onnx`), groups: 4, rates: [1], outDir: path.join(tmp, `cal-${name}`) });
       const c = result.normalization.calibration!;
       expect(c.source).toBe('synthetic');
       expect(c.after.relativeError).toBeLessThan(c.before.relativeError);
@@ -166,7 +166,7 @@ describe('calibration', () => {
   });
 
   it('rewrites every layer norm over sliced features, however small its groups', async () => {
-    const result = await compile({ model: wakeword, groups: 8, rates: [0.5, 1], outDir: path.join(tmp, 'wakeword-g8') });
+    const result = await compile({ codegen: false, model: wakeword, groups: 8, rates: [0.5, 1], outDir: path.join(tmp, 'wakeword-g8') });
     expect(result.normalization.sites).toEqual({ layernorm: 2 });
     expect(result.layers.filter((l) => l.sliced).length).toBe(2);
   });
@@ -176,7 +176,7 @@ describe('calibration', () => {
     const batch = randomFeeds(readModel(file), 9, 32)!['input']!;
     const pb = path.join(tmp, 'lenet-input.pb');
     fs.writeFileSync(pb, encodeTensorProto(Tensor.fromTyped(1, [...batch.dims], batch.data as Float32Array, 'input')));
-    const result = await compile({ model: file, groups: 4, rates: [1], outDir: path.join(tmp, 'cal-file'), calibration: pb });
+    const result = await compile({ codegen: false, model: file, groups: 4, rates: [1], outDir: path.join(tmp, 'cal-file'), calibration: pb });
     expect(result.normalization.calibration!.source).toBe('file');
     expect(result.normalization.calibration!.batch).toBe(32);
   });

@@ -107,7 +107,7 @@ async function run(model: string, feeds: Feeds): Promise<Record<string, Float32A
 /** Positions of dead units in the rate-1 graph (found by their bias) and whether it equals the original. */
 async function compileAndLocate(file: string, name: string, bias: string, importance?: 'activation' | 'weight', calibration?: string) {
   const outDir = path.join(tmp, `${name}-${importance ?? 'default'}`);
-  const result = await compile({ model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'keep', importance, calibration });
+  const result = await compile({ codegen: false, model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'keep', importance, calibration });
   const full = readModel(path.join(outDir, 'slices/rate-1.000.onnx'));
   const values = Array.from(full.graph.valuesByName().get(bias)!.const!.numbers());
   const dead = values.flatMap((v, i) => (v === DEAD_BIAS ? [i] : []));
@@ -154,7 +154,7 @@ describe('--importance activation', () => {
     for (const name of ['resnet-small', 'mobilenet-se', 'concat-net', 'conv-flatten-gemm']) {
       const file = path.join(REPO_ROOT, 'fixtures', `${name}.onnx`);
       const outDir = path.join(tmp, `fixture-${name}`);
-      const result = await compile({ model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'keep', importance: 'activation' });
+      const result = await compile({ codegen: false, model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'keep', importance: 'activation' });
       expect(result.importance.mode).toBe('activation');
       expect(result.importance.source).toBe('synthetic');
       expect(result.importance.unions).toBeGreaterThan(0);

@@ -71,7 +71,7 @@ describe('--norm bn', () => {
     it(`${name}: rate 1 equals the original, every rate runs, elastic equals pruned per rate`, async () => {
       const file = name === 'paddleocr-cls' ? PADDLE_CLS : fixture(name);
       const outDir = path.join(tmp, name);
-      const result = await compile({ model: file, groups: 4, rates: RATES, outDir, norm: 'bn' });
+      const result = await compile({ codegen: false, model: file, groups: 4, rates: RATES, outDir, norm: 'bn' });
       const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
       expect(manifest.normalization.mode).toBe('bn');
       expect(manifest.normalization.perRateStats).toBe(true);
@@ -108,7 +108,7 @@ describe('--norm bn', () => {
     const file = fixture('conv-flatten-gemm');
     const { file: pb, feeds } = calibrationFile(file, 21, 16);
     const outDir = path.join(tmp, 'cfg-calibrated');
-    const result = await compile({ model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'bn', calibration: pb, importance: 'weight' });
+    const result = await compile({ codegen: false, model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'bn', calibration: pb, importance: 'weight' });
     expect(result.normalization.calibration!.source).toBe('file');
     expect(result.normalization.calibration!.batch).toBe(16);
     const full = readModel(path.join(outDir, 'slices/rate-1.000.onnx'));
@@ -154,7 +154,7 @@ describe('--norm bn', () => {
 
   it('costs nothing after onnxruntime\'s optimizations: every BatchNorm is folded into its layer', async () => {
     for (const name of ['conv-flatten-gemm', 'mlp']) {
-      const result = await compile({ model: fixture(name), groups: 4, rates: [0.5, 1], outDir: path.join(tmp, `folded-${name}`), norm: 'bn' });
+      const result = await compile({ codegen: false, model: fixture(name), groups: 4, rates: [0.5, 1], outDir: path.join(tmp, `folded-${name}`), norm: 'bn' });
       for (const rate of ['0.500', '1.000']) {
         const file = path.join(result.outDir, `slices/rate-${rate}.onnx`);
         const optimized = `${file}.optimized.onnx`;
@@ -169,7 +169,7 @@ describe('--norm bn', () => {
   it('elastic.onnx selects the statistics of the active group count', async () => {
     const file = fixture('conv-flatten-gemm');
     const outDir = path.join(tmp, 'cfg-rows');
-    const result = await compile({ model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'bn' });
+    const result = await compile({ codegen: false, model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'bn' });
     const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
     const bn = manifest.normalization.batchNorms![0]!;
     const elastic = readModel(result.elasticFile);
@@ -229,7 +229,7 @@ describe('--norm bn', () => {
 
   it('the inserted norms train: per-rate graphs run in training mode with gradients for their scale and shift', async () => {
     const outDir = path.join(tmp, 'cfg-train');
-    const compiled = await compile({ model: fixture('conv-flatten-gemm'), groups: 4, rates: [0.5, 1], outDir, norm: 'bn' });
+    const compiled = await compile({ codegen: false, model: fixture('conv-flatten-gemm'), groups: 4, rates: [0.5, 1], outDir, norm: 'bn' });
     const manifest = JSON.parse(fs.readFileSync(compiled.manifestFile, 'utf8')) as Manifest;
     const half = readModel(path.join(outDir, 'slices/rate-0.500.onnx'));
     inferShapes(half);
@@ -291,9 +291,9 @@ describe('--norm bn', () => {
 
 describe('--norm bn and the elastic form', () => {
   it('picks the lean form, and refuses --elastic fast with a flag error', async () => {
-    await expect(compile({ model: fixture('lenet-bn'), groups: 4, rates: [0.5, 1], outDir: path.join(tmp, 'bn-fast'), norm: 'bn', elastic: 'fast' })).rejects.toThrow(/--elastic fast cannot carry per-rate BatchNorm statistics/);
+    await expect(compile({ codegen: false, model: fixture('lenet-bn'), groups: 4, rates: [0.5, 1], outDir: path.join(tmp, 'bn-fast'), norm: 'bn', elastic: 'fast' })).rejects.toThrow(/--elastic fast cannot carry per-rate BatchNorm statistics/);
     const outDir = path.join(tmp, 'bn-default-form');
-    await compile({ model: fixture('lenet-bn'), groups: 4, rates: [0.5, 1], outDir, norm: 'bn', log: () => {} });
+    await compile({ codegen: false, model: fixture('lenet-bn'), groups: 4, rates: [0.5, 1], outDir, norm: 'bn', log: () => {} });
     const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as Manifest;
     expect(manifest.elastic.form).toBe('lean');
   });

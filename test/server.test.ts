@@ -92,7 +92,7 @@ async function direct(rate: number, data: number[]): Promise<Float32Array> {
 }
 
 beforeAll(async () => {
-  await compile({ model: path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx'), groups: 4, outDir: dir, norm: 'keep', log: () => {} });
+  await compile({ codegen: false, model: path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx'), groups: 4, outDir: dir, norm: 'keep', log: () => {} });
   model = await SlicedModel.load(dir, { workers: 1, profileRuns: 2 });
   server = new V2Server(model, { sloMs: 200, maxBodyBytes: 1 << 20 });
   const address = await server.listen(0);
