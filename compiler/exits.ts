@@ -42,6 +42,7 @@ function headSeed(exit: number, rate: number): number {
  * `file` maps a relative path to where it is staged.
  */
 export function writeRateExits(rateModel: Model, map: CloneMap, plan: ExitPlan, rate: number, dir: string, file: (relative: string) => string): RateExits {
+  if (plan.exits.length === 0) return { rate, segments: [], segmentMacs: [], heads: [] };
   const cuts = plan.exits.map((e) => {
     const v = map.values.get(e.value);
     if (!v) throw new Error(`exits: ${e.value.name} has no copy in the rate ${rate} graph`);

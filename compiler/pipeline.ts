@@ -261,6 +261,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const exitPlan = exitSpec ? steps.run('add-exits', model, () => planExits(model, exitSpec), {
     sections: (p) => [{ title: 'exits', lines: p.candidates.map((c) => `${c.value.name}: ${c.reason}`) }],
   }) : null;
+  if (exitPlan?.exits.length === 0) warn('note: --exits found no place for an exit; run with --explain to see why');
 
   const stage = new OutputStage(outDir);
   try {

@@ -212,6 +212,17 @@ describe('--exits on the command line', () => {
     expect(r.stdout).toMatch(/the activation after it ends the block/);
   });
 
+  it('a model with no block boundary gets no exits, and a note says so', async () => {
+    const out = path.join(tmp, 'mlp');
+    const r = await runCli([path.join(REPO_ROOT, 'fixtures', 'mlp.onnx'), '--groups', '2', '--exits', 'auto', '-o', out, '--explain']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/--exits found no place for an exit/);
+    expect(r.stdout).toMatch(/inside a stage/);
+    const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.exits).toEqual([]);
+    expect(fs.existsSync(path.join(out, 'exits'))).toBe(false);
+  });
+
   it.each([
     [['--exits', 'nosuch'], /no layer named nosuch/],
     [['--exits', 'layer1.0/conv1'], /cannot be cut after layer1\.0\/conv1/],
