@@ -9,7 +9,8 @@
 //
 // The head train step is the head alone as the model, loss = distillation against the final
 // model's softmax (add-loss `distill`, weight 1, temperature T): the backbone is frozen by
-// construction, since the graph holds nothing of it, and no labels are read.
+// construction, since the graph holds nothing of it, and no labels are read (the graph has no
+// labels input).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -118,6 +119,11 @@ export function emitHeadTrainSteps(dir: string, opts: HeadTrainOptions): Manifes
     for (const r of exit.rates) {
       const head = readModel(path.join(dir, r.head));
       const step = buildTrainStep(head, { batch: opts.batch, loss: { kind: 'cross-entropy', distill: { weight: 1, temperature } }, optimizer });
+      // pure distillation reads no labels: the unread input goes, so the runtime feeds none
+      const graph = step.model.graph;
+      const unread = new Set(graph.inputs.filter((v) => v.uses.length === 0 && !graph.outputs.includes(v)).map((v) => v.name));
+      graph.inputs = graph.inputs.filter((v) => !unread.has(v.name));
+      step.signature.inputs = step.signature.inputs.filter((v) => !unread.has(v.name));
       const file = r.head.replace(/\.onnx$/, '.train.onnx');
       const target = path.join(dir, file);
       writeModel(step.model, `${target}.tmp`, { dropValueInfo: true, externalData: false });

@@ -154,15 +154,14 @@ describe('head train steps', () => {
     const params = new Map(head.graph.initializers.map((v) => [v.name, v.const!]));
     const session = await ort.InferenceSession.create(path.join(dir, r.headTrain!.file), { logSeverityLevel: 3 });
     const sig = r.headTrain!.signature;
+    expect(sig.inputs.map((i) => i.role).sort()).toEqual(['batch', 'lr', 'parameter', 'parameter', 'parameter', 'parameter', 'teacher']);
     const step = async (weights: Map<string, Float32Array>): Promise<{ loss: number; updated: Map<string, Float32Array> }> => {
       const feeds: Record<string, ort.Tensor> = {};
       for (const input of sig.inputs) {
         if (input.role === 'batch') feeds[input.name] = boundary;
         else if (input.role === 'teacher') feeds[input.name] = new ort.Tensor('float32', teacher, input.shape);
-        else if (input.role === 'labels') feeds[input.name] = new ort.Tensor('int64', new BigInt64Array(batch), input.shape);
         else if (input.role === 'parameter') feeds[input.name] = new ort.Tensor('float32', weights.get(input.parameter!)!, input.shape);
         else if (input.role === 'lr') feeds[input.name] = new ort.Tensor('float32', Float32Array.of(0.05), input.shape);
-        else if (input.role === 'step') feeds[input.name] = new ort.Tensor('float32', Float32Array.of(1), input.shape);
         else throw new Error(`unexpected train input ${input.name} (${input.role})`);
       }
       const out = await session.run(feeds);
