@@ -85,6 +85,42 @@ export interface Manifest {
   module?: { files: string[] };
   /** The report (`slicec report`): the HTML page and its charts. */
   report?: { files: string[] };
+  /** Early exits (`compile --exits`): where the model is cut, per rate its segments and heads. */
+  exits?: ManifestExit[];
+}
+
+/** MACs per sample of reaching an exit, of its head, and of the backbone after it. */
+export interface ExitMacs {
+  segmentsUpTo: number;
+  head: number;
+  rest: number;
+}
+
+export interface ManifestExitRate {
+  rate: number;
+  /** Segment files to run in order to reach the exit (the first reads the model's inputs). */
+  segments: string[];
+  /** Segment files from the exit on, the last producing the model's outputs. */
+  rest: string[];
+  /** Head graph: input named like `after`, output `logits` [N, classes]. */
+  head: string;
+  /** Hidden width of the head; null for one dense layer. */
+  hidden: number | null;
+  macs: ExitMacs;
+  /** Head train-step graph (written on demand, see compiler/exits.ts emitHeadTrainSteps). */
+  headTrain?: { file: string; signature: import('./train-step.js').TrainStepSignature };
+}
+
+export interface ManifestExit {
+  id: number;
+  /** The activation the model is cut at (a value name, the same in every rate graph). */
+  after: string;
+  /** The node that produces it. */
+  layer: string;
+  classes: number;
+  /** At the largest compiled rate. */
+  macs: ExitMacs;
+  rates: ManifestExitRate[];
 }
 
 /** File in a stage naming the process that writes it, so a later run can tell a dead stage. */

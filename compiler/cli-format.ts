@@ -65,7 +65,10 @@ function formatNormalization(result: CompileSummary): string {
 
 export function formatExplanation(result: CompileResult): string {
   const rows = result.layers.map((l) => [l.layer, l.op, String(l.channels), l.sliced ? 'yes' : 'no', l.reason ?? '']);
-  return formatTable(['layer', 'op', 'channels', 'sliced', 'reason'], rows, [false, false, true, false, false]);
+  const layers = formatTable(['layer', 'op', 'channels', 'sliced', 'reason'], rows, [false, false, true, false, false]);
+  if (!result.exits) return layers;
+  const exitRows = result.exits.map((e) => [e.layer, e.kind, String(e.activation), `${(e.macsBefore * 100).toFixed(1)}%`, e.chosen ? 'yes' : 'no', e.reason]);
+  return `${layers}\n${formatTable(['cut after', 'kind', 'values', 'MACs before', 'exit', 'why'], exitRows, [false, false, true, true, false, false])}`;
 }
 
 export function formatStats(result: CompileResult): string {

@@ -152,6 +152,7 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
     .option('--elastic <form>', 'fast: elastic.onnx is an If tree over the per-rate graphs, about as fast as they are (default); lean: weights cut at run time, least memory', parseElastic)
     .option('--importance <mode>', 'channel order: activation (activations on the calibration data × outgoing weights; default with --calibration) or weight (weight L1; default otherwise)', parseImportance)
     .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
+    .option('--exits <auto|LAYER,...>', 'early exits: auto (chosen at block boundaries) or the layers named (node, value or module names); writes exits/ with per-rate segments and heads', parseExits)
     .option('--explain', 'print, per layer, whether it is sliced and why not')
     .option('--print-before <step|all>', `print the model before a step (repeatable or a comma list); steps: ${stepNames}`, collectSteps('--print-before'))
     .option('--print-after <step|all>', 'print the model after a step (same steps)', collectSteps('--print-after'))
@@ -189,6 +190,7 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
         elastic: opts.elastic,
         importance: opts.importance,
         calibration: opts.calibration,
+        ...(opts.exits ? { exits: opts.exits } : {}),
         printBefore: opts.printBefore,
         printAfter: opts.printAfter,
         log: (text) => io.stderr(withNewline(text)),
@@ -254,6 +256,7 @@ interface CompileFlags {
   elastic?: 'fast' | 'lean';
   importance?: 'activation' | 'weight';
   calibration?: string;
+  exits?: 'auto' | string[];
   explain?: boolean;
   printBefore?: string[];
   printAfter?: string[];
@@ -297,6 +300,16 @@ function parseElastic(value: string): 'fast' | 'lean' {
 function parseNorm(value: string): 'gn' | 'keep' | 'none' | 'bn' {
   if (value !== 'gn' && value !== 'keep' && value !== 'none' && value !== 'bn') throw badFlag('--norm', 'gn, keep, none or bn', value);
   return value;
+}
+
+function parseExits(value: string): 'auto' | string[] {
+  if (value.trim() === 'auto') return 'auto';
+  const names = value.split(',').map((p) => p.trim());
+  const bad = names.find((n) => n === '' || n === 'auto');
+  if (bad !== undefined) throw badFlag('--exits', '"auto" or a comma-separated list of layer names', value, bad === '' ? 'remove the empty entry' : '"auto" cannot be mixed with layer names');
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice !== undefined) throw badFlag('--exits', 'each layer once', value, `${twice} appears more than once`);
+  return names;
 }
 
 function parseImportance(value: string): 'activation' | 'weight' {

@@ -48,6 +48,11 @@ export interface CompileOptions {
   warn?: (text: string) => void;
   /** Collect per-step timings and counters. */
   stats?: boolean;
+  /**
+   * Early exits: 'auto' chooses them (passes/add-exits.ts), or the layers named (node names,
+   * value names or module paths); absent: none. Writes exits/rate-R/segment-K.onnx and head-K.onnx.
+   */
+  exits?: 'auto' | string[];
   /** Told when each step starts and finishes (and per rate for per-rate steps), for progress bars. */
   progress?: (p: CompileProgress) => void;
 }
@@ -73,6 +78,19 @@ export interface LayerExplanation {
   union: number;
   /** Why not, when not sliced. */
   reason?: string;
+}
+
+/** Why a place where the model can be cut was or was not made an exit. */
+export interface ExitExplanation {
+  layer: string;
+  value: string;
+  kind: 'residual' | 'pooling' | 'inside';
+  /** Activation values per sample. */
+  activation: number;
+  /** Share of the model's MACs before it. */
+  macsBefore: number;
+  chosen: boolean;
+  reason: string;
 }
 
 export interface RateResult {
@@ -143,5 +161,7 @@ export interface CompileResult {
   manifestFile: string;
   rates: RateResult[];
   layers: LayerExplanation[];
+  /** With --exits: every cut considered. */
+  exits?: ExitExplanation[];
   stats: StepStat[];
 }

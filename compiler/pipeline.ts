@@ -36,6 +36,8 @@ import { activationImportance } from '../passes/activation-importance.js';
 import { openFloatSession, runFloat } from '../runtime/session.js';
 import { writeModuleOrNote } from './codegen.js';
 import { checkCalibrationFiles, loadCalibration, syntheticCalibration } from './calibration-data.js';
+import { explainExits, manifestExits, writeRateExits, type RateExits } from './exits.js';
+import { planExits } from '../passes/add-exits.js';
 
 export { STEPS } from './steps.js';
 
@@ -255,10 +257,16 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   }, { transform: true });
   const { result: normalization, hints, batchNorms } = await normalize(model, analysis, partition, options, steps);
   const parameters = buildParameterMap(model, analysis, hints);
+  const exitSpec = options.exits;
+  const exitPlan = exitSpec ? steps.run('add-exits', model, () => planExits(model, exitSpec), {
+    sections: (p) => [{ title: 'exits', lines: p.candidates.map((c) => `${c.value.name}: ${c.reason}`) }],
+  }) : null;
+  if (exitPlan?.exits.length === 0) warn('note: --exits found no place for an exit; run with --explain to see why');
 
   const stage = new OutputStage(outDir);
   try {
     const rateResults: ManifestRate[] = [];
+    const rateExits: RateExits[] = [];
     // one function call per rate: the pruned copy is unreachable once it returns (a copy held
     // in the async frame's registers would stay alive through the next rate)
     const writeRate = (rate: number): ManifestRate => {
@@ -268,6 +276,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       const cost = modelCost(copy);
       const file = rateFileName(rate, digits);
       writeModel(copy, stage.file(file), { dropValueInfo: true, externalData: false });
+      if (exitPlan) rateExits.push(writeRateExits(copy, map, exitPlan, rate, `exits/rate-${rate.toFixed(digits)}`, (f) => stage.file(f)));
       return {
         rate,
         activeGroups: activeGroups(rate, groups),
@@ -337,13 +346,14 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       rates: rateResults,
       layers,
       parameters,
+      ...(exitPlan ? { exits: manifestExits(exitPlan, rateExits) } : {}),
     };
     const moduleFiles = options.codegen === false ? [] : await writeModuleOrNote(stage.dir, manifest, warn);
     if (moduleFiles.length > 0) manifest.module = { files: moduleFiles };
     fs.writeFileSync(stage.file('manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     stage.commit();
     const results: RateResult[] = rateResults.map((r) => ({ rate: r.rate, activeGroups: r.activeGroups, file: r.file, parameters: r.parameters, macs: r.macs }));
-    return { outDir: path.resolve(outDir), normalization, importance, elasticFile: path.resolve(outDir, ELASTIC_FILE), manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, stats: steps.stats };
+    return { outDir: path.resolve(outDir), normalization, importance, elasticFile: path.resolve(outDir, ELASTIC_FILE), manifestFile: path.resolve(outDir, 'manifest.json'), rates: results, layers, ...(exitPlan ? { exits: explainExits(exitPlan) } : {}), stats: steps.stats };
   } catch (e) {
     stage.abandon();
     throw e;

@@ -4,7 +4,7 @@
 
 export const STEPS = [
   'read', 'infer-shapes', 'fold-constants', 'couple-channels', 'partition-channels', 'reorder-channels', 'fold-batch-norm', 'insert-group-norm',
-  'calibrate-group-norm', 'insert-batch-norm', 'calibrate-batch-norm', 'prune-to-rate', 'upgrade-opset', 'make-elastic',
+  'calibrate-group-norm', 'insert-batch-norm', 'calibrate-batch-norm', 'add-exits', 'prune-to-rate', 'upgrade-opset', 'make-elastic',
 ] as const;
 
 export type StepName = (typeof STEPS)[number];
