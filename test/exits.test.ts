@@ -61,7 +61,7 @@ const compiled = new Map<string, { dir: string; manifest: Manifest }>();
 beforeAll(async () => {
   for (const f of FIXTURES) {
     const dir = path.join(tmp, f.name);
-    await compile({ codegen: false, model: path.join(REPO_ROOT, 'fixtures', `${f.name}.onnx`), groups: f.groups, outDir: dir, exits: f.exits, codegen: false, warn: () => {} });
+    await compile({ model: path.join(REPO_ROOT, 'fixtures', `${f.name}.onnx`), groups: f.groups, outDir: dir, exits: f.exits, codegen: false, warn: () => {} });
     compiled.set(f.name, { dir, manifest: JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest });
   }
 }, 30_000);
