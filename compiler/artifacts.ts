@@ -54,6 +54,24 @@ export interface ManifestRate {
   /** MACs relative to the rate-1 graph. */
   macRatio: number;
   slicedUnions: number[];
+  /** Measured by finetune / eval on the data's test (or validation) split: share correct, null for regression. */
+  accuracy?: number | null;
+  /** Mean loss on that split (cross-entropy or mean squared error). */
+  loss?: number;
+  /** Median latency of one example (batch 1), ms, as measured by eval. */
+  latencyMs?: number;
+}
+
+/** The last fine-tuning run (compiler/reemit.ts writes it). */
+export interface ManifestTraining {
+  data: string;
+  steps: number;
+  epochs: number;
+  finishedAt: string;
+  plan: unknown;
+  history: { epoch: number; rates: { rate: number; accuracy: number | null; loss: number; samples: number }[] }[];
+  final: { rate: number; accuracy: number | null; loss: number; samples: number }[];
+  recalibrated: boolean;
 }
 
 export interface Manifest {
@@ -71,6 +89,7 @@ export interface Manifest {
   layers: { layer: string; op: string; channels: number; union: number; sliced: boolean; reason?: string }[];
   /** Every initializer of the full model, its role and how each rate cuts it. */
   parameters: ManifestParameter[];
+  training?: ManifestTraining;
 }
 
 /** A staging folder next to `outDir`; `commit()` moves it into place. */
