@@ -42,15 +42,20 @@ export function applyUpdate(spec: Optimizer, state: OptimizerState, params: Map<
     if (spec.kind === 'sgd') {
       const mu = spec.momentum;
       const v = slots.get('momentum');
-      for (let i = 0; i < w.length; i++) {
-        const d = g[i]! + wd * w[i]!;
-        if (!v) {
-          w[i] = w[i]! - lr * d;
-          continue;
+      // v is stored (rounded to float32) before w reads it, as PyTorch's in-place ops do
+      if (!v) {
+        for (let i = 0; i < w.length; i++) w[i] = w[i]! - lr * (g[i]! + wd * w[i]!);
+      } else if (spec.nesterov) {
+        for (let i = 0; i < w.length; i++) {
+          const d = g[i]! + wd * w[i]!;
+          v[i] = mu * v[i]! + d;
+          w[i] = w[i]! - lr * (d + mu * v[i]!);
         }
-        const vNew = Math.fround(mu * v[i]! + d);
-        v[i] = vNew;
-        w[i] = w[i]! - lr * (spec.nesterov ? d + mu * vNew : vNew);
+      } else {
+        for (let i = 0; i < w.length; i++) {
+          v[i] = mu * v[i]! + g[i]! + wd * w[i]!;
+          w[i] = w[i]! - lr * v[i]!;
+        }
       }
     } else {
       const { beta1, beta2, eps } = spec;
@@ -61,11 +66,9 @@ export function applyUpdate(spec: Optimizer, state: OptimizerState, params: Map<
       const decay = 1 - lr * wd;
       for (let i = 0; i < w.length; i++) {
         const gi = g[i]!;
-        const mNew = Math.fround(beta1 * m[i]! + (1 - beta1) * gi);
-        const vNew = Math.fround(beta2 * v[i]! + (1 - beta2) * gi * gi);
-        m[i] = mNew;
-        v[i] = vNew;
-        w[i] = w[i]! * decay - stepSize * mNew / (Math.sqrt(vNew) / c2 + eps);
+        m[i] = beta1 * m[i]! + (1 - beta1) * gi;
+        v[i] = beta2 * v[i]! + (1 - beta2) * gi * gi;
+        w[i] = w[i]! * decay - stepSize * m[i]! / (Math.sqrt(v[i]!) / c2 + eps);
       }
     }
   }

@@ -26,6 +26,8 @@ export interface RateSpec {
 
 export class RateRunner {
   private readonly sessions = new Map<GraphKind, { session: GraphSession; signature: TrainStepSignature } | null>();
+  /** Seconds spent building graphs and creating sessions (once per kind). */
+  setupSeconds = 0;
 
   constructor(readonly spec: RateSpec, private readonly opts: GraphSessionOptions) {}
 
@@ -35,8 +37,10 @@ export class RateRunner {
 
   async session(kind: GraphKind): Promise<{ session: GraphSession; signature: TrainStepSignature } | null> {
     if (!this.sessions.has(kind)) {
+      const t0 = performance.now();
       const g = this.spec.build(kind);
       this.sessions.set(kind, g ? { session: await GraphSession.create(g.bytes, this.opts), signature: g.signature } : null);
+      this.setupSeconds += (performance.now() - t0) / 1000;
     }
     return this.sessions.get(kind)!;
   }

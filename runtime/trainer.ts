@@ -19,6 +19,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { ErrorCodes, userError } from '../compiler/diagnostics.js';
 import { learningRate, sampleRates, type Plan } from '../compiler/plan.js';
 import { Rng } from '../compiler/rng.js';
 import { loadTensors, readState, saveCheckpoint, type CheckpointState, type EpochRecord, type EvalRow, type TrainerTensors } from './checkpoint.js';
@@ -64,7 +65,7 @@ export interface TrainerResult {
   history: EpochRecord[];
   steps: number;
   interrupted: boolean;
-  /** Seconds in graph runs vs. the whole of the steps (the trainer's own share is the rest). */
+  /** Seconds in graph runs vs. the whole of the steps, graph building excluded (the trainer's own share is the rest). */
   timing: { stepSeconds: number; graphSeconds: number };
 }
 
@@ -172,9 +173,15 @@ export class Trainer {
       step: 0, cursor: it0.cursor, rng: { seed: plan.seed, step: 0 }, epochsDone: 0, history: [], plan: planDigest(plan),
     };
     const saved = this.opts.resume ? readState(checkpointDir) : null;
-    if (this.opts.resume && !saved) throw new Error(`no checkpoint in ${checkpointDir} to resume from`);
+    if (this.opts.resume && !saved) {
+      throw userError(ErrorCodes.BAD_FLAG, `--resume: no checkpoint in ${checkpointDir}`, { expected: 'a run of this model that was stopped', found: 'no state.json', hint: 'start without --resume' });
+    }
     if (saved) {
-      if (saved.plan !== state.plan) throw new Error(`the checkpoint in ${checkpointDir} was made with another plan`);
+      if (saved.plan !== state.plan) {
+        throw userError(ErrorCodes.BAD_FLAG, `--resume: the checkpoint in ${checkpointDir} was made with another plan`, {
+          expected: 'the plan and flags of the stopped run', found: 'a different plan', hint: 'repeat the flags of the first run, or start without --resume',
+        });
+      }
       loadTensors(checkpointDir, saved, this.tensors);
       state = { step: saved.step, cursor: saved.cursor, rng: saved.rng, epochsDone: saved.epochsDone, history: saved.history, plan: saved.plan };
     } else {
@@ -192,6 +199,7 @@ export class Trainer {
     const save = () => saveCheckpoint(checkpointDir, { ...state, cursor: it.cursor, rng: { seed: plan.seed, step: state.step } }, this.tensors);
     let stepSeconds = 0;
     let graphSeconds = 0;
+    let setupSeconds = this.runners.reduce((a, r) => a + r.setupSeconds, 0);
     let stepsHere = 0;
     try {
       while (state.step < total && !this.interrupted && !(this.opts.maxSteps !== undefined && stepsHere >= this.opts.maxSteps)) {
@@ -202,7 +210,10 @@ export class Trainer {
         const rates = sampleRates(plan, new Rng(stepSeed(plan.seed, state.step)));
         const lr = learningRate(plan, epoch + inEpoch / stepsPerEpoch, stepsPerEpoch);
         const result = await this.step(batch.x, batch.y, rates, lr);
-        const seconds = (performance.now() - t0) / 1000;
+        // building a graph the first time a rate is drawn is setup, not step time
+        const setup = this.runners.reduce((a, r) => a + r.setupSeconds, 0);
+        const seconds = (performance.now() - t0) / 1000 - (setup - setupSeconds);
+        setupSeconds = setup;
         stepSeconds += seconds;
         graphSeconds += result.graphSeconds;
         state.step += 1;
