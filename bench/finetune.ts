@@ -7,7 +7,7 @@
 // the trainer's own share of a step (gather, scatter, optimizer, data; the rest is graph runs).
 //
 //   npx tsx bench/finetune.ts [--model fixtures/fashion-mnist-cnn.onnx] [--epochs 1,2]
-//                             [--norms gn,keep] [--no-speed] [--no-accuracy]
+//                             [--norms gn,keep,bn] [--no-speed] [--no-accuracy]
 // Writes only under a temporary folder, removed at the end.
 
 import { spawnSync } from 'node:child_process';
@@ -23,7 +23,7 @@ import { argValue } from './common.js';
 
 const model = argValue('--model') ?? 'fixtures/fashion-mnist-cnn.onnx';
 const epochsList = (argValue('--epochs') ?? '1,2').split(',').map(Number);
-const norms = (argValue('--norms') ?? 'gn,keep').split(',');
+const norms = (argValue('--norms') ?? 'gn,keep,bn').split(',');
 const RATES = [1, 0.75, 0.5, 0.25];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-bench-finetune-'));
 const quiet = { stdout: () => {}, stderr: (t: string) => process.stderr.write(t) };
