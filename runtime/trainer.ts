@@ -185,7 +185,9 @@ export class Trainer {
       loadTensors(checkpointDir, saved, this.tensors);
       state = { step: saved.step, cursor: saved.cursor, rng: saved.rng, epochsDone: saved.epochsDone, history: saved.history, plan: saved.plan };
     } else {
+      // a fresh run: an older run's log and checkpoint must not be mistaken for this one's
       fs.rmSync(this.opts.logFile, { force: true });
+      fs.rmSync(checkpointDir, { recursive: true, force: true });
     }
     fs.mkdirSync(path.dirname(this.opts.logFile), { recursive: true });
     const log = (entry: object) => fs.appendFileSync(this.opts.logFile, `${JSON.stringify(entry)}\n`);
