@@ -7,7 +7,7 @@
 // the trainer's own share of a step (gather, scatter, optimizer, data; the rest is graph runs).
 //
 //   npx tsx bench/finetune.ts [--model fixtures/fashion-mnist-cnn.onnx] [--epochs 1,2]
-//                             [--norms gn,keep,bn] [--no-speed] [--no-accuracy]
+//                             [--norms gn,keep,bn] [--warmup 0] [--no-speed] [--no-accuracy]
 // Writes only under a temporary folder, removed at the end.
 
 import { spawnSync } from 'node:child_process';
@@ -24,6 +24,7 @@ import { argValue } from './common.js';
 const model = argValue('--model') ?? 'fixtures/fashion-mnist-cnn.onnx';
 const epochsList = (argValue('--epochs') ?? '1,2').split(',').map(Number);
 const norms = (argValue('--norms') ?? 'gn,keep,bn').split(',');
+const warmup = Number(argValue('--warmup') ?? 0);
 const RATES = [1, 0.75, 0.5, 0.25];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-bench-finetune-'));
 const quiet = { stdout: () => {}, stderr: (t: string) => process.stderr.write(t) };
@@ -57,11 +58,11 @@ async function accuracy(): Promise<void> {
       const dir = path.join(tmp, `${norm}-${epochs}`);
       fs.cpSync(base, dir, { recursive: true });
       const t0 = performance.now();
-      const out = await runTraining(dir, { data: 'fashion-mnist', overrides: { epochs, batchSize: 128, schedule: { warmupEpochs: 0 } } });
+      const out = await runTraining(dir, { data: 'fashion-mnist', overrides: { epochs, batchSize: 128, schedule: { warmupEpochs: Math.min(warmup, epochs) } } });
       const minutes = (performance.now() - t0) / 60000;
       const { stepSeconds, graphSeconds } = out.result.timing;
       rows.push({
-        what: `${norm}, default plan, ${epochs} epoch${epochs > 1 ? 's' : ''}${out.plan.normalization.recalibrate.enabled ? ' (BN recal.)' : ''}`,
+        what: `${norm}, default plan, ${epochs} epoch${epochs > 1 ? 's' : ''}${warmup ? `, warm-up ${warmup}` : ''}${out.plan.normalization.recalibrate.enabled ? ' (BN recal.)' : ''}`,
         acc: RATES.map((r) => out.result.final.find((x) => x.rate === r)?.accuracy ?? null),
         note: `${minutes.toFixed(1)} min, trainer overhead ${((1 - graphSeconds / stepSeconds) * 100).toFixed(1)} % of step time`,
       });
