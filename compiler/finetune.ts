@@ -26,8 +26,6 @@ export interface FinetuneOptions {
   progress?: boolean;
   /** `train`: where the trained model goes. */
   out?: string;
-  /** Stop after this many steps (the run can be resumed). */
-  maxSteps?: number;
   cacheDir?: string;
 }
 
@@ -80,7 +78,7 @@ export async function runTraining(location: string, opts: FinetuneOptions): Prom
     plan, params, runningStats, weightDecay: () => plan.optimizer.weightDecay, rates: specs,
     train: data.train, evalSplit: data.val ?? data.test, classification: plan.loss.kind === 'cross-entropy',
     checkpointDir, logFile, checkpointEvery: opts.checkpointEvery, resume: opts.resume, shuffle: opts.shuffle,
-    session: { device: opts.device, threads: opts.threads }, progress: opts.progress, maxSteps: opts.maxSteps,
+    session: { device: opts.device, threads: opts.threads }, progress: opts.progress,
   });
   try {
     const result = await trainer.run();

@@ -52,8 +52,6 @@ export interface TrainerOptions {
   shuffle?: boolean;
   session?: GraphSessionOptions;
   progress?: boolean;
-  /** Stop after this many optimizer steps in this process (tests; the checkpoint is kept). */
-  maxSteps?: number;
 }
 
 export interface TrainerResult {
@@ -202,9 +200,8 @@ export class Trainer {
     let stepSeconds = 0;
     let graphSeconds = 0;
     let setupSeconds = this.runners.reduce((a, r) => a + r.setupSeconds, 0);
-    let stepsHere = 0;
     try {
-      while (state.step < total && !this.interrupted && !(this.opts.maxSteps !== undefined && stepsHere >= this.opts.maxSteps)) {
+      while (state.step < total && !this.interrupted) {
         const epoch = Math.floor(state.step / stepsPerEpoch);
         const inEpoch = state.step % stepsPerEpoch;
         const t0 = performance.now();
@@ -219,7 +216,6 @@ export class Trainer {
         stepSeconds += seconds;
         graphSeconds += result.graphSeconds;
         state.step += 1;
-        stepsHere += 1;
         const loss = result.losses.reduce((a, b) => a + b, 0);
         log({ type: 'step', step: state.step, epoch: epoch + 1, rates, losses: result.losses, loss, lr, samplesPerSecond: plan.batchSize / seconds });
         progress.update(state.step, { epoch: epoch + 1, loss, rates, samplesPerSecond: plan.batchSize / seconds });
@@ -234,7 +230,7 @@ export class Trainer {
           save();
         }
       }
-      if (this.interrupted || state.step < total) {
+      if (this.interrupted) {
         save();
         return this.result(state, [], true, { stepSeconds, graphSeconds });
       }
