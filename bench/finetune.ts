@@ -6,8 +6,11 @@
 // train samples/s per rate (slicec, one thread) beside Debian's PyTorch on the same widths, and
 // the trainer's own share of a step (gather, scatter, optimizer, data; the rest is graph runs).
 //
+// With --alone, also each width .75/.5/.25 trained alone from scratch for the pretraining budget
+// (8 epochs of the pretraining recipe on the untrained model's narrow graph, BatchNorm kept).
+//
 //   npx tsx bench/finetune.ts [--model fixtures/fashion-mnist-cnn.onnx] [--epochs 1,2]
-//                             [--norms gn,keep,bn] [--warmup 0] [--no-speed] [--no-accuracy]
+//                             [--norms gn,keep,bn] [--warmup 0] [--alone] [--no-speed] [--no-accuracy]
 // Writes only under a temporary folder, removed at the end.
 
 import { spawnSync } from 'node:child_process';
@@ -19,6 +22,8 @@ import { evaluateTarget } from '../compiler/eval.js';
 import { runTraining } from '../compiler/finetune.js';
 import { loadDataset, takeRows } from '../runtime/data.js';
 import { writeNpz } from '../runtime/npz.js';
+import { writeModel } from '../compiler/onnx-codec.js';
+import { buildFashionMnistCnn } from '../fixtures/fashion-mnist-cnn.js';
 import { argValue } from './common.js';
 
 const model = argValue('--model') ?? 'fixtures/fashion-mnist-cnn.onnx';
@@ -69,7 +74,30 @@ async function accuracy(): Promise<void> {
       console.error(`done: ${rows[rows.length - 1]!.what}`);
     }
   }
+  if (process.argv.includes('--alone')) await alone();
   printTable();
+}
+
+async function alone(): Promise<void> {
+  const untrained = path.join(tmp, 'untrained.onnx');
+  writeModel(buildFashionMnistCnn(), untrained);
+  const base = path.join(tmp, 'alone');
+  await main([untrained, '--groups', '8', '--rates', RATES.join(','), '--norm', 'keep', '-o', base], quiet);
+  const acc: (number | null)[] = [null, null, null, null];
+  for (const rate of RATES.slice(1)) {
+    const dir = path.join(tmp, `alone-${rate}`);
+    fs.cpSync(base, dir, { recursive: true });
+    const out = await runTraining(dir, {
+      data: 'fashion-mnist',
+      overrides: {
+        epochs: 8, batchSize: 128, rates: [rate], sampling: { mode: 'round-robin' }, distillation: { enabled: false },
+        optimizer: { kind: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 5e-4 }, normalization: { recalibrate: { enabled: false } },
+      },
+    });
+    acc[RATES.indexOf(rate)] = out.result.final.find((x) => x.rate === rate)!.accuracy;
+    console.error(`done: width ${rate} alone`);
+  }
+  rows.push({ what: 'each width trained alone, 8 epochs from scratch', acc });
 }
 
 /** Train samples/s per rate: 10 batches of 128 at one rate, plain SGD with momentum, no distillation. */
