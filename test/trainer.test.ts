@@ -126,6 +126,29 @@ describe('slicec finetune', () => {
     }
   }, 60_000);
 
+  it('Ctrl-C saves a checkpoint and exits', async () => {
+    const dir = path.join(tmp, 'sigint');
+    await compileTo(SMALL, dir);
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test', 'helpers', 'cli-main.ts'), 'finetune', dir, '--data', smallData, '--epochs', '100', '--batch-size', '16', '--checkpoint-every', '1'], { cwd: REPO_ROOT });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += String(d)));
+    const state = path.join(dir, 'training', 'checkpoint', 'state.json');
+    const timer = setInterval(() => {
+      if (fs.existsSync(state)) {
+        clearInterval(timer);
+        child.kill('SIGINT');
+      }
+    }, 5);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    clearInterval(timer);
+    expect(code).toBe(0);
+    const step = JSON.parse(fs.readFileSync(state, 'utf8')).step as number;
+    expect(stdout).toContain(`stopped after step ${step}`);
+    expect(step).toBeLessThan(3200);
+    const weights = fs.readdirSync(path.dirname(state)).filter((f) => f.endsWith('.npz'));
+    expect(weights).toEqual([`weights-${step}.npz`]);
+  }, 30_000);
+
   it('flags override the plan', async () => {
     const dir = path.join(tmp, 'flags');
     await compileTo(SMALL, dir);
