@@ -59,6 +59,24 @@ export interface ManifestRate {
   /** MACs relative to the rate-1 graph. */
   macRatio: number;
   slicedUnions: number[];
+  /** Measured by finetune / eval on the data's test (or validation) split: share correct, null for regression. */
+  accuracy?: number | null;
+  /** Mean loss on that split (cross-entropy or mean squared error). */
+  loss?: number;
+  /** Median latency of one example (batch 1), ms, as measured by eval. */
+  latencyMs?: number;
+}
+
+/** The last fine-tuning run (compiler/reemit.ts writes it). */
+export interface ManifestTraining {
+  data: string;
+  steps: number;
+  epochs: number;
+  finishedAt: string;
+  plan: unknown;
+  history: { epoch: number; rates: { rate: number; accuracy: number | null; loss: number; samples: number }[] }[];
+  final: { rate: number; accuracy: number | null; loss: number; samples: number }[];
+  recalibrated: boolean;
 }
 
 export interface Manifest {
@@ -87,6 +105,7 @@ export interface Manifest {
   report?: { files: string[] };
   /** Early exits (`compile --exits`): where the model is cut, per rate its segments and heads. */
   exits?: ManifestExit[];
+  training?: ManifestTraining;
 }
 
 /** MACs per sample of reaching an exit, of its head, and of the backbone after it. */

@@ -1,4 +1,5 @@
-// Training commands of the CLI: `grad` (and, beside it, fine-tuning, training and evaluation).
+// Training commands of the CLI: `grad`, `finetune` (a compiled folder), `train` (a plain model,
+// the same machinery at rate 1) and `eval` (per-rate accuracy, cost and latency).
 // Registered on the main program by compiler/cli.ts; errors propagate to its exit-code mapping.
 
 import type { Command } from 'commander';
@@ -10,6 +11,7 @@ import { readModel } from './onnx-codec.js';
 import { inferShapes } from './shape-inference.js';
 import { verifyModel } from './verifier.js';
 import { readNpz, writeNpz, type NdArray } from '../runtime/npz.js';
+import { addTrainFlags, planOverrides, type TrainFlags } from './cli-train-flags.js';
 
 export interface TrainCliIO {
   stdout: (text: string) => void;
@@ -107,5 +109,66 @@ export function registerTrainCommands(program: Command, io: TrainCliIO): void {
       io.stdout(`${'parameter'.padEnd(width)}  ${'shape'.padEnd(16)}  L2 norm of the gradient\n`);
       for (const n of norms) io.stdout(`${n.name.padEnd(width)}  ${`[${n.shape.join(',')}]`.padEnd(16)}  ${n.norm.toPrecision(5)}\n`);
       if (opts.out) io.stdout(`wrote ${opts.out}\n`);
+    });
+
+  for (const name of ['finetune', 'train'] as const) {
+    const cmd = program.command(name);
+    if (name === 'finetune') {
+      cmd.description('fine-tune every rate of a compiled folder on your data (plan.json, flags on top), then write the trained weights into it')
+        .argument('<dir>', 'a folder written by slicec compile');
+    } else {
+      cmd.description('train a plain ONNX model (the finetune machinery at rate 1)')
+        .argument('<model>', 'ONNX model file')
+        .requiredOption('-o, --out <file>', 'where the trained model goes');
+    }
+    addTrainFlags(cmd).action(async (target: string, flags: TrainFlags) => {
+      const { runTraining } = await import('./finetune.js');
+      const outcome = await runTraining(target, {
+        data: flags.data, overrides: planOverrides(flags), device: flags.device, threads: flags.threads, resume: flags.resume,
+        shuffle: flags.shuffle, log: flags.log, checkpointEvery: flags.checkpointEvery, out: flags.out,
+        progress: !flags.json,
+      });
+      const { result } = outcome;
+      const summary = {
+        interrupted: result.interrupted, steps: result.steps, epochs: outcome.plan.epochs,
+        rates: result.final.map((r) => ({ rate: r.rate, accuracy: r.accuracy, loss: r.loss })),
+        log: outcome.logFile, checkpoint: outcome.checkpointDir, written: outcome.written,
+      };
+      if (flags.json) {
+        json(io, summary);
+        return;
+      }
+      if (result.interrupted) {
+        io.stdout(`stopped after step ${result.steps}; checkpoint in ${outcome.checkpointDir} (continue with --resume)\n`);
+        return;
+      }
+      for (const r of result.final) io.stdout(`rate ${r.rate.toFixed(3)}  ${r.accuracy !== null ? `accuracy ${(r.accuracy * 100).toFixed(2)} %  ` : ''}loss ${r.loss.toPrecision(5)}\n`);
+      for (const f of outcome.written) io.stdout(`wrote ${f}\n`);
+    });
+  }
+
+  program
+    .command('eval')
+    .description('per rate: accuracy (or loss), MACs, parameters and latency on the data; written into the manifest of a compiled folder')
+    .argument('<target>', 'a folder written by slicec compile, or an ONNX model (one row, rate 1)')
+    .requiredOption('--data <spec>', 'fashion-mnist | mnist | file.npz | x.npy,y.npy | a folder of class sub-folders of images')
+    .option('--device <d>', 'cpu or cuda')
+    .option('--json', 'print {"rates": [{"rate", "accuracy", "macs", "parameters", "latencyMs"}]}')
+    .action(async (target: string, opts: { data: string; device?: string; json?: boolean }) => {
+      if (opts.device !== undefined && opts.device !== 'cpu' && opts.device !== 'cuda') {
+        throw userError(ErrorCodes.BAD_FLAG, `--device expects cpu or cuda, got "${opts.device}"`, { expected: 'cpu or cuda', found: opts.device });
+      }
+      const { evaluateTarget } = await import('./eval.js');
+      const out = await evaluateTarget(target, { data: opts.data, device: opts.device as 'cpu' | 'cuda' | undefined });
+      if (opts.json) {
+        json(io, { rates: out.rows.map((r) => ({ rate: r.rate, accuracy: r.accuracy, macs: r.macs, parameters: r.parameters, latencyMs: r.latencyMs, loss: r.loss })), split: out.split, samples: out.samples });
+        return;
+      }
+      io.stdout(`${out.samples} examples (${out.split} split)\n`);
+      io.stdout(`${'rate'.padEnd(7)} ${'accuracy'.padStart(9)} ${'loss'.padStart(9)} ${'MACs'.padStart(12)} ${'params'.padStart(10)} ${'latency'.padStart(10)}\n`);
+      for (const r of out.rows) {
+        io.stdout(`${r.rate.toFixed(3).padEnd(7)} ${(r.accuracy !== null ? `${(r.accuracy * 100).toFixed(2)} %` : '-').padStart(9)} ${r.loss.toPrecision(4).padStart(9)} ${String(r.macs).padStart(12)} ${String(r.parameters).padStart(10)} ${`${r.latencyMs.toFixed(3)} ms`.padStart(10)}\n`);
+      }
+      if (out.manifestFile) io.stdout(`wrote ${out.manifestFile}\n`);
     });
 }

@@ -179,7 +179,7 @@ export function checkPlan(json: unknown, file: string, context: { outputs?: stri
   const nO = c.object(top.normalization, 'normalization', ['mode', 'trainAffine', 'recalibrate']);
   const recO = c.object(nO.recalibrate, 'normalization.recalibrate', ['enabled', 'samples']);
   const normalization = {
-    mode: c.oneOf(nO.mode, 'normalization.mode', ['gn', 'keep', 'none'] as const),
+    mode: c.oneOf(nO.mode, 'normalization.mode', ['gn', 'keep', 'none', 'bn'] as const),
     trainAffine: c.boolean(nO.trainAffine, 'normalization.trainAffine'),
     recalibrate: { enabled: c.boolean(recO.enabled, 'normalization.recalibrate.enabled'), samples: c.number(recO.samples, 'normalization.recalibrate.samples', { min: 1, integer: true }) },
   };

@@ -55,10 +55,10 @@ export interface Plan {
   };
   /** The compiled normalization and what training does with it. */
   normalization: {
-    mode: 'gn' | 'keep' | 'none';
+    mode: 'gn' | 'keep' | 'none' | 'bn';
     /** Train the norm layers' scale and shift. */
     trainAffine: boolean;
-    /** After training, re-estimate each rate's BatchNorm statistics on `samples` examples (mode keep). */
+    /** After training, re-estimate each rate's BatchNorm statistics on `samples` examples (modes keep and bn). */
     recalibrate: { enabled: boolean; samples: number };
   };
 }
@@ -69,7 +69,7 @@ export interface PlanDescription {
   inputs: { name: string }[];
   outputs: { name: string }[];
   isClassifier: boolean;
-  normalization?: 'gn' | 'keep' | 'none';
+  normalization?: 'gn' | 'keep' | 'none' | 'bn';
 }
 
 export function optimizerDefaults(kind: Optimizer['kind']): Optimizer {
@@ -111,7 +111,7 @@ export function defaultPlan(desc: PlanDescription): Plan {
     batchSize: 64,
     seed: 0,
     data: { normalize: { scale: 1 / 255, mean: [0], std: [1] }, resize: null, valSplit: 0 },
-    normalization: { mode, trainAffine: true, recalibrate: { enabled: mode === 'keep', samples: 2000 } },
+    normalization: { mode, trainAffine: true, recalibrate: { enabled: mode === 'keep' || mode === 'bn', samples: 2000 } },
   };
 }
 

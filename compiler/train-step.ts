@@ -209,3 +209,67 @@ export function buildTrainStep(source: Model, opts: TrainStepOptions): { model: 
   verifyModel(model, { mode: 'pass', step: 'train-step' });
   return { model, signature: { batch: opts.batch, opset: model.opset(), inputs, outputs } };
 }
+
+export interface ForwardOptions {
+  /** Initializers that become graph inputs (fed by the trainer): parameters and running statistics. */
+  lift: (name: string) => boolean;
+  /** Graph output holding the logits (default: the first output). */
+  output?: string;
+  /**
+   * 'eval' (default): the inference graph as it is, batch dynamic; its only output is the logits.
+   * 'stats': BatchNorm in training mode with momentum 0, so the updated running statistics it
+   * outputs are the batch's own mean and variance (what per-rate recalibration averages); the
+   * batch dim is fixed to `batch`.
+   */
+  mode?: 'eval' | 'stats';
+  batch?: number;
+}
+
+/**
+ * A rate's forward with its parameters lifted to graph inputs: the trainer evaluates (or
+ * re-estimates BatchNorm statistics of) the weights it holds without writing a model per epoch.
+ */
+export function buildForwardGraph(source: Model, opts: ForwardOptions): { model: Model; signature: TrainStepSignature } {
+  const { model } = cloneModel(source);
+  const graph = model.graph;
+  const logits = opts.output ? graph.outputs.find((o) => o.name === opts.output) : graph.outputs[0];
+  if (!logits) throw new Error(`forward graph: no output ${opts.output}`);
+  const originalInputs = graph.inputs.filter((v) => !v.const);
+  const inputs: TrainValue<TrainInputRole>[] = [];
+  const outputs: TrainValue<TrainOutputRole>[] = [];
+  let stats: { input: Value; updated: Value }[] = [];
+  if (opts.mode === 'stats') {
+    upgradeOpset(model, TRAIN_OPSET);
+    fixInputShapes(model, opts.batch ?? 1, {});
+    for (const o of graph.outputs) o.type = null;
+    refreshShapes(model);
+    foldShapeChains(model);
+    stats = toTrainingMode(model, { dropout: 'off' }).runningStats;
+    for (const node of graph.nodes) if (node.op === 'BatchNormalization') node.setFloat('momentum', 0);
+  }
+  const statInputs = new Set(stats.map((s) => s.input));
+  const lifted = graph.initializers.filter((v) => v.elemType === DataType.FLOAT && v.uses.length > 0 && opts.lift(v.name));
+  const liftedSet = new Set(lifted);
+  graph.initializers = graph.initializers.filter((v) => !liftedSet.has(v));
+  for (const v of lifted) {
+    v.const = null;
+    graph.inputs.push(v);
+  }
+  refreshShapes(model);
+  const shapeOf = (v: Value): number[] => (v.shape ?? []).map((d) => (typeof d === 'number' ? d : -1));
+  const entry = <R>(v: Value, role: R, parameter?: string): TrainValue<R> => ({
+    name: v.name, role, ...(parameter ? { parameter } : {}), dtype: dtypeShortName[v.elemType ?? 0] ?? String(v.elemType), shape: shapeOf(v),
+  });
+  graph.outputs = opts.mode === 'stats' ? stats.map((s) => s.updated) : [logits];
+  graph.removeDeadNodes();
+  graph.removeUnusedInitializers();
+  // a stats graph ends at the last BatchNorm: parameters after it are no longer read
+  graph.inputs = graph.inputs.filter((v) => !liftedSet.has(v) || v.uses.length > 0);
+  refreshShapes(model);
+  for (const v of originalInputs) inputs.push(entry(v, 'batch' as TrainInputRole));
+  for (const v of graph.inputs) if (liftedSet.has(v)) inputs.push(entry(v, statInputs.has(v) ? 'running-stat' : 'parameter', v.name));
+  if (opts.mode === 'stats') for (const s of stats) outputs.push(entry(s.updated, 'running-stat', s.input.name));
+  else outputs.push(entry(logits, 'logits'));
+  verifyModel(model, { mode: 'pass', step: opts.mode === 'stats' ? 'stats-graph' : 'eval-graph' });
+  return { model, signature: { batch: opts.batch ?? -1, opset: model.opset(), inputs, outputs } };
+}

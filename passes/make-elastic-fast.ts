@@ -29,7 +29,11 @@ import { activeGroups, keptWidths, type Partition } from './partition-channels.j
 import { pruneToRate } from './prune-to-rate.js';
 import { remapAnalysis } from './remap-analysis.js';
 
-/** Constants with fewer elements are copied into each leaf instead of shared. */
+/**
+ * Integer constants (shape vectors, axes) with fewer elements are copied into each leaf instead
+ * of shared. Float constants are always shared: they are the weights a fine-tune re-emits into
+ * the outer graph, so no leaf may keep a copy of its own.
+ */
 const SHARE_MIN_ELEMENTS = 16;
 
 interface Branch {
@@ -168,7 +172,7 @@ function buildLeaf(
     if (!from || !data) continue;
     let cut: Value | null = null;
     if (data === from.const) {
-      if (data.dims.length > 0 && data.dims[0]! > 0 && elements(data) >= SHARE_MIN_ELEMENTS) {
+      if (data.dims.length > 0 && data.dims[0]! > 0 && (data.dtype === DataType.FLOAT || elements(data) >= SHARE_MIN_ELEMENTS)) {
         cut = sliceShared(b, outer(from), [0], [0], [data.dims[0]!], sharedInts);
       }
     } else {

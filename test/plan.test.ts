@@ -52,7 +52,7 @@ const INVALID: [string, string, unknown, RegExp, boolean][] = [
   ['a bad resize fit', 'data.resize', { height: 8, width: 8, fit: 'crop' }, /invalid data\.resize\.fit/, true],
   ['a negative std', 'data.normalize.std', [1, -1, 1], /invalid data\.normalize\.std\[1\]/, true],
   ['valSplit of 1', 'data.valSplit', 1, /invalid data\.valSplit[\s\S]*\[0, 1\)/, true],
-  ['an unknown norm mode', 'normalization.mode', 'bn', /invalid normalization\.mode/, true],
+  ['an unknown norm mode', 'normalization.mode', 'batchnorm', /invalid normalization\.mode/, true],
 ];
 
 describe('defaults', () => {

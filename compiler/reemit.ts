@@ -1,0 +1,105 @@
+// Writing trained weights back. A compiled folder: every slices/*.onnx gets its rate's part of
+// the full weights (gather through the manifest's parameter map) and that rate's own BatchNorm
+// statistics, elastic.onnx the full weights and the full rate's statistics, and manifest.json
+// each rate's measured accuracy (`rates[i].accuracy`, what the serving policy reads) and a
+// `training` section describing the run. Each file is written atomically (temp + rename) and the
+// manifest last, so a reader never sees a manifest describing weights that are not there yet.
+// A plain model (`slicec train -o`): the model itself with its initializers replaced.
+
+import * as path from 'node:path';
+import type { Manifest } from './artifacts.js';
+import type { Model } from './ir.js';
+import { readModel, writeModel } from './onnx-codec.js';
+import type { Plan } from './plan.js';
+import { Tensor } from './tensor.js';
+import type { TrainTarget } from './train-target.js';
+import type { EpochRecord, EvalRow } from '../runtime/checkpoint.js';
+import { writeFileAtomic } from '../runtime/npz.js';
+import type { TrainerResult } from '../runtime/trainer.js';
+import { keptAxisIndices, keptByUnion, keptPositions, unionWidths, gather } from '../runtime/parameters.js';
+
+export interface TrainingRecord {
+  data: string;
+  plan: Plan;
+  steps: number;
+  history: EpochRecord[];
+  finishedAt: string;
+}
+
+/** Replaces the named initializers of `model` (same dims) with `values`; returns how many. */
+function setInitializers(model: Model, values: (name: string) => Float32Array | undefined): number {
+  let count = 0;
+  for (const v of model.graph.initializers) {
+    const data = values(v.name);
+    if (!data) continue;
+    const dims = [...v.const!.dims];
+    if (dims.reduce((a, b) => a * b, 1) !== data.length) throw new Error(`reemit: ${v.name} has ${data.length} values for dims [${dims.join(', ')}]`);
+    v.const = Tensor.fromTyped(v.const!.dtype, dims, Float32Array.from(data), v.name);
+    count++;
+  }
+  return count;
+}
+
+export function writeTrainedModel(model: Model, file: string, params: Map<string, Float32Array>, stats: Map<string, Float32Array>): string {
+  setInitializers(model, (name) => params.get(name) ?? stats.get(name));
+  writeModel(model, file, { externalData: false });
+  return path.resolve(file);
+}
+
+export function writeManifest(dir: string, manifest: Manifest): string {
+  const file = path.join(dir, 'manifest.json');
+  writeFileAtomic(file, new TextEncoder().encode(`${JSON.stringify(manifest, null, 2)}\n`));
+  return file;
+}
+
+/** Per-rate accuracy into the manifest's rates (rows by rate). */
+export function recordAccuracy(manifest: Manifest, rows: EvalRow[]): void {
+  for (const r of manifest.rates) {
+    const row = rows.find((x) => Math.abs(x.rate - r.rate) < 1e-9);
+    if (!row) continue;
+    r.accuracy = row.accuracy;
+    r.loss = row.loss;
+  }
+}
+
+export function reemitCompiled(target: TrainTarget, result: TrainerResult, record: TrainingRecord): string[] {
+  const manifest = structuredClone(target.manifest!);
+  const dir = target.location;
+  const widths = unionWidths(manifest);
+  const byName = new Map(manifest.parameters.map((p) => [p.name, p]));
+  const written: string[] = [];
+  for (const { rate, file } of target.rates) {
+    const kept = keptByUnion(manifest, rate);
+    const stats = result.rateStats.get(rate)!;
+    // the graph as compiled (the one in memory may carry shape annotations of the passes)
+    const model = readModel(file);
+    setInitializers(model, (name) => {
+      if (stats.has(name)) return stats.get(name);
+      const full = result.params.get(name);
+      const p = byName.get(name);
+      if (!full || !p) return undefined;
+      return gather(full, keptPositions(p, keptAxisIndices(p, kept, widths)).positions);
+    });
+    writeModel(model, file, { dropValueInfo: true, externalData: false });
+    written.push(file);
+  }
+  const elasticFile = path.join(dir, manifest.elastic.file);
+  const elastic = readModel(elasticFile);
+  const widest = result.rateStats.get(target.rates[0]!.rate)!;
+  setInitializers(elastic, (name) => result.params.get(name) ?? widest.get(name));
+  writeModel(elastic, elasticFile, { dropValueInfo: true, externalData: false });
+  written.push(elasticFile);
+  recordAccuracy(manifest, result.final);
+  manifest.training = {
+    data: record.data,
+    steps: record.steps,
+    epochs: record.plan.epochs,
+    finishedAt: record.finishedAt,
+    plan: record.plan,
+    history: record.history,
+    final: result.final,
+    recalibrated: record.plan.normalization.recalibrate.enabled && target.rates.some((r) => r.model.graph.nodes.some((n) => n.op === 'BatchNormalization')),
+  };
+  written.push(writeManifest(dir, manifest));
+  return written;
+}

@@ -1,0 +1,88 @@
+// Trainer checkpoints: everything a run needs to continue exactly where it stopped. Two files in
+// the checkpoint folder: `weights-<step>.npz` (full-size parameters `param/<name>`, optimizer
+// slots `slot/<kind>/<name>`, each rate's BatchNorm statistics `stats/<rate>/<name>`) and
+// `state.json` (step, data cursor, rate-sampling RNG position, optimizer step, evaluations so
+// far, and the weights file it belongs to). The npz is written first under its own name, then
+// state.json atomically replaces the previous one (write + rename), then the old npz goes: a
+// kill at any moment leaves a consistent pair.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { BatchCursor } from './data.js';
+import { readNpz, writeFileAtomic, writeNpz, type NdArray } from './npz.js';
+import type { OptimizerState } from './optimizer.js';
+
+export const CHECKPOINT_FORMAT = 'slicec-checkpoint/1';
+
+export interface EvalRow {
+  rate: number;
+  accuracy: number | null;
+  loss: number;
+  samples: number;
+}
+
+export interface EpochRecord {
+  epoch: number;
+  rates: EvalRow[];
+}
+
+export interface CheckpointState {
+  format: typeof CHECKPOINT_FORMAT;
+  /** Optimizer steps done (batches trained). */
+  step: number;
+  /** The training data iterator's position: resuming replays the batches that came next. */
+  cursor: BatchCursor;
+  /** Rate draws use an Rng seeded from (seed, step): its whole state is this pair. */
+  rng: { seed: number; step: number };
+  /** Epochs whose end-of-epoch evaluation is done. */
+  epochsDone: number;
+  history: EpochRecord[];
+  /** A digest of the plan: resuming under another plan is refused. */
+  plan: string;
+  weightsFile: string;
+}
+
+export interface TrainerTensors {
+  params: Map<string, Float32Array>;
+  optimizer: OptimizerState;
+  rateStats: Map<number, Map<string, Float32Array>>;
+}
+
+const f32 = (data: Float32Array): NdArray => ({ dtype: 'float32', shape: [data.length], data });
+
+export function saveCheckpoint(dir: string, state: Omit<CheckpointState, 'format' | 'weightsFile'>, tensors: TrainerTensors): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const arrays = new Map<string, NdArray>();
+  for (const [name, w] of tensors.params) arrays.set(`param/${name}`, f32(w));
+  for (const [name, slots] of tensors.optimizer.slots) for (const [kind, s] of slots) arrays.set(`slot/${kind}/${name}`, f32(s));
+  for (const [rate, stats] of tensors.rateStats) for (const [name, s] of stats) arrays.set(`stats/${rate}/${name}`, f32(s));
+  arrays.set('optimizer_step', { dtype: 'int64', shape: [], data: BigInt64Array.of(BigInt(tensors.optimizer.step)) });
+  const weightsFile = `weights-${state.step}.npz`;
+  const previous = readState(dir)?.weightsFile;
+  writeNpz(path.join(dir, weightsFile), arrays);
+  const full: CheckpointState = { format: CHECKPOINT_FORMAT, ...state, weightsFile };
+  writeFileAtomic(path.join(dir, 'state.json'), new TextEncoder().encode(`${JSON.stringify(full, null, 2)}\n`));
+  if (previous && previous !== weightsFile) fs.rmSync(path.join(dir, previous), { force: true });
+}
+
+export function readState(dir: string): CheckpointState | null {
+  const file = path.join(dir, 'state.json');
+  if (!fs.existsSync(file)) return null;
+  const state = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointState;
+  if (state.format !== CHECKPOINT_FORMAT) throw new Error(`${file}: not a ${CHECKPOINT_FORMAT} checkpoint`);
+  return state;
+}
+
+/** Loads a checkpoint's tensors into `into` (same names and sizes as the run being resumed). */
+export function loadTensors(dir: string, state: CheckpointState, into: TrainerTensors): void {
+  const arrays = readNpz(path.join(dir, state.weightsFile));
+  const copy = (key: string, target: Float32Array) => {
+    const a = arrays.get(key);
+    if (!a || a.data.length !== target.length) throw new Error(`checkpoint ${state.weightsFile}: ${key} is missing or has another size`);
+    target.set(a.data as Float32Array);
+  };
+  for (const [name, w] of into.params) copy(`param/${name}`, w);
+  for (const [name, slots] of into.optimizer.slots) for (const [kind, s] of slots) copy(`slot/${kind}/${name}`, s);
+  for (const [rate, stats] of into.rateStats) for (const [name, s] of stats) copy(`stats/${rate}/${name}`, s);
+  into.optimizer.step = Number((arrays.get('optimizer_step')!.data as BigInt64Array)[0]);
+}
