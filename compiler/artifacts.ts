@@ -99,6 +99,8 @@ export interface Manifest {
   parameters: ManifestParameter[];
   /** Train-step graphs written by `slicec train-graphs`, with the role of every input and output. */
   train?: import('./train-graphs.js').ManifestTrain;
+  /** The fine-tuning plan compile wrote (format slicec-plan/1, docs/plan.md). */
+  plan?: string;
   /** The typed module (`slicec codegen`): model.ts and what is compiled from it. */
   module?: { files: string[] };
   /** The report (`slicec report`): the HTML page and its charts. */

@@ -35,6 +35,7 @@ import { calibrateBatchNorm, insertBatchNorm, stackRateStatistics, type BatchNor
 import { activationImportance } from '../passes/activation-importance.js';
 import { openFloatSession, runFloat } from '../runtime/session.js';
 import { writeModuleOrNote } from './codegen.js';
+import { defaultPlan, formatPlan } from './plan.js';
 import { checkCalibrationFiles, loadCalibration, syntheticCalibration } from './calibration-data.js';
 import { explainExits, manifestExits, writeRateExits, type RateExits } from './exits.js';
 import { planExits } from '../passes/add-exits.js';
@@ -214,6 +215,7 @@ export function describeUnions(analysis: ChannelAnalysis): string[] {
 }
 
 const ELASTIC_FILE = 'elastic.onnx';
+const PLAN_FILE = 'plan.json';
 
 function rateFileName(rate: number, digits: number): string {
   return `slices/rate-${rate.toFixed(digits)}.onnx`;
@@ -348,6 +350,12 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       parameters,
       ...(exitPlan ? { exits: manifestExits(exitPlan, rateExits) } : {}),
     };
+    // the fine-tuning plan with defaults for this model; `slicec finetune` reads it, flags override it
+    const first = model.graph.outputs[0]?.shape;
+    const isClassifier = first?.length === 2 && typeof first[1] === 'number';
+    const plan = defaultPlan({ rates: rateResults.map((r) => r.rate), inputs: manifest.inputs, outputs: manifest.outputs, isClassifier, normalization: normalization.mode });
+    fs.writeFileSync(stage.file(PLAN_FILE), formatPlan(plan));
+    manifest.plan = PLAN_FILE;
     const moduleFiles = options.codegen === false ? [] : await writeModuleOrNote(stage.dir, manifest, warn);
     if (moduleFiles.length > 0) manifest.module = { files: moduleFiles };
     fs.writeFileSync(stage.file('manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
