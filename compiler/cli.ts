@@ -243,6 +243,21 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
       for (const g of train.graphs) io.stdout(`rate ${g.rate.toFixed(3)}  ${g.file}  ${g.signature.inputs.length} inputs, ${g.signature.outputs.length} outputs\n`);
     });
   registerRuntimeCommands(program);
+
+  program
+    .command('demo')
+    .description('the main job on the bundled example: compile the pretrained Fashion-MNIST CNN, fine-tune every rate, evaluate, write the report')
+    .option('-o, --out <dir>', 'folder for everything the demo writes', 'slicec-demo')
+    .option('--epochs <n>', 'fine-tuning epochs', (v) => parseIntegerAtLeastOne('--epochs', v), 1)
+    .option('--quiet', 'no progress (the table is still printed)')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: { out: string; epochs: number; quiet?: boolean; json?: boolean }) => {
+      const { runDemo, formatDemo } = await import('./demo.js');
+      const quiet = opts.quiet === true || opts.json === true;
+      const summary = await runDemo({ out: opts.out, epochs: opts.epochs, progress: !quiet && process.stderr.isTTY === true, log: quiet ? () => {} : io.stderr });
+      if (opts.json) writeJson(io, summary);
+      else io.stdout(formatDemo(summary));
+    });
   return program;
 }
 

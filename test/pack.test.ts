@@ -58,7 +58,9 @@ describe('npm pack', () => {
     expect(files).toContain('dist/compiler/index.d.ts');
     expect(files).toContain('dist/runtime/index.d.ts');
     expect(files).toContain('dist/passes/prune-to-rate.js');
-    for (const f of files) {
+    // the one fixture shipped is the demo's bundled pretrained model
+    expect(files).toContain('fixtures/fashion-mnist-cnn.onnx');
+    for (const f of files.filter((name) => name !== 'fixtures/fashion-mnist-cnn.onnx')) {
       expect(f, f).not.toMatch(/^(test|bench|fixtures|scripts|compiler|passes|runtime)\//);
       expect(f, f).not.toMatch(/^dist\/(test|bench|fixtures)\//);
       const source = f.endsWith('.ts') && !f.endsWith('.d.ts');
@@ -87,18 +89,33 @@ describe('the installed package', () => {
   it('exports the compiler API and the runtime, with types', () => {
     const script = [
       "import { compile, readModel, writeModel, printModel, verifyModel, ErrorCodes, isUserError } from 'slicec';",
-      "import { runFloat } from 'slicec/runtime';",
+      "import { runFloat, SlicedModel as FromRuntime } from 'slicec/runtime';",
+      "import { SlicedModel } from 'slicec';",
       `const m = readModel(${JSON.stringify(path.join(REPO_ROOT, 'fixtures', 'mlp.onnx'))});`,
       "verifyModel(m, { mode: 'input' });",
-      "console.log(JSON.stringify({ compile: typeof compile, writeModel: typeof writeModel, runFloat: typeof runFloat,",
+      "console.log(JSON.stringify({ compile: typeof compile, writeModel: typeof writeModel, runFloat: typeof runFloat, load: typeof SlicedModel.load, same: SlicedModel === FromRuntime,",
       "  print: printModel(m).startsWith('model '), code: ErrorCodes.BAD_OUTPUT, user: isUserError(new Error()) }));",
     ].join('\n');
     fs.writeFileSync(path.join(project, 'use.mjs'), script);
     const r = run(process.execPath, ['use.mjs'], project);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ compile: 'function', writeModel: 'function', runFloat: 'function', print: true, code: 'SLC008', user: false });
+    expect(JSON.parse(r.stdout)).toEqual({ compile: 'function', writeModel: 'function', runFloat: 'function', load: 'function', same: true, print: true, code: 'SLC008', user: false });
     const pkg = path.join(project, 'node_modules', 'slicec');
     expect(fs.readFileSync(path.join(pkg, 'dist', 'compiler', 'index.d.ts'), 'utf8')).toContain('compile');
     expect(fs.existsSync(path.join(pkg, 'dist', 'runtime', 'index.d.ts'))).toBe(true);
   });
+
+  it('npx slicec demo: compiles, fine-tunes and evaluates the bundled model, and writes the report', () => {
+    const r = run('npx', ['--no-install', 'slicec', 'demo', '-o', 'demo', '--json'], project);
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout) as { outDir: string; report: string; rows: { rate: number; accuracy: number; accuracyBefore: number }[] };
+    expect(summary.rows.map((row) => row.rate).sort()).toEqual([0.25, 0.5, 0.75, 1]);
+    const quarter = summary.rows.find((row) => row.rate === 0.25)!;
+    // one epoch lifts the narrowest rate from collapse (16 % before) to near the full model
+    expect(quarter.accuracy).toBeGreaterThan(0.85);
+    expect(quarter.accuracy).toBeGreaterThan(quarter.accuracyBefore + 0.5);
+    expect(summary.rows.find((row) => row.rate === 1)!.accuracy).toBeGreaterThan(0.91);
+    expect(fs.existsSync(summary.report)).toBe(true);
+    expect(fs.existsSync(path.join(summary.outDir, 'model.d.ts'))).toBe(true);
+  }, 420_000);
 });
