@@ -133,7 +133,7 @@ export function evalChart(evals: EvalRow[]): Chart {
       width: WIDTH, height: HEIGHT, data: { values: evals.map((e) => ({ ...e, rateName: `r=${+e.rate.toFixed(4)}` })) },
       mark: { type: 'line', point: true },
       encoding: {
-        x: { field: 'epoch', type: 'quantitative', title: 'epoch', axis: { tickMinStep: 1 } },
+        x: { field: 'epoch', type: 'quantitative', title: 'epoch', axis: { tickMinStep: 1, format: 'd' } },
         y: { field, type: 'quantitative', title: `validation ${field}`, scale: { zero: false }, ...(accuracy ? { axis: { format: '.1%' } } : {}) },
         color: { field: 'rateName', type: 'nominal', title: 'rate', sort: null },
       },
