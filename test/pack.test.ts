@@ -111,9 +111,9 @@ describe('the installed package', () => {
     const summary = JSON.parse(r.stdout) as { outDir: string; report: string; rows: { rate: number; accuracy: number; accuracyBefore: number }[] };
     expect(summary.rows.map((row) => row.rate).sort()).toEqual([0.25, 0.5, 0.75, 1]);
     const quarter = summary.rows.find((row) => row.rate === 0.25)!;
-    // one epoch lifts the narrowest rate from collapse (16 % before) to near the full model
-    expect(quarter.accuracy).toBeGreaterThan(0.85);
-    expect(quarter.accuracy).toBeGreaterThan(quarter.accuracyBefore + 0.5);
+    // one epoch lifts the narrowest rate (57 % before, activation-ordered) to near the full model
+    expect(quarter.accuracy).toBeGreaterThan(0.88);
+    expect(quarter.accuracy).toBeGreaterThan(quarter.accuracyBefore + 0.2);
     expect(summary.rows.find((row) => row.rate === 1)!.accuracy).toBeGreaterThan(0.91);
     expect(fs.existsSync(summary.report)).toBe(true);
     expect(fs.existsSync(path.join(summary.outDir, 'model.d.ts'))).toBe(true);
