@@ -20,6 +20,7 @@ import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
 import { copyWithAnalysis, editDropped } from './helpers/slicing.js';
 import { fixtureModels, openwakewordModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { maxRelativeError } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-compile-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -42,16 +43,6 @@ async function run(model: string | Uint8Array, feeds: Feeds): Promise<Record<str
   } finally {
     await session.release();
   }
-}
-
-function maxRelativeError(expected: ort.Tensor, actual: ort.Tensor): number {
-  const a = expected.data as Float32Array;
-  const b = actual.data as Float32Array;
-  let scale = 0;
-  for (const x of a) scale = Math.max(scale, Math.abs(x));
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
-  return worst;
 }
 
 /** An independent MAC count (per sample) from an emitted file's own shapes. */

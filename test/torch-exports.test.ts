@@ -25,6 +25,7 @@ import { pruneToRate } from '../passes/prune-to-rate.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { copyWithAnalysis, editDropped } from './helpers/slicing.js';
 import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { maxRelativeError } from './helpers/compare.js';
 
 const PYTHON = '/usr/bin/python3';
 const CACHE = path.join(REPO_ROOT, 'test', '.cache', 'torch-exports');
@@ -140,16 +141,6 @@ async function run(model: string | Uint8Array, feeds: Feeds): Promise<Record<str
   } finally {
     await session.release();
   }
-}
-
-function maxRelativeError(expected: ort.Tensor, actual: ort.Tensor): number {
-  const a = expected.data as Float32Array;
-  const b = actual.data as Float32Array;
-  let scale = 0;
-  for (const x of a) scale = Math.max(scale, Math.abs(x));
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (scale || 1));
-  return worst;
 }
 
 /** Exports the script makes by default (see OPSETS there), so a stale cache is refreshed. */

@@ -11,6 +11,11 @@ export function relativeError(a: Float32Array, b: Float32Array): number {
   return worst;
 }
 
+/** relativeError of two float32 ORT outputs (the first is the reference). */
+export function maxRelativeError(expected: ort.Tensor, actual: ort.Tensor): number {
+  return relativeError(expected.data as Float32Array, actual.data as Float32Array);
+}
+
 /** The feeds plus the elastic graph's `slice_rate` scalar. */
 export function withRate(feeds: Record<string, ort.Tensor>, rate: number): Record<string, ort.Tensor> {
   return { ...feeds, slice_rate: new ort.Tensor('float32', Float32Array.of(rate), []) };
