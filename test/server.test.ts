@@ -220,6 +220,8 @@ describe('v2 protocol', () => {
     const late = await Promise.all(Array.from({ length: 20 }, () => request(`${slowBase}/v2/models/resnet-small/infer`, 'POST', inferBody(image(5))).then((r) => r.status)));
     expect(late).toContain(504);
     expect(late.every((s) => s === 200 || s === 504)).toBe(true);
+    // a request answered 504 may still be queued or running in the shared model: let it drain
+    for (let waited = 0; (model.queueDepth > 0 || model.inFlight > 0) && waited < 10_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
     const metrics = (await request(`${base}/metrics`, 'GET')).body.toString('utf8');
     expect(metrics).toMatch(/slicec_requests_total\{model="resnet-small",code="200"\} \d+/);
     expect(metrics).toMatch(/slicec_requests_total\{model="resnet-small",code="413"\} 2/);
