@@ -305,6 +305,16 @@ function ourFiles(outDir: string): Set<string> | null {
   return files;
 }
 
+/** Folders whose whole content an earlier slicec run wrote: a fine-tune's log and checkpoints. */
+function ourFolders(outDir: string): string[] {
+  try {
+    const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as { training?: unknown };
+    return manifest.training ? ['training/'] : [];
+  } catch {
+    return [];
+  }
+}
+
 function checkReplaceable(outDir: string): void {
   const stat = fs.statSync(outDir);
   if (stat.isDirectory() && fs.readdirSync(outDir).length === 0) return;
@@ -316,9 +326,10 @@ function checkReplaceable(outDir: string): void {
       hint: 'choose another folder with -o, or remove it',
     });
   }
+  const folders = ourFolders(outDir);
   const foreign = (fs.readdirSync(outDir, { recursive: true, encoding: 'utf8' }) as string[])
     .map((f) => f.split(path.sep).join('/'))
-    .filter((f) => !ours.has(f) && !fs.statSync(path.join(outDir, f)).isDirectory())
+    .filter((f) => !ours.has(f) && !folders.some((d) => f.startsWith(d)) && !fs.statSync(path.join(outDir, f)).isDirectory())
     .sort();
   if (foreign.length > 0) {
     const shown = foreign.slice(0, 5).join(', ') + (foreign.length > 5 ? `, … (${foreign.length} in all)` : '');

@@ -1,0 +1,35 @@
+// A recompile into an earlier output that was fine-tuned: the fine-tune's own folder (training/:
+// log and checkpoints) is slicec's and is replaced with the rest; a file the user added is not.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { isUserError } from '../compiler/diagnostics.js';
+import { compile } from '../compiler/pipeline.js';
+import { REPO_ROOT } from './helpers/models.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-recompile-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const MODEL = path.join(REPO_ROOT, 'fixtures', 'lenet-bn.onnx');
+
+describe('recompiling a fine-tuned output', () => {
+  it('replaces training/ with the rest, and still refuses a file the user put there', async () => {
+    const outDir = path.join(tmp, 'out');
+    const options = { model: MODEL, groups: 2, norm: 'keep' as const, codegen: false, outDir, log: () => {}, warn: () => {} };
+    await compile(options);
+    const manifestFile = path.join(outDir, 'manifest.json');
+    const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(manifestFile, JSON.stringify({ ...manifest, training: { steps: 1 } }));
+    fs.mkdirSync(path.join(outDir, 'training', 'checkpoint'), { recursive: true });
+    fs.writeFileSync(path.join(outDir, 'training', 'log.jsonl'), '{}\n');
+    fs.writeFileSync(path.join(outDir, 'training', 'checkpoint', 'weights-1.npz'), '');
+    await compile(options);
+    expect(fs.existsSync(path.join(outDir, 'training'))).toBe(false);
+
+    fs.writeFileSync(path.join(outDir, 'notes.txt'), 'mine');
+    const error = await compile(options).catch((e: unknown) => e);
+    expect(isUserError(error) && error.code === 'SLC015').toBe(true);
+    expect(fs.readFileSync(path.join(outDir, 'notes.txt'), 'utf8')).toBe('mine');
+  });
+});
