@@ -16,7 +16,12 @@ import { addTrainFlags, planOverrides, type TrainFlags } from './cli-train-flags
 export interface TrainCliIO {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /** Set the exit code of a command that ends without an error (an interrupted run: 130). */
+  exitCode?: (code: number) => void;
 }
+
+/** 128 + SIGINT, what shells report for a run stopped by Ctrl-C. */
+const EXIT_INTERRUPTED = 130;
 
 function json(io: TrainCliIO, value: unknown): void {
   io.stdout(`${JSON.stringify(value, null, 2)}\n`);
@@ -136,10 +141,12 @@ export function registerTrainCommands(program: Command, io: TrainCliIO): void {
       };
       if (flags.json) {
         json(io, summary);
+        if (result.interrupted) io.exitCode?.(EXIT_INTERRUPTED);
         return;
       }
       if (result.interrupted) {
         io.stdout(`stopped after step ${result.steps}; checkpoint in ${outcome.checkpointDir} (continue with --resume)\n`);
+        io.exitCode?.(EXIT_INTERRUPTED);
         return;
       }
       for (const r of result.final) io.stdout(`rate ${r.rate.toFixed(3)}  ${r.accuracy !== null ? `accuracy ${(r.accuracy * 100).toFixed(2)} %  ` : ''}loss ${r.loss.toPrecision(5)}\n`);

@@ -220,7 +220,7 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
       if (opts.stats) io.stderr(formatStats(result));
     });
 
-  registerTrainCommands(program, io);
+  registerTrainCommands(program, { ...io, exitCode: (code) => void (state.exitCode = code) });
   registerDayOneCommands(program, io);
 
   program

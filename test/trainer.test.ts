@@ -143,7 +143,7 @@ describe('slicec finetune', () => {
     }
   }, 60_000);
 
-  it('Ctrl-C saves a checkpoint and exits', async () => {
+  it('Ctrl-C saves a checkpoint and exits with 130', async () => {
     const dir = path.join(tmp, 'sigint');
     await compileTo(SMALL, dir);
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test', 'helpers', 'cli-main.ts'), 'finetune', dir, '--data', smallData, '--epochs', '100', '--batch-size', '16', '--checkpoint-every', '1'], { cwd: REPO_ROOT });
@@ -158,7 +158,7 @@ describe('slicec finetune', () => {
     }, 5);
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
     clearInterval(timer);
-    expect(code).toBe(0);
+    expect(code).toBe(130);
     const step = JSON.parse(fs.readFileSync(state, 'utf8')).step as number;
     expect(stdout).toContain(`stopped after step ${step}`);
     expect(step).toBeLessThan(3200);
