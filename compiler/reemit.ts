@@ -16,7 +16,7 @@ import type { TrainTarget } from './train-target.js';
 import type { EpochRecord, EvalRow } from '../runtime/checkpoint.js';
 import { writeFileAtomic } from '../runtime/npz.js';
 import type { TrainerResult } from '../runtime/trainer.js';
-import { keptAxisIndices, keptByUnion, keptPositions, unionWidths, gather } from '../runtime/parameters.js';
+import { keptAxisIndices, keptByUnion, keptPositions, unionWidths, gather, scatter } from '../runtime/parameters.js';
 
 export interface TrainingRecord {
   data: string;
@@ -62,6 +62,39 @@ export function recordAccuracy(manifest: Manifest, rows: EvalRow[]): void {
   }
 }
 
+const PER_RATE = '_per_rate';
+
+/**
+ * `--norm bn` stacks each BatchNorm statistic in elastic.onnx as `<name>_per_rate`, one row per
+ * active group count k, of which the graph keeps the first kept(k) channels. After training, row
+ * k holds the statistics of the compiled rate that serves k (the smallest with at least k active
+ * groups, as the rate files do), in the positions the parameter map gives that rate.
+ */
+function refillPerRateStatistics(elastic: Model, manifest: Manifest, result: TrainerResult): void {
+  const widths = unionWidths(manifest);
+  const byName = new Map(manifest.parameters.map((p) => [p.name, p]));
+  const byGroups = [...manifest.rates].sort((a, b) => a.activeGroups - b.activeGroups);
+  const widest = byGroups[byGroups.length - 1]!;
+  for (const v of elastic.graph.initializers) {
+    if (!v.name.endsWith(PER_RATE)) continue;
+    const name = v.name.slice(0, -PER_RATE.length);
+    const p = byName.get(name);
+    const full = result.rateStats.get(widest.rate)?.get(name);
+    if (!p || p.role !== 'running-stat' || !full) continue;
+    const [rows, channels] = v.const!.dims as [number, number];
+    if (channels !== full.length) throw new Error(`reemit: ${v.name} has rows of ${channels}, the statistic ${full.length} values`);
+    const table = new Float32Array(rows * channels);
+    for (let k = 1; k <= rows; k++) {
+      const serving = byGroups.find((r) => r.activeGroups >= k) ?? widest;
+      const row = Float32Array.from(full);
+      const own = result.rateStats.get(serving.rate)?.get(name);
+      if (own) scatter(row, keptPositions(p, keptAxisIndices(p, keptByUnion(manifest, serving.rate), widths)).positions, own);
+      table.set(row, (k - 1) * channels);
+    }
+    v.const = Tensor.fromTyped(v.const!.dtype, [rows, channels], table, v.name);
+  }
+}
+
 export function reemitCompiled(target: TrainTarget, result: TrainerResult, record: TrainingRecord): string[] {
   const manifest = structuredClone(target.manifest!);
   const dir = target.location;
@@ -87,6 +120,7 @@ export function reemitCompiled(target: TrainTarget, result: TrainerResult, recor
   const elastic = readModel(elasticFile);
   const widest = result.rateStats.get(target.rates[0]!.rate)!;
   setInitializers(elastic, (name) => result.params.get(name) ?? widest.get(name));
+  refillPerRateStatistics(elastic, manifest, result);
   writeModel(elastic, elasticFile, { dropValueInfo: true, externalData: false });
   written.push(elasticFile);
   recordAccuracy(manifest, result.final);

@@ -109,10 +109,12 @@ export function loadTarget(location: string): TrainTarget {
     ? parsePlan(fs.readFileSync(planFile, 'utf8'), planFile, context)
     : defaultPlan({ rates: context.rates, inputs: manifest.inputs, outputs: manifest.outputs, isClassifier, normalization: manifest.normalization.mode });
   const roles = new Map(manifest.parameters.map((p) => [p.name, p.role]));
-  const elastic = readModel(path.join(location, manifest.elastic.file));
+  // the rate-1 graph holds every full tensor under its own name; elastic.onnx does too, except the
+  // statistics --norm bn stacks per rate, so it is the source only when rate 1 is not compiled
+  const widest = rates[0]!.rate === 1 ? rates[0]!.model : readModel(path.join(location, manifest.elastic.file));
   return {
     kind: 'compiled', location, manifest, plan, planFile: fs.existsSync(planFile) ? planFile : null, input: manifest.inputs[0]!, outputs, rates, roles,
-    full: fullTensors(elastic, roles), classes: classesOf(rates[0]!.model, plan.loss.output),
+    full: fullTensors(widest, roles), classes: classesOf(rates[0]!.model, plan.loss.output),
   };
 }
 

@@ -106,6 +106,27 @@ describe('slicec finetune', () => {
     await elastic.release();
   }, 60_000);
 
+  it('--norm bn: after fine-tuning, elastic.onnx uses each rate\'s own statistics, as the rate files do', async () => {
+    const dir = path.join(tmp, 'bn');
+    await compileTo(LENET, dir, ['--norm', 'bn']);
+    const r = await runCli(['finetune', dir, '--data', lenetData, '--epochs', '1', '--batch-size', '32', '--lr', '0.02', '--warmup', '0', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.elastic.form).toBe('lean');
+    const batch = readNpz(lenetData).get('x')!;
+    const x = new ort.Tensor('float32', (batch.data as Float32Array).slice(0, 8 * 784), [8, 1, 28, 28]);
+    const elastic = await ort.InferenceSession.create(path.join(dir, manifest.elastic.file));
+    for (const rate of manifest.rates) {
+      const graph = await ort.InferenceSession.create(path.join(dir, rate.file));
+      const input = graph.inputNames[0]!;
+      const want = (await graph.run({ [input]: x }))[graph.outputNames[0]!]!.data as Float32Array;
+      const got = (await elastic.run(withRate({ [input]: x }, rate.rate)))[elastic.outputNames[0]!]!.data as Float32Array;
+      expect(relativeError(want, got), `rate ${rate.rate}`).toBeLessThan(1e-4);
+      await graph.release();
+    }
+    await elastic.release();
+  }, 60_000);
+
   it('a run killed with SIGKILL and resumed ends with the weights of an uninterrupted run', async () => {
     const a = path.join(tmp, 'resume-a');
     const b = path.join(tmp, 'resume-b');
