@@ -25,6 +25,7 @@ import { Node, Value, type Graph, type Model } from '../compiler/ir.js';
 import { OpBuilder, minIrVersion } from '../compiler/op-builder.js';
 import { inferShapes } from '../compiler/shape-inference.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
+import { floatToHalf } from '../compiler/float16.js';
 
 /** The newest default-domain opset this pass can raise a model to. */
 export const MAX_UPGRADE_TARGET = 18;
@@ -208,34 +209,6 @@ function int64Input(ctx: Ctx, node: Node, values: readonly bigint[], role: strin
   return ctx.graph.addInitializer(`${baseName(node)}_${role}`, Tensor.int64(dims, values));
 }
 
-/** Half-precision bits of a number (round to nearest even). */
-function toHalfBits(value: number): number {
-  const f = new Float32Array(1);
-  const u = new Uint32Array(f.buffer);
-  f[0] = value;
-  const x = u[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
-  e = half >>> 10;
-  return sign | half;
-}
 
 /** A scalar initializer of a float dtype (float32 when the dtype is unknown). */
 function floatScalar(ctx: Ctx, node: Node, dtype: number | undefined, value: number, role: string): Value {
@@ -244,7 +217,7 @@ function floatScalar(ctx: Ctx, node: Node, dtype: number | undefined, value: num
     case DataType.DOUBLE:
       return ctx.graph.addInitializer(name, Tensor.fromTyped(DataType.DOUBLE, [], Float64Array.of(value)));
     case DataType.FLOAT16:
-      return ctx.graph.addInitializer(name, Tensor.fromTyped(DataType.FLOAT16, [], Uint16Array.of(toHalfBits(value))));
+      return ctx.graph.addInitializer(name, Tensor.fromTyped(DataType.FLOAT16, [], Uint16Array.of(floatToHalf(value))));
     case DataType.FLOAT:
     case undefined:
       return ctx.graph.addInitializer(name, Tensor.float32([], [value]));
