@@ -57,6 +57,20 @@ beforeAll(() => {
   syntheticData(lenetData, [1, 28, 28], 384, 64, 2);
 });
 
+/** elastic.onnx at every compiled rate computes what that rate's own file computes on `x`. */
+async function expectElasticEqualsRates(dir: string, manifest: Manifest, x: ort.Tensor, tolerance: number): Promise<void> {
+  const elastic = await ort.InferenceSession.create(path.join(dir, manifest.elastic.file));
+  for (const rate of manifest.rates) {
+    const graph = await ort.InferenceSession.create(path.join(dir, rate.file));
+    const input = graph.inputNames[0]!;
+    const want = (await graph.run({ [input]: x }))[graph.outputNames[0]!]!.data as Float32Array;
+    const got = (await elastic.run(withRate({ [input]: x }, rate.rate)))[elastic.outputNames[0]!]!.data as Float32Array;
+    expect(relativeError(want, got), `rate ${rate.rate}`).toBeLessThan(tolerance);
+    await graph.release();
+  }
+  await elastic.release();
+}
+
 function logEntries(file: string): { type: string; [k: string]: unknown }[] {
   return fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
 }
@@ -94,16 +108,7 @@ describe('slicec finetune', () => {
     expect(manifest.elastic.form).toBe('fast');
     const batch = readNpz(mlpData).get('x')!;
     const x = new ort.Tensor('float32', (batch.data as Float32Array).slice(0, 8 * batch.shape[1]!), [8, batch.shape[1]!]);
-    const elastic = await ort.InferenceSession.create(path.join(dir, manifest.elastic.file));
-    for (const rate of manifest.rates) {
-      const graph = await ort.InferenceSession.create(path.join(dir, rate.file));
-      const input = graph.inputNames[0]!;
-      const want = (await graph.run({ [input]: x }))[graph.outputNames[0]!]!.data as Float32Array;
-      const got = (await elastic.run(withRate({ [input]: x }, rate.rate)))[elastic.outputNames[0]!]!.data as Float32Array;
-      expect(relativeError(want, got), `rate ${rate.rate}`).toBeLessThan(1e-5);
-      await graph.release();
-    }
-    await elastic.release();
+    await expectElasticEqualsRates(dir, manifest, x, 1e-5);
   }, 60_000);
 
   it('--norm bn: after fine-tuning, elastic.onnx uses each rate\'s own statistics, as the rate files do', async () => {
@@ -115,16 +120,7 @@ describe('slicec finetune', () => {
     expect(manifest.elastic.form).toBe('lean');
     const batch = readNpz(lenetData).get('x')!;
     const x = new ort.Tensor('float32', (batch.data as Float32Array).slice(0, 8 * 784), [8, 1, 28, 28]);
-    const elastic = await ort.InferenceSession.create(path.join(dir, manifest.elastic.file));
-    for (const rate of manifest.rates) {
-      const graph = await ort.InferenceSession.create(path.join(dir, rate.file));
-      const input = graph.inputNames[0]!;
-      const want = (await graph.run({ [input]: x }))[graph.outputNames[0]!]!.data as Float32Array;
-      const got = (await elastic.run(withRate({ [input]: x }, rate.rate)))[elastic.outputNames[0]!]!.data as Float32Array;
-      expect(relativeError(want, got), `rate ${rate.rate}`).toBeLessThan(1e-4);
-      await graph.release();
-    }
-    await elastic.release();
+    await expectElasticEqualsRates(dir, manifest, x, 1e-4);
   }, 60_000);
 
   it('a run killed with SIGKILL and resumed ends with the weights of an uninterrupted run', async () => {
