@@ -68,3 +68,19 @@ export function feedsFor(manifest: Manifest, name: string, dims: Record<string, 
   }
   return feeds;
 }
+
+/** After 3 warm-up runs each, the median of 3 timed runs per session (sizing the timed blocks). */
+export async function estimateRunMs(sessions: ort.InferenceSession[], feeds: Record<string, ort.Tensor>): Promise<number[]> {
+  for (const s of sessions) for (let i = 0; i < 3; i++) await s.run(feeds);
+  const estimate: number[] = [];
+  for (const s of sessions) {
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t0 = nowMs();
+      await s.run(feeds);
+      times.push(nowMs() - t0);
+    }
+    estimate.push(median(times));
+  }
+  return estimate;
+}

@@ -20,7 +20,7 @@ import type { Manifest } from '../compiler/artifacts.js';
 import { compile } from '../compiler/pipeline.js';
 import { fixtureByName } from '../fixtures/index.js';
 import { Rng } from '../compiler/rng.js';
-import { CLS_DIMS, CLS_MODEL, argValue, feedsFor, median, nowMs, table } from './common.js';
+import { CLS_DIMS, CLS_MODEL, argValue, estimateRunMs, feedsFor, median, nowMs, table } from './common.js';
 
 const QUICK = process.argv.includes('--quick');
 const LEVEL = argValue('--level') ?? 'all';
@@ -80,17 +80,7 @@ function keptWidths(manifest: Manifest, activeGroups: number): string {
 
 /** Median ms per run of each session, measured round-robin. */
 async function measureCell(sessions: ort.InferenceSession[], feeds: Record<string, ort.Tensor>): Promise<number[]> {
-  for (const s of sessions) for (let i = 0; i < 3; i++) await s.run(feeds);
-  const estimate: number[] = [];
-  for (const s of sessions) {
-    const times: number[] = [];
-    for (let i = 0; i < 3; i++) {
-      const t0 = nowMs();
-      await s.run(feeds);
-      times.push(nowMs() - t0);
-    }
-    estimate.push(median(times));
-  }
+  const estimate = await estimateRunMs(sessions, feeds);
   const block = estimate.map((t) => Math.max(1, Math.round(BLOCK_MS / Math.max(t, 1e-3))));
   const full = sessions.length - 1;
   const rounds = Math.max(MIN_ROUNDS, Math.ceil((CELL_S * 1000) / (block[full]! * estimate[full]!)));

@@ -23,7 +23,7 @@ import { compile } from '../compiler/pipeline.js';
 import type { NormMode } from '../compiler/pipeline-types.js';
 import { Rng } from '../compiler/rng.js';
 import { fixtureByName } from '../fixtures/index.js';
-import { CLS_DIMS, CLS_MODEL, argValue, feedsFor, median, nowMs, table } from './common.js';
+import { CLS_DIMS, CLS_MODEL, argValue, estimateRunMs, feedsFor, median, nowMs, table } from './common.js';
 
 const QUICK = process.argv.includes('--quick');
 const ONLY = argValue('--only');
@@ -59,17 +59,7 @@ const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
 
 /** Fastest block's ms per run of each session on the same feeds, measured round-robin. */
 async function measure(sessions: ort.InferenceSession[], feeds: Record<string, ort.Tensor>): Promise<number[]> {
-  for (const s of sessions) for (let i = 0; i < 3; i++) await s.run(feeds);
-  const estimate: number[] = [];
-  for (const s of sessions) {
-    const times: number[] = [];
-    for (let i = 0; i < 3; i++) {
-      const t0 = nowMs();
-      await s.run(feeds);
-      times.push(nowMs() - t0);
-    }
-    estimate.push(median(times));
-  }
+  const estimate = await estimateRunMs(sessions, feeds);
   const block = estimate.map((t) => Math.max(1, Math.round(BLOCK_MS / Math.max(t, 1e-3))));
   const slowest = Math.max(...estimate.map((t, i) => t * block[i]!));
   const rounds = Math.max(MIN_ROUNDS, Math.ceil((CELL_S * 1000) / slowest));
