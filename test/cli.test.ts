@@ -377,31 +377,3 @@ describe('bin/slicec.js', () => {
     expect(run.code).toBe(2);
   });
 });
-
-describe('flags of the newer commands', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-cli-flags-'));
-  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const resnet = path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx');
-
-  it('--elastic takes fast or lean; train-graphs --optimizer takes sgd or adamw (SLC007, exit 2)', async () => {
-    const elastic = await runCli([resnet, '--groups', '2', '--elastic', 'slow', '-o', path.join(dir, 'never')]);
-    expect(elastic.code).toBe(2);
-    expect(elastic.stderr).toContain('error SLC007: --elastic expects fast or lean, got "slow"');
-    expect(fs.existsSync(path.join(dir, 'never'))).toBe(false);
-    const optimizer = await runCli(['train-graphs', dir, '--optimizer', 'rmsprop']);
-    expect(optimizer.code).toBe(2);
-    expect(optimizer.stderr).toContain('error SLC007: --optimizer expects sgd or adamw');
-    expect(optimizer.stderr).not.toMatch(STACK_LINE);
-  });
-
-  it('demo refuses an output folder that is not an earlier demo (SLC008), and leaves it as it was', async () => {
-    const taken = path.join(dir, 'taken');
-    fs.mkdirSync(taken);
-    fs.writeFileSync(path.join(taken, 'mine.txt'), 'mine');
-    const run = await runCli(['demo', '-o', taken]);
-    expect(run.code).toBe(1);
-    expect(run.stderr).toContain('error SLC008');
-    expect(run.stderr).not.toMatch(STACK_LINE);
-    expect(fs.readdirSync(taken)).toEqual(['mine.txt']);
-  });
-});
