@@ -31,7 +31,7 @@ import { makeElasticFast } from '../passes/make-elastic-fast.js';
 import { foldBatchNorm } from '../passes/fold-batch-norm.js';
 import { foldConstants } from '../passes/fold-constants.js';
 import { calibrateGroupNorm } from '../passes/calibrate-group-norm.js';
-import { calibrateBatchNorm, insertBatchNorm, stackRateStatistics, type BatchNormSite } from '../passes/insert-batch-norm.js';
+import { batchNormEntries, calibrateBatchNorm, insertBatchNorm, modelBatchNorms, stackRateStatistics, type BatchNormSite } from '../passes/insert-batch-norm.js';
 import { activationImportance } from '../passes/activation-importance.js';
 import { openFloatSession, runFloat } from '../runtime/session.js';
 import { writeModuleOrNote } from './codegen.js';
@@ -134,13 +134,6 @@ export function validateOptions(options: CompileOptions): { groups: number; rate
   const groups = options.groups;
   if (!Number.isInteger(groups) || groups < 1) {
     throw userError(ErrorCodes.BAD_FLAG, '--groups must be a whole number of at least 1', { expected: 'an integer ≥ 1', found: String(groups) });
-  }
-  if (options.norm === 'bn' && options.elastic === 'fast') {
-    throw userError(ErrorCodes.BAD_FLAG, '--elastic fast cannot carry per-rate BatchNorm statistics yet', {
-      expected: '--norm bn with --elastic lean (the default with bn)',
-      found: '--norm bn --elastic fast',
-      hint: 'drop --elastic (bn picks lean), or use --norm gn with the fast form',
-    });
   }
   const rates = options.rates ?? Array.from({ length: groups }, (_, i) => (i + 1) / groups);
   for (const r of rates) {
@@ -294,8 +287,7 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
       rateResults.push(writeRate(rate));
     }
     const { model: elastic, map: elasticMap } = cloneModel(model);
-    // per-rate BatchNorm statistics are selected by rate in the lean form only
-    const elasticForm = options.elastic ?? (normalization.mode === 'bn' ? 'lean' : 'fast');
+    const elasticForm = options.elastic ?? 'fast';
     let elasticAnalysis = remapAnalysis(analysis, elasticMap);
     if (elasticForm === 'lean') {
       // run-time Slice bounds and pads need opset 11: the lean form raises its copy first
@@ -312,7 +304,15 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
         return info;
       }
       // the fast form is a new model built from the analysed one; it takes the copy's place
-      const made = makeElasticFast(model, analysis, partition, rates);
+      const statistics = new Set((batchNorms ?? []).flatMap((s) => [s.mean, s.variance]));
+      const made = makeElasticFast(model, analysis, partition, rates, { statistics });
+      if (batchNorms) {
+        normalization.batchNorms = batchNormEntries(batchNorms, (name) => {
+          const table = made.tables.get(name);
+          if (!table) throw new Error(`make-elastic-fast left the statistic ${name} out of every rate`);
+          return table;
+        });
+      }
       Object.assign(elastic, made.model);
       return made;
     }, { transform: true });
@@ -382,7 +382,12 @@ function calibrationFeeds(model: Model, options: CompileOptions) {
 async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper): Promise<Normalized> {
   const mode = options.norm ?? 'gn';
   const hints: RoleHints = { fixed: new Set(), normScale: new Set(), normBias: new Set() };
-  if (mode === 'keep') return { result: { mode, sites: {}, skipped: [], calibration: null }, hints };
+  if (mode === 'keep') {
+    // the model's own BatchNorms get statistics per rate, as with bn (nothing is inserted)
+    const { sites } = modelBatchNorms(model);
+    if (sites.length === 0) return { result: { mode, sites: {}, skipped: [], calibration: null }, hints };
+    return { result: { mode, sites: {}, skipped: [], calibration: null, perRateStats: true }, hints, batchNorms: sites };
+  }
   if (mode === 'bn') return normalizeBatchNorm(model, analysis, partition, options, steps, hints);
   if (mode === 'none') {
     const folded = steps.run('fold-batch-norm', model, () => {

@@ -124,15 +124,13 @@ function layerName(node: Node, fallback: string): string {
   return node.name.replace(new RegExp(`/${node.op}(_\\d+)?$`), '').replace(/^\//, '') || node.name;
 }
 
-export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partition: Partition): BatchNormResult {
-  const graph = model.graph;
-  const b = new OpBuilder(graph, model.opset());
-  const sliceable = new Set(partition.unions.map((g) => g.union));
-  const touchesSliced = (space: Space): boolean => space.some((s) => sliceable.has(resolve(s).root));
-  const additions = emptyAdditions();
-  const result: BatchNormResult = { sites: [], skipped: [], additions };
-
-  for (const node of graph.nodes) {
+/**
+ * The model's own BatchNorms in inference form, as sites whose statistics can be kept per rate
+ * (`--norm keep` and `bn`); the others are reported skipped.
+ */
+export function modelBatchNorms(model: Model): Pick<BatchNormResult, 'sites' | 'skipped'> {
+  const result: Pick<BatchNormResult, 'sites' | 'skipped'> = { sites: [], skipped: [] };
+  for (const node of model.graph.nodes) {
     if (!isBatchNorm(node)) continue;
     const [x, scale, bias, mean, variance] = node.inputs;
     if (!x || !scale?.const || !bias?.const || !mean?.const || !variance?.const) {
@@ -145,6 +143,20 @@ export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partiti
     }
     result.sites.push({ kind: 'batchnorm', node, where: node.label(), input: x, scale, bias, mean, variance, epsilon: node.attrFloat('epsilon', EPSILON), absorbedBias: null });
   }
+  return result;
+}
+
+export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partition: Partition): BatchNormResult {
+  const graph = model.graph;
+  const b = new OpBuilder(graph, model.opset());
+  const sliceable = new Set(partition.unions.map((g) => g.union));
+  const touchesSliced = (space: Space): boolean => space.some((s) => sliceable.has(resolve(s).root));
+  const additions = emptyAdditions();
+  const result: BatchNormResult = { sites: [], skipped: [], additions };
+
+  const own = modelBatchNorms(model);
+  result.sites.push(...own.sites);
+  result.skipped.push(...own.skipped);
 
   for (const layer of analysis.layers) {
     const v = layer.node.outputs[0]!;
@@ -262,6 +274,20 @@ export type RateRows = (name: string, activeGroups: number) => Float32Array | un
  * row activeGroups − 1 is read at run time. `activeGroups` is make-elastic's int64 scalar k.
  * Row k − 1 holds the full statistics, its first entries replaced by `rows(name, k)` if given.
  */
+/** The manifest's entries for `sites`; `table` names the per-rate table of a statistic. */
+export function batchNormEntries(sites: BatchNormSite[], table: (statistic: string) => string): BatchNormEntry[] {
+  return sites.map((s) => ({
+    where: s.where,
+    kind: s.kind,
+    scale: s.scale.name,
+    bias: s.bias.name,
+    mean: s.mean.name,
+    variance: s.variance.name,
+    epsilon: s.epsilon,
+    elastic: { mean: table(s.mean.name), variance: table(s.variance.name) },
+  }));
+}
+
 export function stackRateStatistics(elastic: Model, sites: BatchNormSite[], activeGroups: Value, groups: number, rows?: RateRows): BatchNormEntry[] {
   const graph = elastic.graph;
   const b = new OpBuilder(graph, elastic.opset());
@@ -288,16 +314,7 @@ export function stackRateStatistics(elastic: Model, sites: BatchNormSite[], acti
     stacks.set(name, table.name);
     return table.name;
   };
-  const entries = sites.map((s) => ({
-    where: s.where,
-    kind: s.kind,
-    scale: s.scale.name,
-    bias: s.bias.name,
-    mean: s.mean.name,
-    variance: s.variance.name,
-    epsilon: s.epsilon,
-    elastic: { mean: stack(s.mean.name), variance: stack(s.variance.name) },
-  }));
+  const entries = batchNormEntries(sites, stack);
   const cycle = graph.sortTopologically();
   if (cycle) throw new Error(`insert-batch-norm produced a cycle through ${cycle[0]!.label()}`);
   graph.removeUnusedInitializers();

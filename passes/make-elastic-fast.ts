@@ -16,6 +16,13 @@
 // rate between compiled rates runs the next compiled rate up; a k above every compiled rate runs
 // the largest. The tree compares k (as a float) with k_mid + 0.5 at each split, so a request pays
 // ceil(log2 R) If nodes for R distinct rates. With one rate the leaf is inlined.
+//
+// BatchNorm statistics kept per rate (`statistics`): each is stored once as a [G, C] table
+// `<name>_per_rate` whose row k − 1 serves the leaf of k active groups; the leaf cuts its row
+// (a Gather with a constant index, then the rate's usual Slice), which onnxruntime folds at load
+// like any other cut. At compile time every row is the full statistics; a fine-tune refills each
+// row with the statistics recalibrated for its rate (compiler/reemit.ts), so elastic at rate r
+// stays equal to the rate file.
 
 import { cloneModel } from '../compiler/clone.js';
 import { Graph, Node, Value, tensorType, type Model } from '../compiler/ir.js';
@@ -41,8 +48,20 @@ interface Branch {
   k: number;
 }
 
+export interface ElasticFastOptions {
+  /** Float initializers of `model` (BatchNorm running statistics) kept per rate. */
+  statistics?: ReadonlySet<Value>;
+}
+
+export interface ElasticFast {
+  model: Model;
+  input: string;
+  /** Statistic name → the name of its [G, C] per-rate table in the outer graph. */
+  tables: Map<string, string>;
+}
+
 /** One elastic model for `rates`; `analysis` describes `model`, which is left unchanged. */
-export function makeElasticFast(model: Model, analysis: ChannelAnalysis, partition: Partition, rates: number[]): { model: Model; input: string } {
+export function makeElasticFast(model: Model, analysis: ChannelAnalysis, partition: Partition, rates: number[], options: ElasticFastOptions = {}): ElasticFast {
   if (rates.length === 0) throw new Error('make-elastic-fast: no rates');
   const branches: Branch[] = [];
   for (const rate of [...rates].sort((a, b) => a - b)) {
@@ -84,7 +103,30 @@ export function makeElasticFast(model: Model, analysis: ChannelAnalysis, partiti
     return v;
   };
 
-  const leaf = (branch: Branch, tag: string): Graph => buildLeaf(model, analysis, keptWidths(partition, branch.rate), outer, sharedInts, main, tag);
+  const tables = new Map<string, string>();
+  const tableValues = new Map<Value, Value>();
+  const rows = new Map<number, Value>();
+  /** The full-size value a leaf of k groups cuts `from` out of: the outer weight, or its statistics row. */
+  const source = (from: Value, k: number, leafBuilder: OpBuilder): Value => {
+    if (!options.statistics?.has(from)) return outer(from);
+    let table = tableValues.get(from);
+    if (!table) {
+      const data = from.const!.data() as Float32Array;
+      const stacked = new Float32Array(partition.groups * data.length);
+      for (let g = 0; g < partition.groups; g++) stacked.set(data, g * data.length);
+      table = b.constant(Tensor.float32([partition.groups, data.length], stacked), `${from.name}_per_rate`);
+      tableValues.set(from, table);
+      tables.set(from.name, table.name);
+    }
+    let row = rows.get(k);
+    if (!row) {
+      row = b.int64Const([k - 1], `slice_row_${k}`, []);
+      rows.set(k, row);
+    }
+    return leafBuilder.gather(table, row, 0);
+  };
+
+  const leaf = (branch: Branch, tag: string): Graph => buildLeaf(model, analysis, keptWidths(partition, branch.rate), (v, lb) => source(v, branch.k, lb), outer, sharedInts, main, tag);
 
   if (branches.length === 1) {
     inlineLeaf(main, leaf(branches[0]!, 'rate'), templates);
@@ -133,7 +175,7 @@ export function makeElasticFast(model: Model, analysis: ChannelAnalysis, partiti
   main.removeUnusedInitializers();
   const cycle = main.sortTopologically();
   if (cycle) throw new Error(`make-elastic-fast produced a cycle through ${cycle[0]!.label()}`);
-  return { model: out, input: inputName };
+  return { model: out, input: inputName, tables };
 }
 
 /**
@@ -147,6 +189,7 @@ function buildLeaf(
   model: Model,
   analysis: ChannelAnalysis,
   kept: KeptWidths,
+  cutFrom: (v: Value, b: OpBuilder) => Value,
   outer: (v: Value) => Value,
   sharedInts: (values: number[], name: string) => Value,
   main: Graph,
@@ -173,13 +216,13 @@ function buildLeaf(
     let cut: Value | null = null;
     if (data === from.const) {
       if (data.dims.length > 0 && data.dims[0]! > 0 && (data.dtype === DataType.FLOAT || elements(data) >= SHARE_MIN_ELEMENTS)) {
-        cut = sliceShared(b, outer(from), [0], [0], [data.dims[0]!], sharedInts);
+        cut = sliceShared(b, cutFrom(from, b), [0], [0], [data.dims[0]!], sharedInts);
       }
     } else {
       // prune-to-rate changes only the constants the analysis lists; any other would be stored twice
       const axes = prunedAnalysis.params.get(value);
       if (!axes) throw new Error(`make-elastic-fast: ${value.name} changed but is not a sliced parameter`);
-      cut = cutShared(b, outer(from), from.const!, axes, kept, data, sharedInts);
+      cut = cutShared(b, cutFrom(from, b), from.const!, axes, kept, data, sharedInts);
     }
     if (!cut) continue;
     graph.replaceAllUses(value, cut, { outputs: true });

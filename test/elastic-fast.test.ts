@@ -83,13 +83,19 @@ const compiled: { name: string; file: string; elastic: string }[] = [];
 const paddle = path.join(REPO_ROOT, 'node_modules', '@gutenye', 'ocr-models', 'assets', 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
 const wakeword = path.join(REPO_ROOT, 'node_modules', 'openwakeword-js', 'models', 'hello_deepa.onnx');
 const models = [...fixtureModels().map((m) => m.file), wakeword, paddle];
+// with BatchNorms kept (keep, bn) each leaf cuts its statistics from a per-rate table
+const cases: { file: string; norm?: 'keep' | 'bn' }[] = [
+  ...models.map((file) => ({ file })),
+  { file: path.join(REPO_ROOT, 'fixtures', 'lenet-bn.onnx'), norm: 'keep' },
+  { file: path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx'), norm: 'bn' },
+];
 
 describe('fast elastic graph equals the pruned graph of the rate it serves', () => {
-  for (const file of models) {
-    const name = path.basename(file, '.onnx');
+  for (const { file, norm } of cases) {
+    const name = `${path.basename(file, '.onnx')}${norm ? `-${norm}` : ''}`;
     it(name, async () => {
       const outDir = path.join(tmp, name);
-      const result = await compile({ codegen: false, model: file, groups: GROUPS, rates: RATES, outDir, elastic: 'fast', calibrate: false });
+      const result = await compile({ codegen: false, model: file, groups: GROUPS, rates: RATES, outDir, elastic: 'fast', calibrate: false, ...(norm ? { norm } : {}) });
       compiled.push({ name, file: file, elastic: result.elasticFile });
       const proto = decodeModelProto(fs.readFileSync(result.elasticFile));
       expect(proto.graph!.node.filter((n) => n.opType === 'If')).toHaveLength(1);

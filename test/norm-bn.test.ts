@@ -166,10 +166,10 @@ describe('--norm bn', () => {
     }
   });
 
-  it('elastic.onnx selects the statistics of the active group count', async () => {
+  for (const form of ['fast', 'lean'] as const) it(`elastic.onnx (${form}) selects the statistics of the active group count`, async () => {
     const file = fixture('conv-flatten-gemm');
-    const outDir = path.join(tmp, 'cfg-rows');
-    const result = await compile({ codegen: false, model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'bn' });
+    const outDir = path.join(tmp, `cfg-rows-${form}`);
+    const result = await compile({ codegen: false, model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'bn', elastic: form });
     const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
     const bn = manifest.normalization.batchNorms![0]!;
     const elastic = readModel(result.elasticFile);
@@ -290,11 +290,15 @@ describe('--norm bn', () => {
 });
 
 describe('--norm bn and the elastic form', () => {
-  it('picks the lean form, and refuses --elastic fast with a flag error', async () => {
-    await expect(compile({ codegen: false, model: fixture('lenet-bn'), groups: 4, rates: [0.5, 1], outDir: path.join(tmp, 'bn-fast'), norm: 'bn', elastic: 'fast' })).rejects.toThrow(/--elastic fast cannot carry per-rate BatchNorm statistics/);
+  it('picks the fast form, whose leaves cut their statistics from the per-rate tables', async () => {
     const outDir = path.join(tmp, 'bn-default-form');
     await compile({ codegen: false, model: fixture('lenet-bn'), groups: 4, rates: [0.5, 1], outDir, norm: 'bn', log: () => {} });
     const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as Manifest;
-    expect(manifest.elastic.form).toBe('lean');
+    expect(manifest.elastic.form).toBe('fast');
+    const outer = readModel(path.join(outDir, 'elastic.onnx')).graph.valuesByName();
+    for (const bn of manifest.normalization.batchNorms!) {
+      expect(outer.get(bn.elastic.mean)!.const!.dims[0]).toBe(4);
+      expect(outer.has(bn.mean)).toBe(false);
+    }
   });
 });

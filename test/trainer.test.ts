@@ -111,17 +111,20 @@ describe('slicec finetune', () => {
     await expectElasticEqualsRates(dir, manifest, x, 1e-5);
   }, 60_000);
 
-  it('--norm bn: after fine-tuning, elastic.onnx uses each rate\'s own statistics, as the rate files do', async () => {
-    const dir = path.join(tmp, 'bn');
-    await compileTo(LENET, dir, ['--norm', 'bn']);
-    const r = await runCli(['finetune', dir, '--data', lenetData, '--epochs', '1', '--batch-size', '32', '--lr', '0.02', '--warmup', '0', '--json']);
-    expect(r.code, r.stderr).toBe(0);
-    const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
-    expect(manifest.elastic.form).toBe('lean');
-    const batch = readNpz(lenetData).get('x')!;
-    const x = new ort.Tensor('float32', (batch.data as Float32Array).slice(0, 8 * 784), [8, 1, 28, 28]);
-    await expectElasticEqualsRates(dir, manifest, x, 1e-4);
-  }, 60_000);
+  for (const norm of ['bn', 'keep']) {
+    it(`--norm ${norm}: after fine-tuning, elastic.onnx uses each rate's own statistics, as the rate files do`, async () => {
+      const dir = path.join(tmp, norm);
+      await compileTo(LENET, dir, ['--norm', norm]);
+      const r = await runCli(['finetune', dir, '--data', lenetData, '--epochs', '1', '--batch-size', '32', '--lr', '0.02', '--warmup', '0', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
+      expect(manifest.elastic.form).toBe('fast');
+      expect(manifest.normalization.perRateStats).toBe(true);
+      const batch = readNpz(lenetData).get('x')!;
+      const x = new ort.Tensor('float32', (batch.data as Float32Array).slice(0, 8 * 784), [8, 1, 28, 28]);
+      await expectElasticEqualsRates(dir, manifest, x, 1e-4);
+    }, 60_000);
+  }
 
   it('a run killed with SIGKILL and resumed ends with the weights of an uninterrupted run', async () => {
     const a = path.join(tmp, 'resume-a');
