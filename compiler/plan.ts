@@ -78,8 +78,7 @@ export function optimizerDefaults(kind: Optimizer['kind']): Optimizer {
     : { kind, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
 }
 
-export function scheduleDefaults(kind: Schedule['kind'], epochs: number): Schedule {
-  const warmupEpochs = epochs > 1 ? 1 : 0;
+export function scheduleDefaults(kind: Schedule['kind'], epochs: number, warmupEpochs = 0): Schedule {
   if (kind === 'cosine') return { kind, warmupEpochs, minLr: 0 };
   if (kind === 'step') return { kind, warmupEpochs, milestones: [...new Set([Math.round(epochs * 0.5), Math.round(epochs * 0.75)])].filter((m) => m > warmupEpochs && m < epochs), gamma: 0.1 };
   return { kind, warmupEpochs };
@@ -106,7 +105,9 @@ export function defaultPlan(desc: PlanDescription): Plan {
     distillation: { enabled: desc.isClassifier && rates.length > 1 && rates[0] === 1, weight: 1, temperature: 1 },
     loss: { kind: desc.isClassifier ? 'cross-entropy' : 'mse', output, label: 'y' },
     optimizer: optimizerDefaults('sgd'),
-    schedule: scheduleDefaults('cosine', epochs),
+    // inserted group norms change the function, so their first steps need a warm-up; kept or
+    // identity-initialized BatchNorms start where the model is and train from the first step
+    schedule: scheduleDefaults('cosine', epochs, mode === 'gn' && epochs > 1 ? 1 : 0),
     epochs,
     batchSize: 64,
     seed: 0,
@@ -143,7 +144,7 @@ export function applyOverrides(plan: Plan, overrides: PlanOverrides, origin = 'c
   const epochs = overrides.epochs ?? plan.epochs;
   if (overrides.optimizer?.kind && overrides.optimizer.kind !== plan.optimizer.kind) base.optimizer = optimizerDefaults(overrides.optimizer.kind);
   if (overrides.schedule?.kind && overrides.schedule.kind !== plan.schedule.kind) {
-    base.schedule = scheduleDefaults(overrides.schedule.kind, epochs);
+    base.schedule = scheduleDefaults(overrides.schedule.kind, epochs, Math.min(plan.schedule.warmupEpochs, epochs));
   } else if (base.schedule.kind === 'step' && epochs !== plan.epochs && !overrides.schedule?.milestones) {
     // Milestones count epochs: a new epoch count moves them in proportion unless they are given too.
     base.schedule.milestones = base.schedule.milestones.map((m) => Math.round((m * epochs) / plan.epochs));

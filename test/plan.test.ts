@@ -73,6 +73,8 @@ describe('defaults', () => {
     expect(plan.distillation.enabled).toBe(false);
     expect(plan.sampling).toEqual({ mode: 'round-robin' });
     expect(plan.normalization.recalibrate).toEqual({ enabled: true, samples: 2000 });
+    // kept BatchNorms start from the model's function: no warm-up
+    expect(plan.schedule).toEqual({ kind: 'cosine', warmupEpochs: 0, minLr: 0 });
     expect(validatePlan(plan, 'plan.json')).toEqual(plan);
   });
 });
