@@ -150,7 +150,7 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
     .option('--round-to <n>', 'round kept channel counts to multiples of n where possible', parseRoundTo)
     .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing; bn: BatchNorms with statistics per rate, inserted where a sliced layer has none', parseNorm)
     .option('--elastic <form>', 'fast: elastic.onnx is an If tree over the per-rate graphs, about as fast as they are (default); lean: weights cut at run time, least memory', parseElastic)
-    .option('--importance <mode>', 'channel order: activation (activations on the calibration data × outgoing weights; default with --calibration) or weight (weight L1; default otherwise)', parseImportance)
+    .option('--importance <mode>', 'channel order: activation (activations on the calibration data × outgoing weights; default with --calibration), weight (weight L1; default otherwise) or none (the exported order: naive truncation)', parseImportance)
     .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
     .option('--exits <auto|LAYER,...>', 'early exits: auto (chosen at block boundaries) or the layers named (node, value or module names); writes exits/ with per-rate segments and heads', parseExits)
     .option('--explain', 'print, per layer, whether it is sliced and why not')
@@ -269,7 +269,7 @@ interface CompileFlags {
   roundTo?: number;
   norm?: 'gn' | 'keep' | 'none' | 'bn';
   elastic?: 'fast' | 'lean';
-  importance?: 'activation' | 'weight';
+  importance?: 'activation' | 'weight' | 'none';
   calibration?: string;
   exits?: 'auto' | string[];
   explain?: boolean;
@@ -327,8 +327,8 @@ function parseExits(value: string): 'auto' | string[] {
   return names;
 }
 
-function parseImportance(value: string): 'activation' | 'weight' {
-  if (value !== 'activation' && value !== 'weight') throw badFlag('--importance', 'activation or weight', value);
+function parseImportance(value: string): 'activation' | 'weight' | 'none' {
+  if (value !== 'activation' && value !== 'weight' && value !== 'none') throw badFlag('--importance', 'activation, weight or none', value);
   return value;
 }
 

@@ -65,7 +65,7 @@ export interface CompileProgress {
 }
 
 export type NormMode = 'gn' | 'keep' | 'none' | 'bn';
-export type ImportanceMode = 'activation' | 'weight';
+export type ImportanceMode = 'activation' | 'weight' | 'none';
 
 export interface LayerExplanation {
   /** Node name (or op + output name when the node has none). */

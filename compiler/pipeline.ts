@@ -244,6 +244,8 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   steps.expect('prune-to-rate', rates.length);
   const importance: ImportanceResult = { mode: options.importance ?? (options.calibration ? 'activation' : 'weight') };
   await steps.runAsync('reorder-channels', model, async () => {
+    // none: the exported order (naive truncation keeps each layer's first channels as they are)
+    if (importance.mode === 'none') return { perms: new Map() };
     if (importance.mode === 'weight') return reorderChannels(model.graph, analysis, partition);
     const feeds = calibrationFeeds(model, options);
     const scores = await activationImportance(model, analysis, partition, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs));

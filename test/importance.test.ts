@@ -105,7 +105,7 @@ async function run(model: string, feeds: Feeds): Promise<Record<string, Float32A
 }
 
 /** Positions of dead units in the rate-1 graph (found by their bias) and whether it equals the original. */
-async function compileAndLocate(file: string, name: string, bias: string, importance?: 'activation' | 'weight', calibration?: string) {
+async function compileAndLocate(file: string, name: string, bias: string, importance?: 'activation' | 'weight' | 'none', calibration?: string) {
   const outDir = path.join(tmp, `${name}-${importance ?? 'default'}`);
   const result = await compile({ codegen: false, model: file, groups: 4, rates: [0.5, 1], outDir, norm: 'keep', importance, calibration });
   const full = readModel(path.join(outDir, 'slices/rate-1.000.onnx'));
@@ -137,6 +137,12 @@ describe('--importance activation', () => {
       expect(weight.dead).toEqual(Array.from({ length: deadCount }, (_, i) => i));
       expect(weight.error).toBeLessThan(1e-4);
       expect(weight.manifest.importance).toEqual({ mode: 'weight' });
+
+      // none keeps the exported order: the dead units stay where the model has them
+      const none = await compileAndLocate(file, name, bias, 'none');
+      expect(none.dead).toEqual(name === 'mlp' ? [1, 5, 9, 13, 17, 21, 25, 29] : [1, 4]);
+      expect(none.error).toBeLessThan(1e-4);
+      expect(none.manifest.importance).toEqual({ mode: 'none' });
     });
   }
 
