@@ -1,23 +1,25 @@
 // The fine-tuning benchmark: from the bundled pretrained Fashion-MNIST CNN, compile with G = 8 at
-// rates 1/.75/.5/.25 and measure test accuracy per rate without fine-tuning and after 1 and 2
-// epochs of the default plan (sandwich + in-place distillation, SGD Nesterov lr .01 cosine; batch
-// 128 and no warm-up, the recipe of the PyTorch reference numbers), for each normalization the
-// compiler offers (gn, keep = switchable BatchNorm recalibrated per rate, bn where built), then
-// train samples/s per rate (slicec, one thread) beside Debian's PyTorch on the same widths, and
-// the trainer's own share of a step (gather, scatter, optimizer, data; the rest is graph runs).
+// rates 1/.75/.5/.25 and measure test accuracy per rate (the 10,000 test images):
+// - without fine-tuning: naive truncation (the exported order), weight-L1 order, activation order
+//   (512 training images as calibration data, as `slicec demo` uses);
+// - after 1 and 2 epochs of the default plan (sandwich + in-place distillation, SGD Nesterov lr
+//   .01 cosine, batch 64; warm-up only with gn) per normalization: bn (switchable BatchNorm,
+//   inserted where a sliced layer has none), keep (the model's BatchNorms, statistics per rate),
+//   gn (group norms), all with activation order; and keep with weight order;
+// - with --alone, each width .75/.5/.25 trained alone from scratch for the pretraining budget
+//   (8 epochs of the pretraining recipe on the untrained model's narrow graph, BatchNorm kept);
+// then train samples/s per rate (slicec, one thread) beside Debian's PyTorch on the same widths,
+// and the trainer's own share of a step (gather, scatter, optimizer, data; the rest is graph runs).
 //
-// With --alone, also each width .75/.5/.25 trained alone from scratch for the pretraining budget
-// (8 epochs of the pretraining recipe on the untrained model's narrow graph, BatchNorm kept).
-//
-//   npx tsx bench/finetune.ts [--model fixtures/fashion-mnist-cnn.onnx] [--epochs 1,2]
-//                             [--norms gn,keep,bn] [--warmup 0] [--alone] [--no-speed] [--no-accuracy]
-// Writes only under a temporary folder, removed at the end.
+//   npx tsx bench/finetune.ts [--epochs 1,2] [--norms bn,keep,gn] [--alone] [--no-speed] [--no-accuracy]
+// Writes only under a temporary folder, removed at the end. Runs are deterministic (same seed).
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { main } from '../compiler/cli.js';
+import { writeCalibration } from '../compiler/demo.js';
 import { evaluateTarget } from '../compiler/eval.js';
 import { runTraining } from '../compiler/finetune.js';
 import { loadDataset, takeRows } from '../runtime/data.js';
@@ -26,54 +28,68 @@ import { writeModel } from '../compiler/onnx-codec.js';
 import { buildFashionMnistCnn } from '../fixtures/fashion-mnist-cnn.js';
 import { argValue } from './common.js';
 
-const model = argValue('--model') ?? 'fixtures/fashion-mnist-cnn.onnx';
+const model = 'fixtures/fashion-mnist-cnn.onnx';
 const epochsList = (argValue('--epochs') ?? '1,2').split(',').map(Number);
-const norms = (argValue('--norms') ?? 'gn,keep,bn').split(',');
-const warmup = Number(argValue('--warmup') ?? 0);
+const norms = (argValue('--norms') ?? 'bn,keep,gn').split(',');
 const RATES = [1, 0.75, 0.5, 0.25];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-bench-finetune-'));
 const quiet = { stdout: () => {}, stderr: (t: string) => process.stderr.write(t) };
+const calibration = path.join(tmp, 'calibration.pb');
 
-async function compileTo(dir: string, norm: string): Promise<boolean> {
-  const code = await main([model, '--groups', '8', '--rates', RATES.join(','), '--norm', norm, '-o', dir], quiet);
-  return code === 0;
+async function compileTo(dir: string, norm: string, importance: 'activation' | 'weight' | 'none' = 'activation'): Promise<void> {
+  const args = [model, '--groups', '8', '--rates', RATES.join(','), '--norm', norm, '--importance', importance, '-o', dir];
+  if (importance === 'activation') args.push('--calibration', calibration);
+  const code = await main(args, quiet);
+  if (code !== 0) throw new Error(`compile ${args.join(' ')} exited with ${code}`);
 }
 
-const pct = (a: number | null | undefined) => (a === null || a === undefined ? '-' : (a * 100).toFixed(2));
+const pct = (a: number | null | undefined) => (a === null || a === undefined ? '' : (a * 100).toFixed(2));
 const rows: { what: string; acc: (number | null)[]; note?: string }[] = [];
+const accuracies = (list: { rate: number; accuracy: number | null }[]) => RATES.map((r) => list.find((x) => x.rate === r)?.accuracy ?? null);
 
 function printTable(): void {
-  console.log(`\n| ${'setting'.padEnd(44)} | ${RATES.map((r) => `r=${r}`.padStart(7)).join(' | ')} |`);
-  console.log(`|${'-'.repeat(46)}|${RATES.map(() => `${'-'.repeat(8)}:`).join('|')}|`);
-  for (const r of rows) console.log(`| ${r.what.padEnd(44)} | ${r.acc.map((a) => pct(a).padStart(7)).join(' | ')} |${r.note ? ` ${r.note}` : ''}`);
+  console.log('\n| setting (test accuracy %, G = 8) | r = 1 | r = .75 | r = .5 | r = .25 | time, trainer overhead |');
+  console.log('| --- | ---: | ---: | ---: | ---: | --- |');
+  for (const r of rows) console.log(`| ${r.what} | ${r.acc.map(pct).join(' | ')} | ${r.note ?? ''} |`);
+}
+
+async function untuned(what: string, norm: string, importance: 'activation' | 'weight' | 'none'): Promise<string> {
+  const dir = path.join(tmp, `compiled-${norm}-${importance}`);
+  await compileTo(dir, norm, importance);
+  const before = await evaluateTarget(dir, { data: 'fashion-mnist', latencyRuns: 1 });
+  rows.push({ what, acc: accuracies(before.rows) });
+  console.error(`done: ${what}`);
+  return dir;
+}
+
+async function tuned(base: string, label: string): Promise<void> {
+  for (const epochs of epochsList) {
+    const dir = `${base}-${epochs}`;
+    fs.cpSync(base, dir, { recursive: true });
+    const t0 = performance.now();
+    const out = await runTraining(dir, { data: 'fashion-mnist', overrides: { epochs } });
+    const minutes = (performance.now() - t0) / 60000;
+    const { stepSeconds, graphSeconds } = out.result.timing;
+    const warmup = out.plan.schedule.warmupEpochs;
+    rows.push({
+      what: `${label}, default plan, ${epochs} epoch${epochs > 1 ? 's' : ''}${warmup ? ` (warm-up ${warmup})` : ''}`,
+      acc: accuracies(out.result.final),
+      note: `${minutes.toFixed(1)} min, ${((1 - graphSeconds / stepSeconds) * 100).toFixed(1)} %`,
+    });
+    console.error(`done: ${rows[rows.length - 1]!.what}`);
+  }
 }
 
 async function accuracy(): Promise<void> {
-  const original = await evaluateTarget(model, { data: 'fashion-mnist', latencyRuns: 5 });
-  rows.push({ what: 'original model (rate 1 only)', acc: [original.rows[0]!.accuracy, null, null, null] });
-  for (const norm of norms) {
-    const base = path.join(tmp, `compiled-${norm}`);
-    if (!(await compileTo(base, norm))) {
-      rows.push({ what: `--norm ${norm}`, acc: [null, null, null, null], note: 'not available in this build' });
-      continue;
-    }
-    const before = await evaluateTarget(base, { data: 'fashion-mnist', latencyRuns: 5 });
-    rows.push({ what: `${norm}, weight-L1 order, no fine-tuning`, acc: RATES.map((r) => before.rows.find((x) => x.rate === r)?.accuracy ?? null) });
-    for (const epochs of epochsList) {
-      const dir = path.join(tmp, `${norm}-${epochs}`);
-      fs.cpSync(base, dir, { recursive: true });
-      const t0 = performance.now();
-      const out = await runTraining(dir, { data: 'fashion-mnist', overrides: { epochs, batchSize: 128, schedule: { warmupEpochs: Math.min(warmup, epochs) } } });
-      const minutes = (performance.now() - t0) / 60000;
-      const { stepSeconds, graphSeconds } = out.result.timing;
-      rows.push({
-        what: `${norm}, default plan, ${epochs} epoch${epochs > 1 ? 's' : ''}${warmup ? `, warm-up ${warmup}` : ''}${out.plan.normalization.recalibrate.enabled ? ' (BN recal.)' : ''}`,
-        acc: RATES.map((r) => out.result.final.find((x) => x.rate === r)?.accuracy ?? null),
-        note: `${minutes.toFixed(1)} min, trainer overhead ${((1 - graphSeconds / stepSeconds) * 100).toFixed(1)} % of step time`,
-      });
-      console.error(`done: ${rows[rows.length - 1]!.what}`);
-    }
-  }
+  await writeCalibration(calibration);
+  const original = await evaluateTarget(model, { data: 'fashion-mnist', latencyRuns: 1 });
+  rows.push({ what: 'original model (bundled, rate 1 only)', acc: [original.rows[0]!.accuracy, null, null, null] });
+  await untuned('naive truncation (exported order, keep), no fine-tuning', 'keep', 'none');
+  const weight = await untuned('weight-L1 order (keep), no fine-tuning', 'keep', 'weight');
+  const bases = new Map<string, string>();
+  for (const norm of norms) bases.set(norm, await untuned(`${norm}, activation order, no fine-tuning`, norm, 'activation'));
+  for (const norm of norms) await tuned(bases.get(norm)!, `${norm}, activation order`);
+  await tuned(weight, 'keep, weight-L1 order');
   if (process.argv.includes('--alone')) await alone();
   printTable();
 }
@@ -107,7 +123,7 @@ async function speed(): Promise<void> {
   const idx = Int32Array.from({ length: 1408 }, (_, i) => Math.floor((i * 60000) / 1408));
   writeNpz(subset, { x: takeRows(data.train.x, idx), y: takeRows(data.train.y, idx) });
   const dir = path.join(tmp, 'speed-keep');
-  await compileTo(dir, 'keep');
+  await compileTo(dir, 'keep', 'weight');
   console.log('\nslicec train step (forward, loss, backward, SGD momentum 0.9), batch 128, one thread');
   console.log('| rate | samples/s | graph share of step | trainer overhead |');
   console.log('|---|---:|---:|---:|');

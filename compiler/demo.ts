@@ -70,7 +70,7 @@ function prepare(out: string): void {
 }
 
 /** 512 training images as the calibration batch (a TensorProto, as `--calibration` takes it). */
-async function writeCalibration(file: string): Promise<void> {
+export async function writeCalibration(file: string): Promise<void> {
   const { loadDataset, materialize } = await import('../runtime/data.js');
   const { encodeTensorProto } = await import('./onnx-codec.js');
   const { DataType, Tensor } = await import('./tensor.js');
