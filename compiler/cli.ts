@@ -148,7 +148,7 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
     .option('--rates <list>', 'comma-separated slice rates in (0,1] (default: k/groups for every k)', parseRates)
     .option('-o, --out <dir>', 'output directory (default: <model>.sliced/)')
     .option('--round-to <n>', 'round kept channel counts to multiples of n where possible', parseRoundTo)
-    .option('--norm <mode>', 'gn: group norms aligned with slice groups (default); keep: leave normalization as it is; none: fold BatchNorms into the layers and add nothing; bn: BatchNorms with statistics per rate, inserted where a sliced layer has none', parseNorm)
+    .option('--norm <mode>', 'bn: BatchNorms with statistics per rate, inserted where a sliced layer has none (default, unless the model has layer norms); gn: group norms aligned with slice groups (default for models with layer norms); keep: leave normalization as it is (BatchNorm statistics per rate); none: fold BatchNorms into the layers and add nothing', parseNorm)
     .option('--elastic <form>', 'fast: elastic.onnx is an If tree over the per-rate graphs, about as fast as they are (default); lean: weights cut at run time, least memory', parseElastic)
     .option('--importance <mode>', 'channel order: activation (activations on the calibration data × outgoing weights; default with --calibration), weight (weight L1; default otherwise) or none (the exported order: naive truncation)', parseImportance)
     .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')

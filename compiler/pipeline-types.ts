@@ -12,10 +12,12 @@ export interface CompileOptions {
   /** Round kept channel counts to multiples of this where possible (1 = off). */
   roundTo?: number;
   /**
-   * Normalization: 'gn' (default) group norms aligned with slice groups; 'keep' leaves norms as
-   * they are; 'none' folds BatchNorms into the layers before them and inserts nothing; 'bn'
-   * keeps BatchNorms per channel, inserts one (the identity at first) after every sliced layer
-   * that has none, and gives every BatchNorm statistics per rate (switchable BatchNorm).
+   * Normalization: 'bn' (default, unless the model has layer norms) keeps BatchNorms per
+   * channel, inserts one (the identity at first) after every sliced layer that has none, and
+   * gives every BatchNorm statistics per rate (switchable BatchNorm); 'gn' (default for models
+   * with layer norms) group norms aligned with slice groups; 'keep' leaves norms as they are
+   * (BatchNorm statistics per rate); 'none' folds BatchNorms into the layers before them and
+   * inserts nothing.
    */
   norm?: NormMode;
   /**

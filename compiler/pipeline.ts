@@ -16,7 +16,7 @@ import { printModel, type PrintSection } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
 import { verifyModel, verifyShapes } from './verifier.js';
-import type { CompileOptions, CompileResult, ImportanceResult, LayerExplanation, NormalizationResult, RateResult, StepStat } from './pipeline-types.js';
+import type { CompileOptions, CompileResult, ImportanceResult, LayerExplanation, NormalizationResult, NormMode, RateResult, StepStat } from './pipeline-types.js';
 import { coupleChannels, explainLayers, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { find } from '../passes/channel-space.js';
 import { activeGroups, describePartition, keptWidths, partitionChannels, type Partition } from '../passes/partition-channels.js';
@@ -231,10 +231,15 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
     verifyShapes(model, { mode: 'input', source: options.model });
   });
   steps.run('fold-constants', model, () => foldConstants(model), { transform: true });
-  const norm = options.norm ?? 'gn';
-  const analysis = steps.run('couple-channels', model, () => coupleChannels(model, { layerNorms: norm === 'gn' ? 'rewrite' : 'pin' }), {
+  // Without --norm, layer norms are looked for (rewrite mode finds them; where there are none the
+  // analysis is the one pin mode gives): models with layer norms get group norms, which slice
+  // their width; every other model gets switchable BatchNorm, which measured best on the
+  // fine-tuning benchmark and costs nothing at inference (bench/README.md, finetune.ts).
+  const analysis = steps.run('couple-channels', model, () => coupleChannels(model, { layerNorms: (options.norm ?? 'gn') === 'gn' ? 'rewrite' : 'pin' }), {
     sections: (a) => [{ title: 'channel unions', lines: describeUnions(a) }],
   });
+  const norm: NormMode = options.norm ?? (analysis.layerNorms.length > 0 ? 'gn' : 'bn');
+  options = { ...options, norm };
   const partition: Partition = steps.run('partition-channels', model, () => partitionChannels(analysis, groups, roundTo), {
     sections: (p) => [{ title: 'groups', lines: describePartition(p) }],
   });
@@ -382,7 +387,7 @@ function calibrationFeeds(model: Model, options: CompileOptions) {
 }
 
 async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper): Promise<Normalized> {
-  const mode = options.norm ?? 'gn';
+  const mode = options.norm ?? 'bn';
   const hints: RoleHints = { fixed: new Set(), normScale: new Set(), normBias: new Set() };
   if (mode === 'keep') {
     // the model's own BatchNorms get statistics per rate, as with bn (nothing is inserted)

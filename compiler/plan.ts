@@ -95,7 +95,7 @@ export function defaultPlan(desc: PlanDescription): Plan {
   const rates = [...desc.rates].sort((a, b) => b - a);
   const output = desc.outputs[0]?.name;
   if (output === undefined || rates.length === 0) throw new Error('defaultPlan needs at least one rate and one output');
-  const mode = desc.normalization ?? 'gn';
+  const mode = desc.normalization ?? 'bn';
   const epochs = 10;
   const sampling = rates.length > 2 ? samplingDefaults('sandwich') : samplingDefaults('round-robin');
   return {

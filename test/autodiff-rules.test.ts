@@ -562,7 +562,7 @@ async function afterGroupNorm(file: string): Promise<Model> {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-autodiff-'));
   let snapshot: Uint8Array | null = null;
   try {
-    await compile({ model: path.join(REPO_ROOT, 'fixtures', file), groups: 4, rates: [1], calibrate: false, outDir: path.join(out, 'sliced') }, {
+    await compile({ model: path.join(REPO_ROOT, 'fixtures', file), groups: 4, rates: [1], calibrate: false, norm: 'gn', outDir: path.join(out, 'sliced') }, {
       afterStep: (step, model) => {
         if (step === 'insert-group-norm') snapshot = encodeModel(model);
       },

@@ -62,7 +62,7 @@ describe('elastic graph equals the pruned graph of each rate', () => {
   for (const file of models) {
     it(path.relative(REPO_ROOT, file), async () => {
       const outDir = path.join(tmp, path.basename(file, '.onnx'));
-      const result = await compile({ codegen: false, model: file, groups: 4, outDir, elastic: 'lean' });
+      const result = await compile({ codegen: false, model: file, groups: 4, outDir, elastic: 'lean', norm: 'gn' });
       const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
       expect(manifest.elastic.file).toBe('elastic.onnx');
       expect(manifest.normalization.mode).toBe('gn');
@@ -157,7 +157,7 @@ describe('--norm none', () => {
 describe('calibration', () => {
   it('brings the full-rate model close to the original on the BatchNorm fixtures', async () => {
     for (const name of ['resnet-small', 'mobilenet-se', 'concat-net']) {
-      const result = await compile({ codegen: false, model: path.join(REPO_ROOT, 'fixtures', `${name}.onnx`), groups: 4, rates: [1], outDir: path.join(tmp, `cal-${name}`) });
+      const result = await compile({ codegen: false, model: path.join(REPO_ROOT, 'fixtures', `${name}.onnx`), groups: 4, rates: [1], outDir: path.join(tmp, `cal-${name}`), norm: 'gn' });
       const c = result.normalization.calibration!;
       expect(c.source).toBe('synthetic');
       expect(c.after.relativeError).toBeLessThan(c.before.relativeError);

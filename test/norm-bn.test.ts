@@ -289,6 +289,17 @@ describe('--norm bn', () => {
   });
 });
 
+describe('the default normalization', () => {
+  it('is bn, except for models with layer norms, which get gn', async () => {
+    const conv = await compile({ codegen: false, model: fixture('lenet-bn'), groups: 4, rates: [0.5, 1], outDir: path.join(tmp, 'default-cnn'), calibrate: false });
+    expect(conv.normalization.mode).toBe('bn');
+    const encoder = path.join(REPO_ROOT, 'test', 'data', 'torch-exports', 'encoder-op17.onnx');
+    const transformer = await compile({ codegen: false, model: encoder, groups: 4, rates: [0.5, 1], outDir: path.join(tmp, 'default-encoder'), calibrate: false });
+    expect(transformer.normalization.mode).toBe('gn');
+    expect(transformer.normalization.sites['layernorm'] ?? 0).toBeGreaterThan(0);
+  });
+});
+
 describe('--norm bn and the elastic form', () => {
   it('picks the fast form, whose leaves cut their statistics from the per-rate tables', async () => {
     const outDir = path.join(tmp, 'bn-default-form');

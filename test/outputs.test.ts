@@ -227,7 +227,7 @@ describe('what compile prints', () => {
   });
 
   it('--norm gn that changes the full-rate model says how to get the accuracy back', () => {
-    const run = runBuilt([CFG, '--groups', '4', '-o', path.join(tmp, 'gn-note')]);
+    const run = runBuilt([CFG, '--groups', '4', '--norm', 'gn', '-o', path.join(tmp, 'gn-note')]);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stderr).toContain('note: the group norms change the full-rate model');
     expect(run.stderr).toContain('Fine-tuning restores accuracy');

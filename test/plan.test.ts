@@ -63,7 +63,9 @@ describe('defaults', () => {
     expect(plan.distillation).toEqual({ enabled: true, weight: 1, temperature: 1 });
     expect(plan.loss).toEqual({ kind: 'cross-entropy', output: 'logits', label: 'y' });
     expect(plan.optimizer).toEqual({ kind: 'sgd', lr: 0.01, momentum: 0.9, nesterov: true, weightDecay: 1e-4 });
-    expect(plan.schedule).toEqual({ kind: 'cosine', warmupEpochs: 1, minLr: 0 });
+    // the default normalization (bn) starts from the model's function: no warm-up; gn gets one
+    expect(plan.schedule).toEqual({ kind: 'cosine', warmupEpochs: 0, minLr: 0 });
+    expect(defaultPlan({ ...classifier, normalization: 'gn' }).schedule).toEqual({ kind: 'cosine', warmupEpochs: 1, minLr: 0 });
     expect(parsePlan(formatPlan(plan), 'plan.json', { outputs: ['logits'], rates: classifier.rates })).toEqual(plan);
   });
 
@@ -120,7 +122,7 @@ describe('overrides', () => {
     expect(p.optimizer).toEqual({ kind: 'adamw', lr: 3e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
     expect(p.distillation).toEqual({ enabled: false, weight: 1, temperature: 1 });
     const step = applyOverrides(base(), { schedule: { kind: 'step' } });
-    expect(step.schedule).toEqual({ kind: 'step', warmupEpochs: 1, milestones: [5, 8], gamma: 0.1 });
+    expect(step.schedule).toEqual({ kind: 'step', warmupEpochs: 0, milestones: [5, 8], gamma: 0.1 });
     expect(applyOverrides(step, { epochs: 20 }).schedule).toMatchObject({ milestones: [10, 16] });
     expect(applyOverrides(step, { epochs: 20, schedule: { milestones: [3] } }).schedule).toMatchObject({ milestones: [3] });
     expect(applyOverrides(base(), { sampling: { mode: 'uniform' } }).sampling).toEqual({ mode: 'uniform', perBatch: 1 });
