@@ -152,13 +152,6 @@ export function keptIndices(space: Space, kept: KeptWidths): number[] {
   return out;
 }
 
-/** Kept channels among the axis positions [start, end) of a space. */
-export function keptInRange(space: Space, kept: KeptWidths, start: number, end: number): number {
-  let n = 0;
-  for (const p of keptIndices(space, kept)) if (p >= start && p < end) n++;
-  return n;
-}
-
 /**
  * Where each channel of a space moves under per-root unit permutations: result[i] is the old
  * channel index now at position i. Roots without a permutation keep their order.

@@ -506,8 +506,8 @@ function reshapeLike(node: Node, ctx: CouplingContext, shapeConst: { index: numb
 }
 
 const SHUFFLE =
-  'is a channel shuffle: it interleaves the channel groups of a concat, and slicing keeps a prefix of ' +
-  'each group, which an interleaving does not preserve; the shuffled channels keep their width, and the layers inside each branch are sliced';
+  'looks like a channel shuffle but not the form slicec follows (Reshape [N, g, C/g, H, W], then a Transpose ' +
+  'swapping axes 1 and 2 that only a Reshape back to [N, C, H, W] reads): the shuffled channels keep their width';
 
 /** Reshape [N, g, C/g, H, W] whose output a Transpose swaps axes 1 and 2 of (ShuffleNet's shuffle). */
 function isShuffle(node: Node): boolean {
