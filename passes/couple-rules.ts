@@ -4,10 +4,10 @@
 
 import type { Node, Value } from '../compiler/ir.js';
 import { normAxis, type CouplingContext } from './couple-channels.js';
-import { denominatorOf, isPlaced, movePositions, placeAt, resolve, resolveSpace, scaleSpace, segmentPositions, spaceWidth, tidySpace, type Space } from './channel-space.js';
+import { denominatorOf, isPlaced, placeAt, resolveSpace, scaleSpace, spaceWidth, type Space } from './channel-space.js';
 import { knownValue } from '../compiler/shape-inference.js';
 import { splitHeads } from './couple-heads.js';
-import { DataType } from '../compiler/tensor.js';
+import { channelShuffle, depthwiseOverParts, sliceChannels, splitChannels } from './couple-shuffle.js';
 
 type Rule = (node: Node, ctx: CouplingContext) => void;
 
@@ -109,33 +109,6 @@ const conv: Rule = (node, ctx) => {
   }
   ctx.track(node.outputs[0], 1, out);
 };
-
-/**
- * A depthwise conv (one input channel per group, `perInput` outputs each) over a composed or
- * placed space: output channels p·m .. p·m+m−1 read input channel p, so every input segment gets
- * a part of the output linked to it, placed where its channels go.
- */
-function depthwiseOverParts(node: Node, ctx: CouplingContext, inSpace: Space, perInput: number): void {
-  const scaled = scaleSpace(inSpace, perInput);
-  const widths = scaled.map((s) => Math.round(resolve(s).root.fineWidth * resolve(s).perFine));
-  const parts = ctx.produceParts(node, widths);
-  const out: Space = [];
-  scaled.forEach((seg, i) => {
-    const r = resolve(seg);
-    const q = denominatorOf(r.perFine);
-    if (q === 0) {
-      ctx.pin(inSpace, `${node.label()}: conv groups do not line up with channels`);
-    } else {
-      r.root.unit = (r.root.unit * q) / gcdInt(r.root.unit, q);
-      ctx.link([{ union: seg.union, perFine: seg.perFine }], [{ union: parts[i]!, perFine: 1 }], `${node.label()} (depthwise conv)`);
-    }
-    out.push(seg.positions ? { union: parts[i]!, perFine: 1, positions: seg.positions } : { union: parts[i]!, perFine: 1 });
-  });
-  ctx.param(node, 1, 0, out);
-  if (node.inputs[2]) ctx.param(node, 2, 0, out);
-  ctx.analysis.groupedConvs.push({ node, outSpace: out, outPerGroup: perInput });
-  ctx.track(node.outputs[0], 1, out);
-}
 
 function gcdInt(a: number, b: number): number {
   while (b) [a, b] = [b, a % b];
@@ -527,41 +500,6 @@ function key(ds: (number | string | null)[]): string {
   return `${product}|${symbols.sort().join(',')}`;
 }
 
-/**
- * ShuffleNet's channel shuffle: Reshape [N, C, ...] → [N, g, C/g, ...], Transpose swapping axes
- * 1 and 2, Reshape back to [N, C, ...]. Input channel j·(C/g) + i becomes output channel i·g + j:
- * the output places the input's segments anew (nothing is coupled, the channels only move).
- */
-function channelShuffle(node: Node, ctx: CouplingContext, t: { axis: number; space: Space }): boolean {
-  const inShape = dims(node.inputs[0]);
-  const mid = dims(node.outputs[0]);
-  if (t.axis !== 1 || !inShape || !mid || mid.length !== inShape.length + 1) return false;
-  const [groups, perGroup, width] = [mid[1], mid[2], inShape[1]];
-  if (typeof groups !== 'number' || typeof perGroup !== 'number' || typeof width !== 'number' || groups * perGroup !== width) return false;
-  if (mid[0] !== inShape[0] || mid.slice(3).some((d, i) => d !== inShape[i + 2] || d === null)) return false;
-  const only = (v: Value | undefined): Node | null => (v && v.uses.length === 1 && !ctx.graph.outputs.includes(v) ? v.uses[0]!.node : null);
-  const transpose = only(node.outputs[0]);
-  const perm = transpose?.op === 'Transpose' ? transpose.attrInts('perm') : undefined;
-  if (!transpose || !perm || perm.join(',') !== [0, 2, 1, ...inShape.slice(2).map((_, i) => i + 3)].join(',')) return false;
-  const last = only(transpose.outputs[0]);
-  const outShape = dims(last?.outputs[0]);
-  if (!last || last.op !== 'Reshape' || !outShape || outShape.length !== inShape.length || outShape.some((d, i) => d !== inShape[i])) return false;
-  const where = new Array<number>(width);
-  const from = new Array<number>(width);
-  for (let j = 0; j < groups; j++) {
-    for (let i = 0; i < perGroup; i++) {
-      where[j * perGroup + i] = i * groups + j;
-      from[i * groups + j] = j * perGroup + i;
-    }
-  }
-  const outSpace = tidySpace(movePositions(t.space, where));
-  ctx.handled.add(transpose);
-  ctx.handled.add(last);
-  ctx.analysis.shuffles.push({ first: node, last, inSpace: t.space, outSpace, perm: from });
-  ctx.track(last.outputs[0], 1, outSpace);
-  return true;
-}
-
 const reshape: Rule = (node, ctx) => {
   const t = ctx.get(node.inputs[0]);
   if (!t) return;
@@ -657,7 +595,6 @@ const resize: Rule = (node, ctx) => {
   ctx.track(node.outputs[0], t.axis, t.space);
 };
 
-const splitLike = axisSensitive((node, t, rank) => normAxis(node.attrInt('axis', 0), rank) === t.axis, 'cuts the channel axis into parts');
 
 const slice: Rule = (node, ctx) => {
   const t = ctx.get(node.inputs[0]);
@@ -675,80 +612,12 @@ const slice: Rule = (node, ctx) => {
     const inW = dims(node.inputs[0])?.[t.axis];
     const outW = dims(node.outputs[0])?.[t.axis];
     if (typeof inW !== 'number' || inW !== outW) {
-      sliceChannels(node, ctx, t, k, inW);
+      sliceChannels(node, ctx, t, k);
       return;
     }
   }
   ctx.track(node.outputs[0], t.axis, t.space);
 };
-
-/**
- * A Slice that keeps the channel range [s, e) (a channel split: ShuffleNet's chunk into halves).
- * Every segment must lie wholly before, inside or after the range; a union that straddles a
- * bound is split there (see couple-channels.ts), so the range holds whole unions, each keeps a
- * prefix, and the sliced graph's bounds are the kept channels before s and before e.
- */
-function sliceChannels(node: Node, ctx: CouplingContext, t: { axis: number; space: Space }, k: number, width: number | string | null | undefined): void {
-  const fail = (why: string): void => ctx.pin(t.space, `${node.label()} cuts the channel axis ${why}`);
-  if (typeof width !== 'number') return fail('of unknown width');
-  if (ctx.opset < 10) return fail('with bounds in attributes (export at opset 10 or later, where they are inputs)');
-  const entries = (index: number): bigint[] | null => {
-    const v = knownValue(node.inputs[index], ctx.known);
-    if (!v || v.dtype !== DataType.INT64 || !v.data.every((e) => typeof e === 'bigint')) return null;
-    return v.data as bigint[];
-  };
-  const bound = (index: number): bigint | null => entries(index)?.[k] ?? null;
-  const rawStart = bound(1);
-  const rawEnd = bound(2);
-  const step = node.inputs[4] ? bound(4) : 1n;
-  if (rawStart === null || rawEnd === null || step !== 1n) return fail('by bounds slicec cannot see (int64 values known before run time, step 1)');
-  const clamp = (b: bigint): number => {
-    const n = b < 0n ? b + BigInt(width) : b;
-    return Number(n < 0n ? 0n : n > BigInt(width) ? BigInt(width) : n);
-  };
-  const start = clamp(rawStart);
-  const end = Math.max(start, clamp(rawEnd));
-  const region = (p: number): number => (p < start ? 0 : p < end ? 1 : 2);
-  const positions = segmentPositions(t.space);
-  let split = false;
-  const out: Space = [];
-  for (const [i, seg] of t.space.entries()) {
-    const at = positions[i]!;
-    const regions = new Set(at.map(region));
-    if (regions.size === 1) {
-      if (regions.has(1)) out.push({ union: seg.union, perFine: seg.perFine, positions: at.map((p) => p - start) });
-      continue;
-    }
-    const r = resolve(seg);
-    if (r.perFine < 1) return fail('inside a block of channels that moves as one');
-    if (r.root.pinned) {
-      // never cut: the part inside is fixed channels of its own
-      const inside = at.filter((p) => region(p) === 1).map((p) => p - start);
-      if (inside.length > 0) out.push({ ...ctx.fixed(inside.length, r.root.pinned)[0]!, positions: inside });
-      continue;
-    }
-    // cut the union where consecutive fine channels fall in different regions
-    const fineRegion = new Map<number, number>();
-    for (const [c, p] of at.entries()) {
-      const fine = Math.floor(c / r.perFine);
-      if ((fineRegion.get(fine) ?? region(p)) !== region(p)) return fail('through one channel of a union that a block or group holds together');
-      fineRegion.set(fine, region(p));
-    }
-    for (let f = 1; f < r.root.fineWidth; f++) {
-      if (fineRegion.get(f) !== fineRegion.get(f - 1) && !ctx.requestSplit(r.root, f)) return fail('inside channels that are sliced together (a conv group or a union without a layer of its own)');
-    }
-    split = true;
-  }
-  if (split) return fail('(the layers producing it are split there on the next round)');
-  const before = (limit: number): Space => t.space.filter((_, i) => positions[i]!.every((p) => p < limit));
-  const rewrite = (inputIndex: number, space: Space): void => {
-    const values = node.inputs[inputIndex]!.const ? undefined : entries(inputIndex)!;
-    ctx.analysis.shapeRewrites.push(values ? { node, inputIndex, entry: k, space, values } : { node, inputIndex, entry: k, space });
-  };
-  if (start > 0) rewrite(1, before(start));
-  if (rawEnd < BigInt(width)) rewrite(2, before(end));
-  ctx.track(node.outputs[0], t.axis, tidySpace(out));
-}
 
 const gather: Rule = (node, ctx) => {
   const t = ctx.get(node.inputs[0]);
@@ -855,7 +724,7 @@ export const coupleRules: Record<string, Rule> = {
   Pad: pad,
   Resize: resize,
   Upsample: resize,
-  Split: splitLike,
+  Split: splitChannels,
   Slice: slice,
   Gather: gather,
   Tile: tile,

@@ -218,16 +218,34 @@ export function makeElastic(copy: Model, analysis: ChannelAnalysis, partition: P
   }
   if (analysis.shuffles.length > 0) graph.removeDeadNodes();
 
+  // one run-time vector per rewritten input (a Split's sizes rewrite every entry)
+  const sites: { node: Node; index: number; entries: bigint[]; kept: Map<number, Value> }[] = [];
   for (const r of rewrites) {
-    const shapeValue = r.node.inputs[r.inputIndex]!;
-    const entries = r.values ? [...r.values] : shapeValue.const!.bigints();
+    let site = sites.find((x) => x.node === r.node && x.index === r.inputIndex);
+    if (!site) {
+      const input = r.node.inputs[r.inputIndex];
+      site = { node: r.node, index: r.inputIndex, entries: input?.const ? input.const.bigints() : [...r.values!], kept: new Map() };
+      sites.push(site);
+    }
     const kept = keptLength(r.space);
-    if (!kept) continue;
+    if (kept) site.kept.set(r.entry, kept);
+  }
+  for (const site of sites) {
+    if (site.kept.size === 0) continue;
     const parts: Value[] = [];
-    if (r.entry > 0) parts.push(b.int64Const(entries.slice(0, r.entry), 'slice_shape'));
-    parts.push(kept);
-    if (r.entry + 1 < entries.length) parts.push(b.int64Const(entries.slice(r.entry + 1), 'slice_shape'));
-    r.node.setInput(r.inputIndex, parts.length === 1 ? parts[0]! : b.concat(parts, 0));
+    let run: bigint[] = [];
+    site.entries.forEach((e, i) => {
+      const kept = site.kept.get(i);
+      if (!kept) {
+        run.push(e);
+        return;
+      }
+      if (run.length > 0) parts.push(b.int64Const(run, 'slice_shape'));
+      run = [];
+      parts.push(kept);
+    });
+    if (run.length > 0) parts.push(b.int64Const(run, 'slice_shape'));
+    site.node.setInput(site.index, parts.length === 1 ? parts[0]! : b.concat(parts, 0));
   }
 
   const cycle = graph.sortTopologically();

@@ -10,7 +10,7 @@
 // reordering of those of its input (output i holds input perm[i]), which the Reshape/Transpose
 // pair no longer computes once the shuffled groups keep different channels.
 
-import type { Model, Value } from '../compiler/ir.js';
+import type { Model, Node, Value } from '../compiler/ir.js';
 import { refreshShapes } from '../compiler/shape-inference.js';
 import { Tensor } from '../compiler/tensor.js';
 import { gatherAxesShared, type AxisPick, type GatherJob } from '../compiler/tensor-ops.js';
@@ -36,13 +36,22 @@ export function pruneToRate(model: Model, analysis: ChannelAnalysis, kept: KeptW
   const cut = gatherAxesShared(jobs);
   jobs.forEach((j, i) => graph.setConstant(j.target, cut[i]!));
   for (const g of analysis.groupedConvs) g.node.setInt('group', keptCount(g.outSpace, kept) / g.outPerGroup);
+  // one new constant per rewritten input (a Split's sizes rewrite every entry); the input is a
+  // constant, or absent or computed at run time, and then `values` holds its entries
+  const sites: { node: Node; index: number; name: string; entries: bigint[] }[] = [];
   for (const r of analysis.shapeRewrites) {
-    const node = r.node;
-    const shapeValue = node.inputs[r.inputIndex]!;
-    const entries = r.values ? [...r.values] : shapeValue.const!.bigints();
-    entries[r.entry] = BigInt(keptCount(r.space, kept));
-    const fresh = graph.addInitializer(`${shapeValue.name}_sliced`, Tensor.int64([entries.length], entries));
-    node.setInput(r.inputIndex, fresh);
+    let site = sites.find((x) => x.node === r.node && x.index === r.inputIndex);
+    if (!site) {
+      const input = r.node.inputs[r.inputIndex];
+      const entries = input?.const ? input.const.bigints() : [...r.values!];
+      site = { node: r.node, index: r.inputIndex, name: input?.name ?? `${r.node.name}_input${r.inputIndex}`, entries };
+      sites.push(site);
+    }
+    site.entries[r.entry] = BigInt(keptCount(r.space, kept));
+  }
+  for (const site of sites) {
+    const fresh = graph.addInitializer(`${site.name}_sliced`, Tensor.int64([site.entries.length], site.entries));
+    site.node.setInput(site.index, fresh);
   }
   let gathered = 0;
   for (const s of analysis.shuffles) if (gatherShuffle(model, s, kept)) gathered++;

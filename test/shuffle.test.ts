@@ -1,6 +1,6 @@
 // Channel shuffle (ShuffleNet v2) on a small model built here, so it runs without PyTorch: a
-// stride-2 unit (two branches, concatenated) and two stride-1 units (a channel split by Slice,
-// one branch, concatenated with the half passed through), each followed by the shuffle
+// stride-2 unit (two branches, concatenated) and two stride-1 units (a channel split by Slice or
+// Split, one branch, concatenated with the half passed through), each followed by the shuffle
 // Reshape [N,2,C/2,H,W] → Transpose(0,2,1,3,4) → Reshape [N,C,H,W]. The stream's unions are cut
 // into parts where the splits need them, the shuffle places their channels anew, and the sliced
 // graphs replace it by a Gather. Checked: everything but the classifier slices; rate 1 equals
@@ -57,9 +57,17 @@ function buildShuffleNet(): Model {
   left = e.relu('unit0.branch1.relu', e.conv('unit0.branch1.conv', left, 16, 16, { kernel: 1, bias: true }));
   x = e.b.concat([left, branch(e, 'unit0.branch2', x, 16, 16, 2)], 1, { name: '/unit0/Concat' });
   x = shuffle(e, 'unit0', x, 32, 8);
+  // stride 1: the first unit splits channels by two Slices (as torch exports chunk with a
+  // dynamic batch), the second by one Split
   for (const unit of ['unit1', 'unit2']) {
-    const passed = e.b.slice(x, e.b.int64Const([0], `${unit}.start0`), e.b.int64Const([16], `${unit}.end0`), e.b.int64Const([1], `${unit}.axes`), undefined, { name: `/${unit}/Slice` });
-    const split = e.b.slice(x, e.b.int64Const([16], `${unit}.start1`), e.b.int64Const([32], `${unit}.end1`), e.b.int64Const([1], `${unit}.axes1`), undefined, { name: `/${unit}/Slice_1` });
+    let passed: Value;
+    let split: Value;
+    if (unit === 'unit1') {
+      passed = e.b.slice(x, e.b.int64Const([0], `${unit}.start0`), e.b.int64Const([16], `${unit}.end0`), e.b.int64Const([1], `${unit}.axes`), undefined, { name: `/${unit}/Slice` });
+      split = e.b.slice(x, e.b.int64Const([16], `${unit}.start1`), e.b.int64Const([32], `${unit}.end1`), e.b.int64Const([1], `${unit}.axes1`), undefined, { name: `/${unit}/Slice_1` });
+    } else {
+      [passed, split] = e.b.split(x, 1, [16, 16], { name: `/${unit}/Split` }) as [Value, Value];
+    }
     x = e.b.concat([passed, branch(e, `${unit}.branch2`, split, 16, 16, 1)], 1, { name: `/${unit}/Concat` });
     x = shuffle(e, unit, x, 32, 8);
   }
