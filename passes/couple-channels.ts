@@ -20,7 +20,7 @@ import type { Graph, Model, Node, Value } from '../compiler/ir.js';
 import { inferShapes, type KnownValues } from '../compiler/shape-inference.js';
 import { coupleRules } from './couple-rules.js';
 import { headsRule } from './couple-heads.js';
-import { Union, denominatorOf, find, lcm, resolve, resolveSpace, segmentPositions, spaceWidth, type Space } from './channel-space.js';
+import { Union, denominatorOf, find, isPlaced, lcm, resolve, resolveSpace, segmentPositions, spaceWidth, type Space } from './channel-space.js';
 
 export interface Tracked {
   axis: number;
@@ -125,6 +125,8 @@ export class CouplingContext {
   readonly splits: Map<Node, number[]>;
   /** Set when a rule added a split: the walk must start again. */
   splitAdded = false;
+  /** False on the last round allowed: a union that would need a split is pinned instead. */
+  splitsAllowed = true;
 
   constructor(model: Model, options: CoupleOptions, known: KnownValues, splits: Map<Node, number[]>) {
     this.graph = model.graph;
@@ -170,23 +172,22 @@ export class CouplingContext {
   }
 
   /**
-   * Ask for `root` to be cut at its fine channel `fine`: every layer producing one
-   * of its members splits its output there. False when that cannot be done (a member without a
-   * producer, a cut inside a slicing unit or between the fine channels of a member); true when
-   * the cut is new or already asked for (then the union is split on the next round).
+   * Ask for `root` to be cut at its fine channel `fine`: every layer producing one of its
+   * members splits its output there on the next round. Returns why that cannot be done, or null
+   * (also when the cut was asked for already).
    */
-  requestSplit(root: Union, fine: number): boolean {
-    if (fine % root.unit !== 0) return false;
+  requestSplit(root: Union, fine: number): string | null {
+    if (!this.splitsAllowed) return 'where its layers would need more splits than slicec makes';
+    if (fine % root.unit !== 0) return 'inside a conv group or attention head';
     const members = this.analysis.unions.filter((u) => find(u).root === root);
     const cuts: { node: Node; at: number }[] = [];
     for (const m of members) {
-      const ratio = find(m).ratio;
-      const at = fine * ratio;
-      if (Math.abs(at - Math.round(at)) > 1e-9) return false;
-      if (m.producers.length === 0) return false;
+      const at = fine * find(m).ratio;
+      if (Math.abs(at - Math.round(at)) > 1e-9) return 'between channels a grouped conv holds together';
+      if (m.producers.length === 0) return 'inside channels no layer of its own produces';
       for (const node of m.producers) {
         const layer = this.analysis.layers.find((l) => l.node === node && (l.parts ?? [l.union]).includes(m));
-        if (!layer) return false;
+        if (!layer) return 'inside channels no layer of its own produces';
         // the member is one part of its layer's output: the cut sits after the parts before it
         let offset = 0;
         for (const part of layer.parts ?? [layer.union]) {
@@ -205,7 +206,7 @@ export class CouplingContext {
         this.splitAdded = true;
       }
     }
-    return true;
+    return null;
   }
 
   /** A pinned union standing for channels slicec does not slice (e.g. a constant in a Concat). */
@@ -245,9 +246,7 @@ export class CouplingContext {
   link(a: Space, b: Space, reason: string): Space {
     const ra = resolveSpace(a);
     const rb = resolveSpace(b);
-    const pa = segmentPositions(a);
-    const pb = segmentPositions(b);
-    const samePlaces = ra.length === rb.length && pa.every((list, i) => list.length === pb[i]!.length && list.every((p, j) => p === pb[i]![j]));
+    const samePlaces = ra.length === rb.length && sameLayout(a, b);
     if (ra.length === 1 && rb.length === 1 && samePlaces) {
       const [x, y] = [ra[0]!, rb[0]!];
       if (x.root === y.root) {
@@ -316,22 +315,30 @@ export class CouplingContext {
   }
 }
 
+/** Whether two spaces of as many segments put segment i's channels at the same axis positions. */
+function sameLayout(a: Space, b: Space): boolean {
+  if (!isPlaced(a) && !isPlaced(b)) return a.every((s, i) => spaceWidth([s]) === spaceWidth([b[i]!]));
+  const pa = segmentPositions(a);
+  const pb = segmentPositions(b);
+  return pa.every((list, i) => list.length === pb[i]!.length && list.every((p, j) => p === pb[i]![j]));
+}
+
 /** Normalize a possibly negative axis. */
 export function normAxis(axis: number, rank: number): number {
   return axis < 0 ? axis + rank : axis;
 }
 
-/** Walks before giving up on splits (each round splits at least one layer output). */
-const MAX_ROUNDS = 256;
+/** Walks at most (each round splits at least one layer output); the last pins what needs more. */
+const MAX_ROUNDS = 64;
 
 export function coupleChannels(model: Model, options: CoupleOptions = { layerNorms: 'pin' }): ChannelAnalysis {
   const known = inferShapes(model).known;
   const splits = new Map<Node, number[]>();
   for (let round = 1; ; round++) {
     const ctx = new CouplingContext(model, options, known, splits);
+    ctx.splitsAllowed = round < MAX_ROUNDS;
     walk(model, ctx);
     if (!ctx.splitAdded) return ctx.analysis;
-    if (round >= MAX_ROUNDS) throw new Error(`couple-channels: layer outputs still split after ${MAX_ROUNDS} rounds`);
   }
 }
 

@@ -135,7 +135,8 @@ function cutAt(node: Node, ctx: CouplingContext, t: TrackedAxis, edges: number[]
       fineRegion.set(fine, region(p));
     }
     for (let f = 1; f < r.root.fineWidth; f++) {
-      if (fineRegion.get(f) !== fineRegion.get(f - 1) && !ctx.requestSplit(r.root, f)) return { why: 'inside channels that are sliced together (a conv group or a union without a layer of its own)' };
+      const refused = fineRegion.get(f) === fineRegion.get(f - 1) ? null : ctx.requestSplit(r.root, f);
+      if (refused) return { why: refused };
     }
     split = true;
   }

@@ -109,6 +109,17 @@ describe('channel shuffle', () => {
     ]);
   });
 
+  it('pins a channel Slice that would cut inside a conv group, and says so', () => {
+    const e = new Exporter({ opset: 13, irVersion: 8, seed: 7 });
+    let x = e.relu('a.relu', e.conv('a.conv', e.input('input', [3, 8, 8]), 3, 8, { kernel: 1, bias: true }));
+    x = e.conv('grouped', x, 8, 8, { kernel: 3, pad: 1, group: 2, bias: true });
+    const part = e.b.slice(x, e.b.int64Const([0], 'start'), e.b.int64Const([2], 'end'), e.b.int64Const([1], 'axes'), undefined, { name: '/Slice' });
+    const model = e.output(e.conv('b.conv', part, 2, 4, { kernel: 1, bias: true }), 'out', [4, 8, 8]);
+    const layers = explainLayers(coupleChannels(model));
+    expect(layers[0]!.sliced).toBe(false);
+    expect(layers[0]!.reason).toBe('Slice "/Slice" cuts the channel axis inside a conv group or attention head');
+  });
+
   it('the pruned graph at .5 computes the sub-network with the dropped weights zeroed', async () => {
     const model = readModel(file);
     const analysis = coupleChannels(model);
