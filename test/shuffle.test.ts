@@ -7,6 +7,8 @@
 // the model; the pruned graph at .5 computes exactly the sub-network (dropped weights zeroed);
 // both elastic forms equal the pruned graphs at every rate; the parameter map gathers every
 // per-rate initializer from the full one and scatters it back; a train step builds and runs.
+// The torchvision export (when scripts/make-torch-exports.py has made it) is held to the same
+// parameter map and to a train step that lowers the loss.
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -18,7 +20,7 @@ import type { Manifest } from '../compiler/artifacts.js';
 import type { Model, Value } from '../compiler/ir.js';
 import { decodeModel, encodeModel, readModel, writeModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
-import { buildTrainStep } from '../compiler/train-step.js';
+import { buildTrainStep, type TrainStepSignature } from '../compiler/train-step.js';
 import { keptIndices } from '../passes/channel-space.js';
 import { coupleChannels, explainLayers } from '../passes/couple-channels.js';
 import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
@@ -27,7 +29,7 @@ import { reorderChannels } from '../passes/reorder-channels.js';
 import { gather, keptAxisIndices, keptByUnion, keptPositions, scatter, unionWidths, type NumericArray } from '../runtime/parameters.js';
 import { Exporter } from '../fixtures/exporter.js';
 import { copyWithAnalysis, editDropped } from './helpers/slicing.js';
-import { randomFeeds, type Feeds } from './helpers/models.js';
+import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
 import { maxRelativeError } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-shuffle-'));
@@ -93,6 +95,48 @@ function initializers(model: string): Map<string, { dims: number[]; data: Numeri
   return new Map(readModel(model).graph.initializers.map((v) => [v.name, { dims: v.const!.dims, data: v.const!.data() as NumericArray }]));
 }
 
+/**
+ * gather(full, rate) through the manifest's parameter map is every per-rate initializer, and
+ * scatter puts it back; some cut axes list positions (the shuffled channels).
+ */
+function checkParameterMap(outDir: string, manifest: Manifest): void {
+  const full = initializers(path.join(outDir, manifest.rates.find((r) => r.rate === 1)!.file));
+  const params = new Map(manifest.parameters.map((p) => [p.name, p]));
+  const widths = unionWidths(manifest);
+  const mismatches: string[] = [];
+  for (const rate of manifest.rates) {
+    const kept = keptByUnion(manifest, rate.rate);
+    for (const [name, tensor] of initializers(path.join(outDir, rate.file))) {
+      const param = params.get(name);
+      if (!param) continue; // shape constants and shuffle indices are written per rate
+      const source = full.get(name)!;
+      const { dims, positions } = keptPositions(param, keptAxisIndices(param, kept, widths));
+      const gathered = gather(source.data, positions);
+      if (dims.join(',') !== tensor.dims.join(',') || !gathered.every((x, i) => x === tensor.data[i])) mismatches.push(`${rate.rate} ${name}`);
+      const restored = source.data.slice() as NumericArray;
+      restored.fill((restored instanceof BigInt64Array ? 0n : 0) as never);
+      scatter(restored, positions, gathered);
+      if (!Array.from(positions).every((p) => restored[p] === source.data[p])) mismatches.push(`${rate.rate} ${name}: scatter`);
+    }
+  }
+  expect(mismatches).toEqual([]);
+  expect(manifest.parameters.some((p) => p.cuts.some((c) => c.segments.some((s) => s.positions)))).toBe(true);
+}
+
+/** Feeds of a train step: the rate graph's own parameters, a batch, labels, lr 0.01, step 1. */
+function stepInputs(model: Model, inputs: TrainStepSignature['inputs']): Record<string, ort.Tensor> {
+  const initial = new Map(model.graph.initializers.map((v) => [v.name, v.const!]));
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const input of inputs) {
+    const count = input.shape.reduce((a, d) => a * d, 1);
+    if (input.role === 'parameter' || input.role === 'running-stat') feeds[input.name] = new ort.Tensor('float32', initial.get(input.parameter!)!.data() as Float32Array, input.shape);
+    else if (input.role === 'labels') feeds[input.name] = new ort.Tensor('int64', BigInt64Array.from({ length: count }, (_, i) => BigInt(i % 10)), input.shape);
+    else if (input.role === 'batch') feeds[input.name] = new ort.Tensor('float32', Float32Array.from({ length: count }, (_, i) => Math.sin(i)), input.shape);
+    else feeds[input.name] = new ort.Tensor('float32', Float32Array.of(input.role === 'lr' ? 0.01 : 1), []);
+  }
+  return feeds;
+}
+
 describe('channel shuffle', () => {
   it('slices every layer but the classifier, the stream in parts that the shuffles place', () => {
     const model = readModel(file);
@@ -156,29 +200,7 @@ describe('channel shuffle', () => {
         expect(maxRelativeError(pruned.logits!, flexible.logits!), `rate ${rate.rate}`).toBeLessThan(1e-4);
       }
 
-      const full = initializers(path.join(outDir, byRate.get(1)!.file));
-      const params = new Map(manifest.parameters.map((p) => [p.name, p]));
-      const widths = unionWidths(manifest);
-      const mismatches: string[] = [];
-      let placed = 0;
-      for (const rate of manifest.rates) {
-        const kept = keptByUnion(manifest, rate.rate);
-        for (const [name, tensor] of initializers(path.join(outDir, rate.file))) {
-          const param = params.get(name);
-          if (!param) continue; // shape constants and shuffle indices are written per rate
-          const source = full.get(name)!;
-          const { dims, positions } = keptPositions(param, keptAxisIndices(param, kept, widths));
-          const gathered = gather(source.data, positions);
-          if (dims.join(',') !== tensor.dims.join(',') || !gathered.every((x, i) => x === tensor.data[i])) mismatches.push(`${rate.rate} ${name}`);
-          const restored = source.data.slice() as NumericArray;
-          restored.fill((restored instanceof BigInt64Array ? 0n : 0) as never);
-          scatter(restored, positions, gathered);
-          if (!Array.from(positions).every((p) => restored[p] === source.data[p])) mismatches.push(`${rate.rate} ${name}: scatter`);
-        }
-      }
-      for (const p of manifest.parameters) if (p.cuts.some((c) => c.segments.some((s) => s.positions))) placed++;
-      expect(mismatches).toEqual([]);
-      expect(placed).toBeGreaterThan(0);
+      checkParameterMap(outDir, manifest);
     });
   }
 
@@ -190,19 +212,32 @@ describe('channel shuffle', () => {
     const model = readModel(path.join(outDir, manifest.rates[0]!.file));
     const step = buildTrainStep(model, { batch: 2, loss: { kind: 'cross-entropy' }, optimizer: { kind: 'sgd', momentum: 0, nesterov: false, weightDecay: 0 } });
     const session = await ort.InferenceSession.create(encodeModel(step.model), { intraOpNumThreads: 1, logSeverityLevel: 4 });
-    const inputs: Record<string, ort.Tensor> = {};
-    const initial = new Map(model.graph.initializers.map((v) => [v.name, v.const!]));
-    for (const input of step.signature.inputs) {
-      const count = input.shape.reduce((a, d) => a * d, 1);
-      if (input.role === 'parameter' || input.role === 'running-stat') inputs[input.name] = new ort.Tensor('float32', initial.get(input.parameter!)!.data() as Float32Array, input.shape);
-      else if (input.role === 'labels') inputs[input.name] = new ort.Tensor('int64', BigInt64Array.from({ length: count }, (_, i) => BigInt(i % 10)), input.shape);
-      else if (input.role === 'batch') inputs[input.name] = new ort.Tensor('float32', Float32Array.from({ length: count }, (_, i) => Math.sin(i)), input.shape);
-      else inputs[input.name] = new ort.Tensor('float32', Float32Array.of(input.role === 'lr' ? 0.01 : 1), []);
-    }
-    const out = await session.run(inputs);
+    const out = await session.run(stepInputs(model, step.signature.inputs));
     await session.release();
     expect(Number.isFinite(Number(out.loss!.data[0]))).toBe(true);
   });
+
+  const real = path.join(REPO_ROOT, 'test', '.cache', 'torch-exports', 'shufflenet_v2_x0_5-op15.onnx');
+  it.runIf(fs.existsSync(real))('torchvision ShuffleNet v2: the parameter map holds, and one SGD step at rate .5 lowers the loss', async () => {
+    const outDir = path.join(tmp, 'torchvision-gn');
+    const result = await compile({ codegen: false, model: real, groups: 8, rates: [0.25, 0.5, 1], norm: 'gn', calibrate: false, outDir, log: () => {} });
+    const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
+    checkParameterMap(outDir, manifest);
+    // what the fine-tune trains: weights, biases and norm affines (never a group norm's own constants)
+    const roles = new Map(manifest.parameters.map((p) => [p.name, p.role]));
+    const trainable = (name: string): boolean => ['weight', 'bias', 'norm-scale', 'norm-bias'].includes(roles.get(name) ?? '');
+    const model = readModel(path.join(outDir, manifest.rates[1]!.file));
+    const step = buildTrainStep(model, { batch: 2, loss: { kind: 'cross-entropy' }, optimizer: { kind: 'sgd', momentum: 0, nesterov: false, weightDecay: 0 }, trainable });
+    const session = await ort.InferenceSession.create(encodeModel(step.model), { intraOpNumThreads: 1, logSeverityLevel: 4 });
+    const inputs = stepInputs(model, step.signature.inputs);
+    const first = await session.run(inputs);
+    for (const o of step.signature.outputs.filter((x) => x.role === 'parameter')) {
+      inputs[step.signature.inputs.find((i) => i.role === 'parameter' && i.parameter === o.parameter)!.name] = first[o.name]!;
+    }
+    const second = await session.run(inputs);
+    await session.release();
+    expect(Number(second.loss!.data[0])).toBeLessThan(Number(first.loss!.data[0]));
+  }, 60_000);
 
   const python = spawnSync('/usr/bin/python3', ['-c', 'import onnx'], { encoding: 'utf8' }).status === 0;
   it.runIf(python)('onnx.checker accepts every rate graph and both elastic forms', () => {
