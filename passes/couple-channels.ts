@@ -84,7 +84,7 @@ export interface ChannelAnalysis {
    * Producer layers in graph order, with the union of their outputs; a layer whose output is
    * split into parts (see the header) lists the union of each part, `union` is the first.
    */
-  layers: { node: Node; union: Union; channels: number; parts?: Union[] }[];
+  layers: { node: Node; union: Union; channels: number; parts?: Union[]; follows?: boolean }[];
   /**
    * Normalizations over the channel axis (LayerNormalization, decomposed layer norms) that are
    * left sliceable because insert-group-norm will rewrite them into group norms.
@@ -127,6 +127,8 @@ export class CouplingContext {
   splitAdded = false;
   /** False on the last round allowed: a union that would need a split is pinned instead. */
   splitsAllowed = true;
+  /** Cuts (node id : channel) this round added. */
+  private readonly cutsThisRound = new Set<string>();
 
   constructor(model: Model, options: CoupleOptions, known: KnownValues, splits: Map<Node, number[]>) {
     this.graph = model.graph;
@@ -159,7 +161,10 @@ export class CouplingContext {
     return space;
   }
 
-  /** New unions of the given widths produced by one layer (a depthwise conv over composed channels). */
+  /**
+   * New unions of the given widths produced by one layer whose parts follow its input's (a
+   * depthwise conv over composed channels): a split of one of them splits the input instead.
+   */
   produceParts(node: Node, widths: number[]): Union[] {
     const parts = widths.map((w) => {
       const u = this.newUnion(w);
@@ -167,7 +172,7 @@ export class CouplingContext {
       return u;
     });
     const channels = widths.reduce((a, b) => a + b, 0);
-    this.analysis.layers.push(parts.length > 1 ? { node, union: parts[0]!, channels, parts } : { node, union: parts[0]!, channels });
+    this.analysis.layers.push({ node, union: parts[0]!, channels, ...(parts.length > 1 ? { parts } : {}), follows: true });
     return parts;
   }
 
@@ -188,6 +193,7 @@ export class CouplingContext {
       for (const node of m.producers) {
         const layer = this.analysis.layers.find((l) => l.node === node && (l.parts ?? [l.union]).includes(m));
         if (!layer) return 'inside channels no layer of its own produces';
+        if (layer.follows) continue;
         // the member is one part of its layer's output: the cut sits after the parts before it
         let offset = 0;
         for (const part of layer.parts ?? [layer.union]) {
@@ -197,12 +203,19 @@ export class CouplingContext {
         cuts.push({ node, at: offset + Math.round(at) });
       }
     }
+    if (cuts.length === 0) return 'inside channels no layer of its own produces';
+    // a cut asked for in an earlier round is in place: if the union is whole still, the split
+    // did not separate it (its parts were coupled again elsewhere)
+    if (cuts.every(({ node, at }) => this.splits.get(node)?.includes(at) && !this.cutsThisRound.has(`${this.nodeIds.get(node)}:${at}`))) {
+      return 'where slicec could not split the layers producing it';
+    }
     for (const { node, at } of cuts) {
       const list = this.splits.get(node) ?? [];
       if (!list.includes(at)) {
         list.push(at);
         list.sort((a, b) => a - b);
         this.splits.set(node, list);
+        this.cutsThisRound.add(`${this.nodeIds.get(node)}:${at}`);
         this.splitAdded = true;
       }
     }
