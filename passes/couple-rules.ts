@@ -595,7 +595,6 @@ const resize: Rule = (node, ctx) => {
   ctx.track(node.outputs[0], t.axis, t.space);
 };
 
-
 const slice: Rule = (node, ctx) => {
   const t = ctx.get(node.inputs[0]);
   if (!t) return;

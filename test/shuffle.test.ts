@@ -8,7 +8,9 @@
 // both elastic forms equal the pruned graphs at every rate; the parameter map gathers every
 // per-rate initializer from the full one and scatters it back; a train step builds and runs.
 // The torchvision export (when scripts/make-torch-exports.py has made it) is held to the same
-// parameter map and to a train step that lowers the loss.
+// parameter map and to a train step that lowers the loss. Also here: what a split needs around
+// it (a cut inside a conv group pins with its reason; two concatenations of as wide parts add
+// part by part).
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -162,6 +164,31 @@ describe('channel shuffle', () => {
     const layers = explainLayers(coupleChannels(model));
     expect(layers[0]!.sliced).toBe(false);
     expect(layers[0]!.reason).toBe('Slice "/Slice" cuts the channel axis inside a conv group or attention head');
+  });
+
+  it('adds two concatenations of as wide parts part by part (each pair of parts one union)', async () => {
+    const e = new Exporter({ opset: 13, irVersion: 8, seed: 11 });
+    const x = e.input('input', [3, 8, 8]);
+    const part = (name: string, width: number): Value => e.relu(`${name}.relu`, e.conv(`${name}.conv`, x, 3, width, { kernel: 1, bias: true }));
+    const left = e.b.concat([part('a', 8), part('b', 4)], 1, { name: '/left/Concat' });
+    const right = e.b.concat([part('c', 8), part('d', 4)], 1, { name: '/right/Concat' });
+    const y = e.conv('head', e.b.add(left, right, { name: '/Add' }), 12, 6, { kernel: 1, bias: true });
+    const model = e.output(e.b.reduce('ReduceMean', y, [2, 3], false), 'out', [6]);
+    const layers = explainLayers(coupleChannels(model));
+    expect(layers.map((l) => l.sliced)).toEqual([true, true, true, true, false]);
+    expect(layers[0]!.union).toBe(layers[2]!.union);
+    expect(layers[1]!.union).toBe(layers[3]!.union);
+    const added = path.join(tmp, 'added.onnx');
+    writeModel(model, added);
+    const outDir = path.join(tmp, 'added');
+    const result = await compile({ codegen: false, model: added, groups: 4, rates: [0.5, 1], norm: 'keep', calibrate: false, outDir, log: () => {} });
+    const manifest = JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')) as Manifest;
+    const inputs = randomFeeds(readModel(added), 4, 2)!;
+    expect(maxRelativeError((await run(added, inputs)).out!, (await run(path.join(outDir, manifest.rates[1]!.file), inputs)).out!)).toBeLessThan(1e-5);
+    const half = await run(path.join(outDir, manifest.rates[0]!.file), inputs);
+    const flexible = await run(result.elasticFile, { ...inputs, [manifest.elastic.rateInput]: new ort.Tensor('float32', Float32Array.of(0.5), []) });
+    expect(maxRelativeError(half.out!, flexible.out!)).toBeLessThan(1e-4);
+    expect(manifest.rates[0]!.macRatio).toBeLessThan(0.6);
   });
 
   it('the pruned graph at .5 computes the sub-network with the dropped weights zeroed', async () => {
