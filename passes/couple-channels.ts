@@ -14,7 +14,7 @@
 // in two: slicing keeps a prefix of every union, and the part left behind goes elsewhere. The
 // rule then asks for its producers' outputs to be split at that channel, and the walk starts
 // again with those layers producing one union per part; it repeats until no rule asks for a
-// new split (each round splits at least one layer, so it ends).
+// new split (each round splits at least one layer; the 64th pins what would need more).
 
 import type { Graph, Model, Node, Value } from '../compiler/ir.js';
 import { inferShapes, type KnownValues } from '../compiler/shape-inference.js';
