@@ -38,6 +38,8 @@ export interface ParameterSegment {
   union: number;
   offset: number;
   scale: number;
+  /** Where each entry of the segment sits on the axis, when segments are not in order (a channel shuffle). */
+  positions?: number[];
 }
 
 export interface ManifestParameter {

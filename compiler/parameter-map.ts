@@ -7,12 +7,14 @@
 // round(width(union) · scale) entries, and at a rate keeps the first round(kept(union) · scale),
 // where kept(union) is the union's boundary at the rate's active group count (manifest `unions`)
 // or its whole width when it is not sliced. This is exactly what prune-to-rate keeps
-// (channel-space.ts keptIndices).
+// (channel-space.ts keptIndices). After a channel shuffle segments are not in order on the axis:
+// each then lists `positions`, the axis index of every entry, keeps the first of them, and the
+// kept entries of the axis are taken in ascending order.
 
-import type { ManifestParameter, ParameterRole } from './artifacts.js';
+import type { ManifestParameter, ParameterRole, ParameterSegment } from './artifacts.js';
 import type { Model, Value } from './ir.js';
 import { DataType, dtypeShortName } from './tensor.js';
-import { resolve } from '../passes/channel-space.js';
+import { isPlaced, resolve, segmentPositions } from '../passes/channel-space.js';
 import type { ChannelAnalysis } from '../passes/couple-channels.js';
 
 /** Input slots that hold trainable parameters, by op: index → role. */
@@ -68,9 +70,12 @@ export function buildParameterMap(model: Model, analysis: ChannelAnalysis, hints
     const t = value.const!;
     const cuts = (analysis.params.get(value) ?? []).map((p) => {
       let offset = 0;
-      const segments = p.space.map((seg) => {
+      const placed = isPlaced(p.space);
+      const positions = segmentPositions(p.space);
+      const segments = p.space.map((seg, i) => {
         const r = resolve(seg);
-        const entry = { union: r.root.id, offset, scale: r.perFine };
+        const entry: ParameterSegment = { union: r.root.id, offset, scale: r.perFine };
+        if (placed) entry.positions = [...positions[i]!];
         offset += Math.round(r.root.fineWidth * r.perFine);
         return entry;
       });

@@ -18,7 +18,7 @@ import type { FloatTensor } from '../compiler/calibration-data.js';
 import { DataType, type Tensor } from '../compiler/tensor.js';
 import { l1PerIndex } from '../compiler/tensor-ops.js';
 import type { ChannelAnalysis } from './couple-channels.js';
-import { resolve, spaceWidth, type Union } from './channel-space.js';
+import { resolve, segmentPositions, spaceWidth, type Union } from './channel-space.js';
 import type { Partition } from './partition-channels.js';
 import { withOutputs, type Runner } from './calibrate-group-norm.js';
 
@@ -108,23 +108,20 @@ export async function activationImportance(
   for (const { x, outgoing } of readers) {
     const t = analysis.tracked.get(x)!;
     const activation = meanAbsolute(values[x.name]!, t.axis);
-    let offset = 0;
-    for (const seg of t.space) {
+    const positions = segmentPositions(t.space);
+    t.space.forEach((seg, i) => {
       const r = resolve(seg);
-      const full = Math.round(r.root.fineWidth * r.perFine);
-      if (roots.has(r.root)) {
-        let score = scores.get(r.root);
-        if (!score) scores.set(r.root, (score = new Float64Array(r.root.fineWidth / r.root.unit)));
-        const block = Math.round(r.root.unit * r.perFine);
-        for (let u = 0; u < score.length; u++) {
-          for (let j = 0; j < block; j++) {
-            const at = offset + u * block + j;
-            score[u]! += activation[at]! * outgoing[at]!;
-          }
+      if (!roots.has(r.root)) return;
+      let score = scores.get(r.root);
+      if (!score) scores.set(r.root, (score = new Float64Array(r.root.fineWidth / r.root.unit)));
+      const block = Math.round(r.root.unit * r.perFine);
+      for (let u = 0; u < score.length; u++) {
+        for (let j = 0; j < block; j++) {
+          const at = positions[i]![u * block + j]!;
+          score[u]! += activation[at]! * outgoing[at]!;
         }
       }
-      offset += full;
-    }
+    });
   }
   return scores;
 }

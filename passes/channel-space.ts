@@ -37,6 +37,8 @@ export interface Segment {
   union: Union;
   /** Channels of the space per fine channel of `union`. */
   perFine: number;
+  /** Axis position of every channel of the segment, when segments do not lie in order. */
+  positions?: readonly number[];
 }
 
 export type Space = Segment[];
@@ -113,17 +115,40 @@ export function keptCount(space: Space, kept: KeptWidths): number {
   return n;
 }
 
-/** Indices of the kept channels of a space, in order (a prefix of every segment). */
-export function keptIndices(space: Space, kept: KeptWidths): number[] {
-  const out: number[] = [];
+/** Axis positions of every segment's channels (consecutive runs when the space lists none). */
+export function segmentPositions(space: Space): (readonly number[])[] {
+  const out: (readonly number[])[] = [];
   let offset = 0;
   for (const seg of space) {
     const r = resolve(seg);
     const full = Math.round(r.root.fineWidth * r.perFine);
-    const keep = Math.round(keptFine(r.root, kept) * r.perFine);
-    for (let i = 0; i < keep; i++) out.push(offset + i);
+    if (seg.positions) {
+      out.push(seg.positions);
+    } else {
+      const run: number[] = [];
+      for (let i = 0; i < full; i++) run.push(offset + i);
+      out.push(run);
+    }
     offset += full;
   }
+  return out;
+}
+
+/** True when some segment is placed by explicit positions (the kept set is not a prefix per segment). */
+export function isPlaced(space: Space): boolean {
+  return space.some((s) => s.positions !== undefined);
+}
+
+/** Indices of the kept channels of a space, ascending (a prefix of every segment, in place). */
+export function keptIndices(space: Space, kept: KeptWidths): number[] {
+  const out: number[] = [];
+  const positions = segmentPositions(space);
+  space.forEach((seg, s) => {
+    const r = resolve(seg);
+    const keep = Math.round(keptFine(r.root, kept) * r.perFine);
+    for (let i = 0; i < keep; i++) out.push(positions[s]![i]!);
+  });
+  if (isPlaced(space)) out.sort((a, b) => a - b);
   return out;
 }
 
@@ -132,24 +157,57 @@ export function keptIndices(space: Space, kept: KeptWidths): number[] {
  * channel index now at position i. Roots without a permutation keep their order.
  */
 export function permutedIndices(space: Space, perms: Map<Union, number[]>): number[] {
-  const out: number[] = [];
-  let offset = 0;
-  for (const seg of space) {
+  const positions = segmentPositions(space);
+  const out: number[] = new Array<number>(spaceWidth(space));
+  space.forEach((seg, s) => {
     const r = resolve(seg);
-    const full = Math.round(r.root.fineWidth * r.perFine);
+    const at = positions[s]!;
     const perm = perms.get(r.root);
     if (!perm) {
-      for (let i = 0; i < full; i++) out.push(offset + i);
-    } else {
-      const block = Math.round(r.root.unit * r.perFine);
-      for (const unit of perm) for (let j = 0; j < block; j++) out.push(offset + unit * block + j);
+      for (const p of at) out[p] = p;
+      return;
     }
-    offset += full;
-  }
+    const block = Math.round(r.root.unit * r.perFine);
+    perm.forEach((unit, i) => {
+      for (let j = 0; j < block; j++) out[at[i * block + j]!] = at[unit * block + j]!;
+    });
+  });
   return out;
 }
 
 /** True when the space is a single segment whose root is the given union. */
 export function isPlain(space: Space): boolean {
   return space.length === 1;
+}
+
+/** The space of an axis where every channel became a block of `block` consecutive ones. */
+export function scaleSpace(space: Space, block: number): Space {
+  if (!isPlaced(space)) return space.map((s) => ({ union: s.union, perFine: s.perFine * block }));
+  return space.map((s) => {
+    const positions: number[] = [];
+    for (const p of s.positions!) for (let j = 0; j < block; j++) positions.push(p * block + j);
+    return { union: s.union, perFine: s.perFine * block, positions };
+  });
+}
+
+/** The segments of a space with explicit positions, moved by `offset` (for a Concat). */
+export function placeAt(space: Space, offset: number): Space {
+  const positions = segmentPositions(space);
+  return space.map((s, i) => ({ union: s.union, perFine: s.perFine, positions: positions[i]!.map((p) => p + offset) }));
+}
+
+/** The same segments with every channel moved: channel at position p goes to where[p]. */
+export function movePositions(space: Space, where: readonly number[]): Space {
+  const positions = segmentPositions(space);
+  return space.map((s, i) => ({ union: s.union, perFine: s.perFine, positions: positions[i]!.map((p) => where[p]!) }));
+}
+
+/** Positions of a placed space that are in order again (0, 1, 2, ... segment after segment) lose them. */
+export function tidySpace(space: Space): Space {
+  const positions = segmentPositions(space);
+  let next = 0;
+  for (const list of positions) {
+    for (const p of list) if (p !== next++) return space;
+  }
+  return space.map((s) => ({ union: s.union, perFine: s.perFine }));
 }

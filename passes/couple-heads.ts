@@ -37,7 +37,7 @@ export function splitHeads(node: Node, ctx: CouplingContext, target: number[]): 
   const t = ctx.get(node.inputs[0]);
   const inShape = node.inputs[0]?.shape;
   const outShape = node.outputs[0]?.shape;
-  if (!t || t.heads || !inShape || !outShape || t.space.length !== 1) return false;
+  if (!t || t.heads || !inShape || !outShape || t.space.length !== 1 || t.space[0]!.positions) return false;
   const rank = inShape.length;
   const axis = t.axis;
   const own = outShape.length === rank + 1; // heads get an axis of their own

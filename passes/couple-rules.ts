@@ -4,9 +4,10 @@
 
 import type { Node, Value } from '../compiler/ir.js';
 import { normAxis, type CouplingContext } from './couple-channels.js';
-import { denominatorOf, resolveSpace, type Space } from './channel-space.js';
+import { denominatorOf, isPlaced, placeAt, resolveSpace, scaleSpace, spaceWidth, type Space } from './channel-space.js';
 import { knownValue } from '../compiler/shape-inference.js';
 import { splitHeads } from './couple-heads.js';
+import { channelShuffle, depthwiseOverParts, sliceChannels, splitChannels } from './couple-shuffle.js';
 
 type Rule = (node: Node, ctx: CouplingContext) => void;
 
@@ -66,6 +67,10 @@ const conv: Rule = (node, ctx) => {
   }
   const group = node.attrInt('group', 1);
   const outChannels = wDims[0]!;
+  if (group > 1 && wDims[1] === 1 && x && x.axis === 1 && (x.space.length > 1 || isPlaced(x.space)) && w?.const) {
+    depthwiseOverParts(node, ctx, x.space, outChannels / group);
+    return;
+  }
   const out = ctx.produce(node, outChannels);
   if (!w?.const) {
     ctx.pin(out, `${node.label()} reads a weight computed at run time`);
@@ -232,11 +237,11 @@ const concat: Rule = (node, ctx) => {
     ctx.track(node.outputs[0], chanAxis, space!);
     return;
   }
-  const segments: Space = [];
+  const parts: Space[] = [];
   for (let i = 0; i < node.inputs.length; i++) {
     const t = tracked[i];
     if (t) {
-      segments.push(...t.space);
+      parts.push(t.space);
       continue;
     }
     const size = dims(node.inputs[i])?.[axis];
@@ -244,7 +249,15 @@ const concat: Rule = (node, ctx) => {
       ctx.pinInputs(node, `${node.label()} concatenates a tensor of unknown width`);
       return;
     }
-    if (size > 0) segments.push(...ctx.fixed(size, `concatenated with fixed channels at ${node.label()}`));
+    if (size > 0) parts.push(ctx.fixed(size, `concatenated with fixed channels at ${node.label()}`));
+  }
+  // placed inputs (a shuffled tensor) place every segment of the concatenation
+  const placed = parts.some(isPlaced);
+  const segments: Space = [];
+  let offset = 0;
+  for (const part of parts) {
+    segments.push(...(placed ? placeAt(part, offset) : part));
+    offset += spaceWidth(part);
   }
   ctx.track(node.outputs[0], axis, segments);
 };
@@ -453,7 +466,7 @@ function reshapeLike(node: Node, ctx: CouplingContext, shapeConst: { index: numb
     block *= d;
   }
   if (block !== merged / width) return fail('merges the channel axis unevenly');
-  const space: Space = t.space.map((s) => ({ union: s.union, perFine: s.perFine * block }));
+  const space = scaleSpace(t.space, block);
   if (shapeConst) {
     const entry = shapeConst.values[o];
     if (entry === undefined) return fail('has a shape constant slicec cannot read');
@@ -466,8 +479,8 @@ function reshapeLike(node: Node, ctx: CouplingContext, shapeConst: { index: numb
 }
 
 const SHUFFLE =
-  'is a channel shuffle: it interleaves the channel groups of a concat, and slicing keeps a prefix of ' +
-  'each group, which an interleaving does not preserve; the shuffled channels keep their width, and the layers inside each branch are sliced';
+  'looks like a channel shuffle but not the form slicec follows (Reshape [N, g, C/g, H, W], then a Transpose ' +
+  'swapping axes 1 and 2 that only a Reshape back to [N, C, H, W] reads): the shuffled channels keep their width';
 
 /** Reshape [N, g, C/g, H, W] whose output a Transpose swaps axes 1 and 2 of (ShuffleNet's shuffle). */
 function isShuffle(node: Node): boolean {
@@ -490,6 +503,7 @@ function key(ds: (number | string | null)[]): string {
 const reshape: Rule = (node, ctx) => {
   const t = ctx.get(node.inputs[0]);
   if (!t) return;
+  if (channelShuffle(node, ctx, t)) return;
   const shapeInput = node.inputs[1];
   const attrShape = node.attrInts('shape');
   if (attrShape) {
@@ -542,7 +556,7 @@ const flatten: Rule = (node, ctx) => {
     }
     block *= d;
   }
-  ctx.track(node.outputs[0], 1, t.space.map((s) => ({ union: s.union, perFine: s.perFine * block })));
+  ctx.track(node.outputs[0], 1, scaleSpace(t.space, block));
 };
 
 const pad: Rule = (node, ctx) => {
@@ -581,8 +595,6 @@ const resize: Rule = (node, ctx) => {
   ctx.track(node.outputs[0], t.axis, t.space);
 };
 
-const splitLike = axisSensitive((node, t, rank) => normAxis(node.attrInt('axis', 0), rank) === t.axis, 'cuts the channel axis into parts');
-
 const slice: Rule = (node, ctx) => {
   const t = ctx.get(node.inputs[0]);
   if (!t) return;
@@ -594,11 +606,12 @@ const slice: Rule = (node, ctx) => {
     ctx.pin(t.space, `${node.label()} slices axes slicec cannot see`);
     return;
   }
-  if (axes.map((a) => normAxis(a, rank)).includes(t.axis)) {
+  const k = axes.map((a) => normAxis(a, rank)).indexOf(t.axis);
+  if (k >= 0) {
     const inW = dims(node.inputs[0])?.[t.axis];
     const outW = dims(node.outputs[0])?.[t.axis];
     if (typeof inW !== 'number' || inW !== outW) {
-      ctx.pin(t.space, `${node.label()} cuts the channel axis`);
+      sliceChannels(node, ctx, t, k);
       return;
     }
   }
@@ -710,7 +723,7 @@ export const coupleRules: Record<string, Rule> = {
   Pad: pad,
   Resize: resize,
   Upsample: resize,
-  Split: splitLike,
+  Split: splitChannels,
   Slice: slice,
   Gather: gather,
   Tile: tile,

@@ -23,7 +23,7 @@ import type { Model, Node, Value } from '../compiler/ir.js';
 import { OpBuilder } from '../compiler/op-builder.js';
 import { Tensor } from '../compiler/tensor.js';
 import type { ChannelAnalysis } from './couple-channels.js';
-import { Union, resolve, type Space } from './channel-space.js';
+import { Union, resolve, segmentPositions, type Space } from './channel-space.js';
 import type { Partition } from './partition-channels.js';
 import { emptyAdditions, nextUnionId, type AnalysisAdditions } from './analysis-additions.js';
 
@@ -72,21 +72,23 @@ function siteGroups(space: Space, partition: Partition): SiteGroups | null {
   const G = partition.groups;
   const bounds = new Map(partition.unions.map((g) => [g.union, g.boundaries]));
   const perChannel: number[] = [];
-  for (const seg of space) {
+  const positions = segmentPositions(space);
+  space.forEach((seg, s) => {
     const r = resolve(seg);
     const width = Math.round(r.root.fineWidth * r.perFine);
     const b = bounds.get(r.root);
     for (let c = 0; c < width; c++) {
+      const at = positions[s]![c]!;
       if (!b) {
-        perChannel.push(1);
+        perChannel[at] = 1;
         continue;
       }
       const fine = Math.floor(c / r.perFine);
       let j = 1;
       while (fine >= b[j]!) j++;
-      perChannel.push(j);
+      perChannel[at] = j;
     }
-  }
+  });
   const used = new Set(perChannel);
   if (used.size < 2) return null;
   // slice group j → site group index, dropping empty slice groups

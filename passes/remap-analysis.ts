@@ -1,7 +1,7 @@
 // Carry a channel analysis over to a clone of the model it was made on.
 //
 // Unions and spaces describe channels, not graph objects, so they are shared; everything that
-// names a value or a node (parameters, tracked tensors, grouped convs, shape rewrites, layers,
+// names a value or a node (parameters, tracked tensors, grouped convs, shape rewrites, shuffles, layers,
 // layer-norm sites) is translated through the clone's map. Entries whose value or node the
 // clone lacks are an internal error: a clone holds every value of its source.
 
@@ -26,6 +26,7 @@ export function remapAnalysis(analysis: ChannelAnalysis, map: CloneMap): Channel
     params: new Map([...analysis.params].map(([v, axes]) => [value(v), axes])),
     groupedConvs: analysis.groupedConvs.map((g) => ({ ...g, node: node(g.node) })),
     shapeRewrites: analysis.shapeRewrites.map((r) => ({ ...r, node: node(r.node) })),
+    shuffles: analysis.shuffles.map((s) => ({ ...s, first: node(s.first), last: node(s.last) })),
     layers: analysis.layers.map((l) => ({ ...l, node: node(l.node) })),
     layerNorms: analysis.layerNorms
       .filter((s) => s.nodes.every((n) => map.nodes.has(n)))

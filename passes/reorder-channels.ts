@@ -12,7 +12,7 @@
 import type { Graph } from '../compiler/ir.js';
 import { gatherAxes, isIdentity, l1PerAxes, type AxisPick } from '../compiler/tensor-ops.js';
 import type { ChannelAnalysis } from './couple-channels.js';
-import { permutedIndices, resolve, type Union } from './channel-space.js';
+import { permutedIndices, resolve, segmentPositions, type Union } from './channel-space.js';
 import type { Partition } from './partition-channels.js';
 
 export interface Reordering {
@@ -31,21 +31,19 @@ export function unitImportance(analysis: ChannelAnalysis, roots: Set<Union>): Ma
       let total = 0;
       for (const s of sums) total += s;
       if (total === 0) continue;
-      let offset = 0;
-      for (const seg of p.space) {
+      const positions = segmentPositions(p.space);
+      p.space.forEach((seg, i) => {
         const r = resolve(seg);
-        const full = Math.round(r.root.fineWidth * r.perFine);
         const score = scores.get(r.root);
-        if (score) {
-          const block = Math.round(r.root.unit * r.perFine);
-          for (let u = 0; u < score.length; u++) {
-            let s = 0;
-            for (let j = 0; j < block; j++) s += sums[offset + u * block + j]!;
-            score[u]! += s / total;
-          }
+        if (!score) return;
+        const at = positions[i]!;
+        const block = Math.round(r.root.unit * r.perFine);
+        for (let u = 0; u < score.length; u++) {
+          let s = 0;
+          for (let j = 0; j < block; j++) s += sums[at[u * block + j]!]!;
+          score[u]! += s / total;
         }
-        offset += full;
-      }
+      });
     }
   }
   return scores;

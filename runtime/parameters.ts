@@ -1,8 +1,10 @@
 // Gather and scatter through the manifest's parameter map (compiler/parameter-map.ts).
 //
-// The kept entries of a parameter at a rate are, on every cut axis, a prefix of each segment;
-// their flat positions in the full tensor are the product of the per-axis index lists. gather
-// reads them in order (the per-rate initializer), scatter writes a per-rate tensor back.
+// The kept entries of a parameter at a rate are, on every cut axis, a prefix of each segment
+// (of its `positions` when it lists them, after a channel shuffle; the axis then takes the kept
+// entries in ascending order); their flat positions in the full tensor are the product of the
+// per-axis index lists. gather reads them in order (the per-rate initializer), scatter writes a
+// per-rate tensor back.
 
 import type { Manifest, ManifestParameter } from '../compiler/artifacts.js';
 
@@ -26,8 +28,9 @@ export function keptAxisIndices(param: ManifestParameter, kept: Map<number, numb
       const width = widths.get(seg.union);
       if (width === undefined) throw new Error(`parameter ${param.name} cuts unknown union ${seg.union}`);
       const keep = Math.round((kept.get(seg.union) ?? width) * seg.scale);
-      for (let i = 0; i < keep; i++) indices.push(seg.offset + i);
+      for (let i = 0; i < keep; i++) indices.push(seg.positions ? seg.positions[i]! : seg.offset + i);
     }
+    if (cut.segments.some((seg) => seg.positions)) indices.sort((a, b) => a - b);
     out[cut.axis] = indices;
   }
   return out;
