@@ -169,7 +169,8 @@ async function scoreHead(head: HeadRun, samples: readonly CacheSample[]): Promis
 
 /** Measure and recalibrate every head of one rate on its held-back samples. */
 async function measureRate(rateIndex: number, heads: HeadRun[]): Promise<RateEstimate> {
-  const held = buffer.heldBack(rateIndex);
+  // a copy: samples arriving while the heads are scored must not shift the indices
+  const held = buffer.heldBack(rateIndex).slice();
   const segmentMacs = init.rates[rateIndex]!.segmentMacs;
   const full = segmentMacs.reduce((a, b) => a + b, 0);
   if (held.length === 0) return { rateIndex, meanMacs: full, disagreement: 0, heldBack: 0 };

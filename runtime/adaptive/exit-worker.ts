@@ -16,13 +16,8 @@ import type { TrainStepSignature } from '../../compiler/train-step.js';
 import { forTransfer, type NdArray } from '../ndarray.js';
 import { cachedSession, releaseCachedSessions, Session, type Device } from '../session.js';
 import { confidence } from './math.js';
+import { EXIT_OUTPUT, MACS_OUTPUT, MODE_FEED, TEACHER_OUTPUT, UNBIASED_OUTPUT, activationOutput } from './protocol.js';
 
-export const MODE_FEED = 'slicec:mode';
-export const EXIT_OUTPUT = 'slicec:exit';
-export const MACS_OUTPUT = 'slicec:macs';
-export const UNBIASED_OUTPUT = 'slicec:unbiased';
-export const TEACHER_OUTPUT = 'slicec:teacher';
-export const activationOutput = (exit: number): string => `slicec:activation-${exit}`;
 
 export interface ExitWorkerInit {
   /** Plain rate graphs, by rate index. */

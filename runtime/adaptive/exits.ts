@@ -16,7 +16,7 @@ import type { Device } from '../session.js';
 import type { CacheSample } from './buffer.js';
 import type { CacheSettings, CacheStats, CacheWorkerInit, CacheWorkerReply, CacheWorkerRequest, RateEstimate } from './cache-worker.js';
 import type { ExitWorkerInit, ExitWorkerRequest, HeadUpdate } from './exit-worker.js';
-import { EXIT_OUTPUT, MACS_OUTPUT, MODE_FEED, TEACHER_OUTPUT, UNBIASED_OUTPUT, activationOutput } from './exit-worker.js';
+import { EXIT_OUTPUT, MACS_OUTPUT, TEACHER_OUTPUT, UNBIASED_OUTPUT, activationOutput } from './protocol.js';
 import { loadExitsSpec, loadHeads, type ExitsSpec, type HeadState } from './heads.js';
 import { softmaxRows } from './math.js';
 
