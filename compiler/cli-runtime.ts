@@ -26,6 +26,14 @@ function positive(flag: string): (value: string) => number {
   };
 }
 
+function fraction(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value.trim());
+    if (value.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 1) throw badFlag(flag, 'a number in (0, 1]', value);
+    return n;
+  };
+}
+
 function oneOf<T extends string>(flag: string, values: readonly T[]): (value: string) => T {
   return (value) => {
     if (!(values as readonly string[]).includes(value)) throw badFlag(flag, values.join(' or '), value);
@@ -116,6 +124,25 @@ export function registerRuntimeCommands(program: Command): void {
         process.on('SIGTERM', stop);
         process.on('SIGINT', stop);
       });
+    });
+
+  program
+    .command('calibrate-cascade')
+    .description('calibrate the cascade across rates (answer at a low rate when confident, else run a wider one) on data; written into manifest.json')
+    .argument('<dir>', 'compiled output folder')
+    .requiredOption('--data <spec>', 'fashion-mnist | mnist | file.npz | x.npy,y.npy | a folder of class sub-folders of images')
+    .option('--target <accuracy>', 'accuracy the cascade must reach on the calibration samples (default: the widest rate\'s)', fraction('--target'))
+    .option('--share <fraction>', 'share of the test split used, spread evenly over it (the rest is left for measuring)', fraction('--share'), 0.5)
+    .option('--device <cpu|cuda>', 'where to run', oneOf('--device', ['cpu', 'cuda'] as const), 'cpu')
+    .action(async (dir: string, flags: { data: string; target?: number; share: number; device: 'cpu' | 'cuda' }) => {
+      const { calibrateCascadeFolder } = await import('./eval.js');
+      const { cascade, fullAccuracy, manifestFile } = await calibrateCascadeFolder(dir, flags);
+      const pct = (x: number): string => `${(x * 100).toFixed(2)} %`;
+      const widest = cascade.stages[cascade.stages.length - 1]!;
+      write(`${cascade.samples} samples (${cascade.data.split} split, every ${(1 / cascade.data.share).toFixed(1)}th)\n`);
+      write(`stages: ${cascade.stages.map((s) => `rate ${s.rate}${s.threshold === null ? '' : ` (confidence ≥ ${s.threshold.toFixed(4)})`}: ${s.answered}`).join(' → ')}\n`);
+      write(`accuracy ${pct(cascade.accuracy)} (target ${pct(cascade.target)}; rate ${widest.rate} alone ${pct(fullAccuracy)}), mean MACs ${Math.round(cascade.meanMacs)}\n`);
+      write(`wrote ${manifestFile}\n`);
     });
 
   program

@@ -13,8 +13,8 @@ export interface ManifestCascade {
   /** Mean MACs per sample on the calibration samples. */
   meanMacs: number;
   samples: number;
-  /** Where the calibration samples came from (the --data spec, split and index range). */
-  data: { spec: string; split: string; from: number; to: number };
+  /** Where the calibration samples came from: the --data spec, its split, and the share of it (indices ⌊k ÷ share⌋). */
+  data: { spec: string; split: string; share: number };
   /** Thresholds: null for the last stage, which answers whatever reaches it. */
   stages: { rate: number; threshold: number | null; answered: number }[];
 }
