@@ -97,6 +97,9 @@ interface HeadRun {
   forward: Session;
   state: HeadState;
   sinceEval: number;
+  /** Optimizer state (AdamW moments, SGD momentum) by `parameter/state`, and the update count t. */
+  slots: Map<string, Float32Array>;
+  t: number;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -129,11 +132,21 @@ async function trainStep(head: HeadRun, samples: readonly CacheSample[]): Promis
     else if (input.role === 'teacher') feeds[input.name] = stack(picks.map((s) => s.teacher), [K]);
     else if (input.role === 'parameter') feeds[input.name] = { dtype: 'float32', dims: input.shape, data: head.state.params[input.parameter!]! };
     else if (input.role === 'lr') feeds[input.name] = { dtype: 'float32', dims: input.shape, data: Float32Array.of(S.lr) };
-    else throw new Error(`cache trainer: the head train step reads ${input.name} (${input.role}), which it cannot feed`);
+    else if (input.role === 'step') feeds[input.name] = { dtype: 'float32', dims: input.shape, data: Float32Array.of(head.t + 1) };
+    else if (input.role === 'optimizer-state') {
+      const key = `${input.parameter}/${input.state}`;
+      let slot = head.slots.get(key);
+      if (!slot) head.slots.set(key, (slot = new Float32Array(input.shape.reduce((a, b) => a * b, 1))));
+      feeds[input.name] = { dtype: 'float32', dims: input.shape, data: slot };
+    } else throw new Error(`cache trainer: the head train step reads ${input.name} (${input.role}), which it cannot feed`);
   }
   const out = await head.train.run(feeds);
   const params: Record<string, Float32Array> = { ...head.state.params };
-  for (const o of sig.outputs) if (o.role === 'parameter') params[o.parameter!] = Float32Array.from(out[o.name]!.data as Float32Array);
+  for (const o of sig.outputs) {
+    if (o.role === 'parameter') params[o.parameter!] = Float32Array.from(out[o.name]!.data as Float32Array);
+    else if (o.role === 'optimizer-state') head.slots.set(`${o.parameter}/${o.state}`, Float32Array.from(out[o.name]!.data as Float32Array));
+  }
+  head.t++;
   head.state = { ...head.state, params, steps: head.state.steps + 1 };
   head.sinceEval++;
   steps++;
@@ -215,8 +228,9 @@ async function main(): Promise<void> {
     runs = await Promise.all(init.rates.map((r, rateIndex) => Promise.all(r.heads.map(async (spec) => {
       const saved = init.initial.find((h) => h.rateIndex === rateIndex && h.exit === spec.exit);
       const state: HeadState = saved ?? { rateIndex, exit: spec.exit, params: spec.params, threshold: Infinity, enabled: false, agreement: Number.NaN, coverage: 0, overall: Number.NaN, heldBack: 0, steps: 0 };
-      // a restored head is measured again before it answers
-      return { spec, train: await Session.create(spec.train.file, opts), forward: await Session.create(spec.forward.bytes, opts), state: { ...state, enabled: false, threshold: Infinity }, sinceEval: 0 };
+      // a restored head is measured again before it answers; its optimizer starts afresh (not checkpointed)
+      const state0 = { ...state, enabled: false, threshold: Infinity };
+      return { spec, train: await Session.create(spec.train.file, opts), forward: await Session.create(spec.forward.bytes, opts), state: state0, sinceEval: 0, slots: new Map(), t: 0 };
     }))));
   } catch (e) {
     port!.postMessage({ kind: 'init-failed', message: e instanceof Error ? e.message : String(e) } satisfies CacheWorkerReply);

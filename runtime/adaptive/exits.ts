@@ -195,6 +195,7 @@ export class ExitServing {
   private stateWaiters: (() => void)[] = [];
   private requests = 0;
   private closed = false;
+  private failure: Error | null = null;
   private readonly trainerExited: Promise<void>;
 
   constructor(
@@ -205,6 +206,12 @@ export class ExitServing {
   ) {
     this.estimates = spec.rates.map((r) => ({ rateIndex: r.rateIndex, meanMacs: r.segmentMacs.reduce((a, b) => a + b, 0), disagreement: 0, heldBack: 0 }));
     this.trainerExited = new Promise((resolve) => trainer.once('exit', () => resolve()));
+    // a failed trainer leaves the heads as they are (off, or as last published); requests go on
+    trainer.on('error', (e) => {
+      this.failure = e;
+      process.stderr.write(`slicec: the exit-head trainer stopped: ${e.message}\n`);
+      for (const w of this.stateWaiters.splice(0)) w();
+    });
     trainer.on('message', (msg: CacheWorkerReply) => {
       if (msg.kind !== 'state') return;
       this.heads = msg.heads;
@@ -296,10 +303,12 @@ export class ExitServing {
 
   /** Measure and recalibrate every head now; resolves with the published state. */
   async measure(): Promise<readonly HeadState[]> {
+    if (this.failure) throw this.failure;
     this.flush();
     const published = new Promise<void>((resolve) => this.stateWaiters.push(resolve));
     this.trainer.postMessage({ kind: 'measure' } satisfies CacheWorkerRequest);
     await published;
+    if (this.failure) throw this.failure;
     return this.heads;
   }
 
@@ -308,6 +317,7 @@ export class ExitServing {
     if (this.closed) return;
     this.flush();
     this.closed = true;
+    if (this.failure) return;
     this.trainer.postMessage({ kind: 'close' } satisfies CacheWorkerRequest);
     await this.trainerExited;
   }
