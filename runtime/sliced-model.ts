@@ -26,7 +26,7 @@ import { warnOnce, type Device } from './session.js';
 import { requireCascade, type ManifestCascade } from './adaptive/cascade-spec.js';
 import { MODE_FEED } from './adaptive/protocol.js';
 import { startExitServing, type ExitOptions, type ExitServing } from './adaptive/exits.js';
-import { confidence } from './adaptive/math.js';
+import { runCascade } from './adaptive/cascade-run.js';
 
 export { ShedError };
 
@@ -265,50 +265,21 @@ export class SlicedModel {
     return { result, exits: this.exits ? this.exits.takeRows(result.rateIndex, result.outputs) : [] };
   }
 
-  /**
-   * The cascade: each stage's rate in turn, plain; a row is answered by the first stage whose top
-   * softmax probability reaches that stage's threshold (the last stage answers the rest). A later
-   * stage runs only when the deadline leaves time for it (wait + its predicted service); when it
-   * does not, the current answers stand.
-   */
-  private async runCascade(feeds: Record<string, NdArray>, rows: number, options: InferOptions, arrivedAt: number, wanted: string[], predictedMs: number): Promise<InferResult> {
-    const stages = this.cascade!.stages;
-    const output = this.manifest.outputs[0]!.name;
-    const deadline = options.deadlineMs ?? Infinity;
-    let answer: Float32Array | null = null;
-    let classes = 0;
-    const done = new Uint8Array(rows);
-    const ran: number[] = [];
-    let macs = 0;
-    let queueMs = 0;
-    let serviceMs = 0;
-    let batchRows = rows;
-    for (let j = 0; j < stages.length; j++) {
-      const index = this.manifest.rates.findIndex((r) => Math.abs(r.rate - stages[j]!.rate) < 1e-9);
-      if (j > 0 && Number.isFinite(deadline) && performance.now() - arrivedAt + this.pool.predictedWaitMs() + this.profile.predict(index, rows) > deadline) break;
-      const { result } = await this.submit(index, feeds, rows, false);
-      ran.push(stages[j]!.rate);
-      macs += this.manifest.rates[index]!.macs;
-      queueMs += result.queueMs;
-      serviceMs += result.serviceMs;
-      batchRows = result.batchRows;
-      const logits = result.outputs[output]!.data as Float32Array;
-      classes = logits.length / rows;
-      answer ??= new Float32Array(logits.length);
-      const top = confidence(logits, classes);
-      const threshold = stages[j]!.threshold ?? -Infinity;
-      let open = 0;
-      for (let i = 0; i < rows; i++) {
-        if (done[i]) continue;
-        answer.set(logits.subarray(i * classes, (i + 1) * classes), i * classes);
-        if (j === stages.length - 1 || top.value[i]! >= threshold) done[i] = 1;
-        else open++;
-      }
-      if (open === 0) break;
-    }
-    const outputs: Record<string, NdArray> = {};
-    if (wanted.includes(output)) outputs[output] = { dtype: 'float32', dims: [rows, classes], data: answer! };
-    return { outputs, rate: ran[ran.length - 1]!, queueMs, serviceMs, totalMs: performance.now() - arrivedAt, predictedMs, batchRows, macs, cascade: ran };
+  /** The cascade (runtime/adaptive/cascade-run.ts): stages run plain, each a job of its own. */
+  private runCascade(feeds: Record<string, NdArray>, rows: number, options: InferOptions, arrivedAt: number, wanted: string[], predictedMs: number): Promise<InferResult> {
+    return runCascade(
+      {
+        cascade: this.cascade!,
+        manifest: this.manifest,
+        submit: async (index) => (await this.submit(index, feeds, rows, false)).result,
+        predictMs: (index) => this.pool.predictedWaitMs() + this.profile.predict(index, rows),
+      },
+      rows,
+      options.deadlineMs ?? Infinity,
+      arrivedAt,
+      wanted,
+      predictedMs,
+    );
   }
 
   /** Let running and queued requests finish, then stop the workers (and the cache trainer, which checkpoints its heads). */
