@@ -16,6 +16,7 @@
 // `slicec calibrate-cascade`.
 //
 //   npx tsx bench/adaptive.ts [--models fashion,resnet] [--requests 3000] [--warmup 4000] [--agreement 0.99]
+//     [--cache-bytes 268435456] [--trainer-share 0.25]
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -275,7 +276,7 @@ async function bench(): Promise<void> {
     requests: Number(argValue('--requests') ?? 3000),
     warmup: Number(argValue('--warmup') ?? 4000),
     agreement: Number(argValue('--agreement') ?? 0.99),
-    cacheBytes: Number(argValue('--cache-bytes') ?? 64 * 2 ** 20),
+    cacheBytes: Number(argValue('--cache-bytes') ?? 256 * 2 ** 20),
     trainerShare: Number(argValue('--trainer-share') ?? 0.25),
   };
   const rows: Row[] = [];
