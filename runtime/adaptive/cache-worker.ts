@@ -16,7 +16,7 @@ import type { NdArray } from '../ndarray.js';
 import { ReplayBuffer, type CacheSample } from './buffer.js';
 import type { HeadSpec, HeadState } from './heads.js';
 import { saveHeads } from './heads.js';
-import { topRows } from './math.js';
+import { softmaxRows, topRows } from './math.js';
 
 export interface CacheSettings {
   maxBytes: number;
@@ -165,14 +165,7 @@ async function scoreHead(head: HeadRun, samples: readonly CacheSample[]): Promis
       else feeds[input.name] = { dtype: 'float32', dims: input.shape, data: head.state.params[input.parameter!]! };
     }
     const z = (await head.forward.run(feeds))[sig.outputs[0]!.name]!.data as Float32Array;
-    const probs = new Float32Array(z.length);
-    for (let r = 0; r < part.length; r++) {
-      let max = -Infinity;
-      for (let c = 0; c < K; c++) max = Math.max(max, z[r * K + c]!);
-      let sum = 0;
-      for (let c = 0; c < K; c++) sum += (probs[r * K + c] = Math.exp(z[r * K + c]! - max));
-      for (let c = 0; c < K; c++) probs[r * K + c]! /= sum;
-    }
+    const probs = softmaxRows(z, K);
     const top = topRows(probs, K);
     confidence.set(top.value, start);
     index.set(top.index, start);

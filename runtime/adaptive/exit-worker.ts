@@ -22,8 +22,6 @@ import { EXIT_OUTPUT, MACS_OUTPUT, MODE_FEED, TEACHER_OUTPUT, UNBIASED_OUTPUT, a
 export interface ExitWorkerInit {
   /** Plain rate graphs, by rate index. */
   files: string[];
-  /** MACs per sample of each plain rate graph. */
-  rateMacs: number[];
   device: Device;
   threads: number;
   output: string;

@@ -157,7 +157,6 @@ export async function startExitServing(manifest: ServedManifest, options: ExitOp
   const rateValues = manifest.rates.map((r) => r.rate);
   const init: ExitWorkerInit = {
     files: manifest.rates.map((r) => r.file),
-    rateMacs: manifest.rates.map((r) => r.macs),
     device: pool.device,
     threads: pool.threads,
     output: spec.output,

@@ -32,9 +32,7 @@ export const HEAD_OPTIMIZER = { kind: 'adamw', beta1: 0.9, beta2: 0.999, eps: 1e
 
 export interface HeadSpec {
   exit: number;
-  /** Name of the activation the head reads. */
-  input: string;
-  /** Per-sample shape of that activation. */
+  /** Per-sample shape of the activation the head reads. */
   inputShape: number[];
   /** The head with its weights as inputs (role `parameter`), output logits. */
   forward: { bytes: Uint8Array; signature: TrainStepSignature };
@@ -108,7 +106,6 @@ export function loadExitsSpec(manifest: ServedManifest): ExitsSpec {
       const input = head.graph.inputs.find((v) => !v.const)!;
       return {
         exit: k,
-        input: input.name,
         inputShape: (input.shape ?? []).slice(1).map((d) => (typeof d === 'number' ? d : 1)),
         forward: { bytes: encodeModel(forward.model), signature: forward.signature },
         train: { file: path.join(dir, r.headTrain!.file), signature: r.headTrain!.signature },
