@@ -15,8 +15,12 @@
 // `slicec train`, compiled the same way and fine-tuned 1 epoch. Each then gets `slicec eval` and
 // `slicec calibrate-cascade`.
 //
+// Then, with and without exits, an open-loop phase: Poisson arrivals at the full model's
+// one-at-a-time rate (`--load-factor 1`) for 10 s under `--slo-ms 20`: SLO attainment and effective accuracy, and the
+// buffer's bytes and the trainer's busy share read from /metrics after it.
+//
 //   npx tsx bench/adaptive.ts [--models fashion,resnet] [--requests 3000] [--warmup 4000] [--agreement 0.99]
-//     [--cache-bytes 268435456] [--trainer-share 0.25]
+//     [--cache-bytes 268435456] [--trainer-share 0.25] [--slo-ms 20] [--load-seconds 10] [--load-factor 1]
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -113,11 +117,23 @@ interface Answer {
   ms: number;
 }
 
-function infer(agent: http.Agent, url: string, image: Float32Array, parameters: Record<string, number>): Promise<Answer> {
-  const body = Buffer.from(JSON.stringify({ inputs: [{ name: 'input', shape: [1, 1, 28, 28], datatype: 'FP32', data: Array.from(image) }], parameters }));
-  const t0 = performance.now();
+function requestBody(image: Float32Array, parameters: Record<string, number>): Buffer {
+  return Buffer.from(JSON.stringify({ inputs: [{ name: 'input', shape: [1, 1, 28, 28], datatype: 'FP32', data: Array.from(image) }], parameters }));
+}
+
+/** The binary tensor extension: a JSON header, then the raw float32 bytes. */
+function binaryBody(image: Float32Array, parameters: Record<string, number>): { body: Buffer; headerLength: number } {
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'input', shape: [1, 1, 28, 28], datatype: 'FP32', parameters: { binary_data_size: image.byteLength } }], parameters }));
+  return { body: Buffer.concat([header, Buffer.from(image.buffer, image.byteOffset, image.byteLength)]), headerLength: header.length };
+}
+
+function infer(agent: http.Agent, url: string, image: Float32Array | { body: Buffer; headerLength: number }, parameters: Record<string, number>, t0 = performance.now()): Promise<Answer> {
+  const binary = image instanceof Float32Array ? null : image;
+  const body = binary ? binary.body : requestBody(image as Float32Array, parameters);
+  const headers: Record<string, string> = { 'Content-Type': binary ? 'application/octet-stream' : 'application/json', 'Content-Length': String(body.length) };
+  if (binary) headers['Inference-Header-Content-Length'] = String(binary.headerLength);
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', agent, headers: { 'Content-Type': 'application/json', 'Content-Length': String(body.length) } }, (res) => {
+    const req = http.request(url, { method: 'POST', agent, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -200,6 +216,65 @@ async function replay(port: number, model: string, stream: Stream, parameters: R
   return { macs: macs / n, accuracy: right / n, p50: quantile(times, 0.5), p99: quantile(times, 0.99), early: withExits > 0 ? early / withExits : null };
 }
 
+interface LoadRow {
+  model: string;
+  mode: string;
+  perSecond: number;
+  attainment: number;
+  effective: number;
+  macs: number;
+  p99: number;
+}
+
+/**
+ * Open loop: Poisson arrivals at `perSecond` for `seconds`, each request a different stream image,
+ * sent at its intended time whether or not earlier ones were answered; latency from the intended
+ * time. A request answered within `sloMs` attains the objective; effective accuracy counts a
+ * late or failed answer as wrong.
+ */
+async function openLoop(port: number, model: string, stream: Stream, perSecond: number, seconds: number, sloMs: number): Promise<Omit<LoadRow, 'model' | 'mode'>> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const url = `http://127.0.0.1:${port}/v2/models/${model}/infer`;
+  let s = 0x10ad;
+  const arrivals: number[] = [];
+  for (let t = 0; t < seconds * 1000; ) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    t += (-Math.log(1 - s / 2 ** 32) / perSecond) * 1000;
+    arrivals.push(t);
+  }
+  const bodies = arrivals.map((_, i) => binaryBody(stream.images[i % stream.images.length]!, { deadline_ms: sloMs }));
+  const start = performance.now() + 50;
+  const pending: Promise<void>[] = [];
+  let inTime = 0;
+  let effective = 0;
+  let macs = 0;
+  let answered = 0;
+  const latency: number[] = [];
+  for (let i = 0; i < arrivals.length; i++) {
+    const due = start + arrivals[i]!;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    pending.push(infer(agent, url, bodies[i]!, {}, due).then(
+      (a) => {
+        latency.push(a.ms);
+        answered++;
+        macs += a.macs;
+        if (a.ms <= sloMs) {
+          inTime++;
+          if (argmax(a.logits) === stream.labels[i % stream.images.length]) effective++;
+        }
+      },
+      () => {
+        latency.push(Infinity);
+      },
+    ));
+  }
+  await Promise.all(pending);
+  agent.destroy();
+  latency.sort((a, b) => a - b);
+  return { perSecond, attainment: inTime / arrivals.length, effective: effective / arrivals.length, macs: macs / Math.max(1, answered), p99: quantile(latency, 0.99) };
+}
+
 async function scrape(port: number): Promise<Record<string, number>> {
   const text = await new Promise<string>((resolve, reject) => {
     http.get(`http://127.0.0.1:${port}/metrics`, (res) => {
@@ -216,7 +291,18 @@ async function scrape(port: number): Promise<Record<string, number>> {
   return out;
 }
 
-async function benchModel(name: 'fashion' | 'resnet', opts: { requests: number; warmup: number; agreement: number; cacheBytes: number; trainerShare: number }): Promise<{ rows: Row[]; notes: string[] }> {
+interface BenchOptions {
+  requests: number;
+  warmup: number;
+  agreement: number;
+  cacheBytes: number;
+  trainerShare: number;
+  sloMs: number;
+  loadSeconds: number;
+  loadFactor: number;
+}
+
+async function benchModel(name: 'fashion' | 'resnet', opts: BenchOptions): Promise<{ rows: Row[]; load: LoadRow[]; notes: string[] }> {
   const dir = await prepare(name);
   const manifest = readServedManifest(dir);
   const raw = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as { cascade: { accuracy: number; meanMacs: number } };
@@ -231,7 +317,12 @@ async function benchModel(name: 'fashion' | 'resnet', opts: { requests: number; 
   const warm = take(data.train, shuffled(data.train.x.shape[0]!, 0xa11).slice(0, opts.warmup));
   const src = manifest.sourceName;
   const rows: Row[] = [];
+  const load: LoadRow[] = [];
   const notes: string[] = [];
+  const addLoad = (mode: string, r: Omit<LoadRow, 'model' | 'mode'>): void => {
+    load.push({ model: name, mode, ...r });
+    console.log(`  ${mode} at ${r.perSecond.toFixed(0)}/s: ${(r.attainment * 100).toFixed(1)} % within ${opts.sloMs} ms, ${(r.macs / 1e6).toFixed(3)} M MACs`);
+  };
   const add = (mode: string, r: Omit<Row, 'model' | 'mode'>): void => {
     rows.push({ model: name, mode, ...r });
     console.log(`  ${mode}: ${(r.macs / 1e6).toFixed(3)} M MACs, ${(r.accuracy * 100).toFixed(2)} %, p50 ${r.p50.toFixed(2)} ms`);
@@ -242,6 +333,9 @@ async function benchModel(name: 'fashion' | 'resnet', opts: { requests: number; 
   add('full model (rate 1)', await replay(server.port, rateModelName(src, 1), stream, {}));
   add(`best static rate (${staticRate.rate})`, await replay(server.port, rateModelName(src, staticRate.rate), stream, {}));
   add(`slicing alone (min_accuracy ${floor.toFixed(4)})`, await replay(server.port, src, stream, { min_accuracy: floor }));
+  // open-loop load at a multiple of what the full model answers one at a time over HTTP
+  const perSecond = opts.loadFactor * (1000 / rows[0]!.p50);
+  addLoad(`slicing, --slo-ms ${opts.sloMs}`, await openLoop(server.port, src, stream, perSecond, opts.loadSeconds, opts.sloMs));
   await stopServer(server.child);
 
   fs.rmSync(path.join(dir, 'exits', 'cache'), { recursive: true, force: true });
@@ -254,6 +348,7 @@ async function benchModel(name: 'fashion' | 'resnet', opts: { requests: number; 
   const warmS = (performance.now() - t0) / 1000;
   add('exits alone (rate 1)', await replay(server.port, rateModelName(src, 1), stream, {}));
   add('exits + slicing (min_accuracy)', await replay(server.port, src, stream, { min_accuracy: floor }));
+  addLoad(`exits + slicing, --slo-ms ${opts.sloMs}`, await openLoop(server.port, src, stream, perSecond, opts.loadSeconds, opts.sloMs));
   const m = await scrape(server.port);
   notes.push(`${name}: warm-up ${opts.warmup} images in ${warmS.toFixed(0)} s; buffer ${(m.slicec_cache_buffer_bytes! / 2 ** 20).toFixed(1)} MiB of ${(opts.cacheBytes / 2 ** 20).toFixed(1)} MiB; trainer busy ${(m.slicec_cache_trainer_busy_ratio! * 100).toFixed(1)} % of wall time (bound ${(opts.trainerShare * 100).toFixed(0)} %); heads on ${m.slicec_exit_heads_on}; server RSS ${(m.slicec_process_resident_memory_bytes! / 2 ** 20).toFixed(0)} MiB`);
   await stopServer(server.child);
@@ -267,7 +362,7 @@ async function benchModel(name: 'fashion' | 'resnet', opts: { requests: number; 
   add('cascade (min_accuracy)', await replay(server.port, src, stream, { min_accuracy: floor }));
   await stopServer(server.child);
   notes.push(`${name}: cascade calibrated on the even test images: ${(raw.cascade.accuracy * 100).toFixed(2)} %, ${(raw.cascade.meanMacs / 1e6).toFixed(3)} M MACs`);
-  return { rows, notes };
+  return { rows, load, notes };
 }
 
 async function bench(): Promise<void> {
@@ -278,12 +373,17 @@ async function bench(): Promise<void> {
     agreement: Number(argValue('--agreement') ?? 0.99),
     cacheBytes: Number(argValue('--cache-bytes') ?? 256 * 2 ** 20),
     trainerShare: Number(argValue('--trainer-share') ?? 0.25),
+    sloMs: Number(argValue('--slo-ms') ?? 20),
+    loadSeconds: Number(argValue('--load-seconds') ?? 10),
+    loadFactor: Number(argValue('--load-factor') ?? 1),
   };
   const rows: Row[] = [];
+  const load: LoadRow[] = [];
   const notes: string[] = [];
   for (const name of models) {
     const r = await benchModel(name, opts);
     rows.push(...r.rows);
+    load.push(...r.load);
     notes.push(...r.notes);
   }
   const fullOf = (model: string): Row => rows.find((r) => r.model === model && r.mode.startsWith('full'))!;
@@ -294,6 +394,11 @@ async function bench(): Promise<void> {
       const f = fullOf(r.model);
       return [r.model, r.mode, `${(r.macs / 1e6).toFixed(3)} M`, (r.macs / f.macs).toFixed(3), `${(r.accuracy * 100).toFixed(2)} %`, `${((r.accuracy - f.accuracy) * 100).toFixed(2)}`, r.p50.toFixed(2), r.p99.toFixed(2), r.early === null ? '-' : `${(r.early * 100).toFixed(1)} %`];
     }),
+  )) console.log(line);
+  console.log(`\nopen loop, Poisson arrivals at ${opts.loadFactor}× the full model's one-at-a-time rate (binary requests), ${opts.loadSeconds} s, objective ${opts.sloMs} ms (late, shed and failed count as misses)`);
+  for (const line of table(
+    ['model', 'mode', 'arrivals/s', 'SLO attainment', 'effective accuracy', 'MACs/request', 'p99 ms'],
+    load.map((r) => [r.model, r.mode, r.perSecond.toFixed(0), `${(r.attainment * 100).toFixed(1)} %`, `${(r.effective * 100).toFixed(2)} %`, `${(r.macs / 1e6).toFixed(3)} M`, Number.isFinite(r.p99) ? r.p99.toFixed(1) : 'timeout']),
   )) console.log(line);
   console.log('');
   for (const model of models) {

@@ -253,7 +253,9 @@ export class SlicedModel {
 
   /** One job at a rate; with exits loaded, in the exits' mode (`useExits`) or plain. */
   private async submit(index: number, feeds: Record<string, NdArray>, rows: number, useExits: boolean, revise?: Job['revise']): Promise<{ result: Awaited<ReturnType<Scheduler['submit']>>; exits: { exit: number; macs: number }[] }> {
-    const mode = this.exits && useExits ? this.exits.modeFeed(index, rows) : this.exits ? { dtype: 'int32' as const, dims: [rows], data: new Int32Array(rows) } : null;
+    const busy = this.pool.queueDepth > 0;
+    this.exits?.backlog(busy);
+    const mode = this.exits && useExits ? this.exits.modeFeed(index, rows, busy) : this.exits ? { dtype: 'int32' as const, dims: [rows], data: new Int32Array(rows) } : null;
     const result = await this.pool.submit({
       rateIndex: index,
       feeds: mode ? { ...feeds, [MODE_FEED]: mode } : feeds,

@@ -155,7 +155,7 @@ describe('serving with exits', () => {
     }
   });
 
-  it('heads learn from unlabeled traffic: agreement with the final model rises over the stream; the buffer keeps its bound', async () => {
+  it('heads learn from unlabeled traffic: agreement with the final model rises over the stream; buffer and trainer keep their bounds', async () => {
     const model = await SlicedModel.load(dir, { workers: 1, exits: { ...knobs, agreement: 0.95, trainerShare: 0.5, heldBackShare: 0.5 } });
     const exits = model.exitServing!;
     const rateIndex = model.rates.length - 1;
@@ -193,6 +193,10 @@ describe('serving with exits', () => {
         }
         expect(exits.stats?.bytes ?? 0).toBeLessThanOrEqual(400_000);
       }
+      // the trainer kept to its CPU share (0.5), measured by its own clock
+      const stats = exits.stats!;
+      expect(stats.steps).toBeGreaterThan(50);
+      expect(stats.busyMs / stats.wallMs).toBeLessThanOrEqual(0.55);
     } finally {
       await model.close();
       await segment.release();

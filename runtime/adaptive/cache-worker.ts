@@ -7,7 +7,8 @@
 //
 // CPU share: after each stretch of work of d ms the thread sleeps d · (1/share − 1) ms, so its
 // busy time stays ≤ share of the wall time. It runs in its own thread, so a request never waits
-// for it (only for the cores it shares).
+// for it, only for the cores it shares; and while the server has a backlog it pauses (the main
+// thread says so), so under load the cores go to requests.
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { calibrateSelective } from '../cascade.js';
@@ -66,7 +67,7 @@ export interface CacheStats {
   wallMs: number;
 }
 
-export type CacheWorkerRequest = { kind: 'samples'; samples: CacheSample[] } | { kind: 'measure' } | { kind: 'close' };
+export type CacheWorkerRequest = { kind: 'samples'; samples: CacheSample[] } | { kind: 'measure' } | { kind: 'pause'; paused: boolean } | { kind: 'close' };
 export type CacheWorkerReply =
   | { kind: 'ready' }
   | { kind: 'init-failed'; message: string }
@@ -84,6 +85,10 @@ let busyMs = 0;
 let steps = 0;
 let closing = false;
 let wake: (() => void) | null = null;
+/** Waiting for samples (not throttling): a new sample may end the wait early. */
+let idle = false;
+/** The server has a backlog: no training until it clears. */
+let paused = false;
 let seed = 0x2545f491;
 
 function random(n: number): number {
@@ -236,7 +241,13 @@ async function main(): Promise<void> {
   };
   let measureAsked = false;
   port!.on('message', (msg: CacheWorkerRequest) => {
-    if (msg.kind === 'samples') for (const s of msg.samples) buffer.add(s);
+    if (msg.kind === 'samples') {
+      for (const s of msg.samples) buffer.add(s);
+      // a throttling pause is never cut short by traffic, or the CPU share would not hold
+      if (idle) wake?.();
+      return;
+    }
+    if (msg.kind === 'pause') paused = msg.paused;
     else if (msg.kind === 'measure') measureAsked = true;
     else closing = true;
     wake?.();
@@ -245,6 +256,10 @@ async function main(): Promise<void> {
   let lastCheckpoint = performance.now();
   let turn = 0;
   while (!closing) {
+    if (paused && !measureAsked) {
+      await sleep(50);
+      continue;
+    }
     const t0 = performance.now();
     let worked = false;
     // one step for every head of the next rate that has a batch of samples
@@ -270,8 +285,10 @@ async function main(): Promise<void> {
       checkpoint();
       lastCheckpoint = performance.now();
     }
+    idle = !worked;
     if (!worked) await sleep(50);
     else await sleep(Math.max(1, spent * (1 / S.cpuShare - 1)));
+    idle = false;
   }
   checkpoint();
   for (const h of runs.flat()) {

@@ -20,6 +20,9 @@ import { EXIT_OUTPUT, MACS_OUTPUT, TEACHER_OUTPUT, UNBIASED_OUTPUT, activationOu
 import { loadExitsSpec, loadHeads, type ExitsSpec, type HeadState } from './heads.js';
 import { softmaxRows } from './math.js';
 
+/** Quiet time after a backlog before the cache trainer resumes, ms. */
+export const RESUME_MS = 100;
+
 export interface ExitOptions {
   /** Replay buffer bound, bytes (default 64 MiB). */
   maxBufferBytes?: number;
@@ -194,6 +197,9 @@ export class ExitServing {
   private stateWaiters: (() => void)[] = [];
   private requests = 0;
   private closed = false;
+  private paused = false;
+  private lastBacklog = 0;
+  private resumeTimer: NodeJS.Timeout | null = null;
   private failure: Error | null = null;
   private readonly trainerExited: Promise<void>;
 
@@ -244,14 +250,48 @@ export class ExitServing {
 
   /**
    * The control feed of a request at `rateIndex`: exits (1) while a head of the rate is on, with
-   * every 1 ÷ probeShare-th request a probe (2); collect (2) while none is. Probes are spread
-   * evenly over the stream rather than drawn at random, so short runs repeat.
+   * every 1 ÷ probeShare-th request a probe (2); collect (2) while none is. Under a backlog
+   * (`busy`: requests are waiting) nothing is collected: probes are skipped and a rate whose heads
+   * are off runs its plain graph, so training data never costs a queued request time. Probes are
+   * spread evenly over the stream rather than drawn at random, so short runs repeat.
    */
-  modeFeed(rateIndex: number, rows: number): NdArray {
-    this.requests++;
-    const probe = Math.floor(this.requests * this.settings.probeShare) > Math.floor((this.requests - 1) * this.settings.probeShare);
-    const mode = this.anyOn(rateIndex) && !probe ? 1 : 2;
+  modeFeed(rateIndex: number, rows: number, busy: boolean): NdArray {
+    let mode: number;
+    if (this.anyOn(rateIndex)) {
+      this.requests++;
+      const probe = Math.floor(this.requests * this.settings.probeShare) > Math.floor((this.requests - 1) * this.settings.probeShare);
+      mode = probe && !busy ? 2 : 1;
+    } else {
+      mode = busy ? 0 : 2;
+    }
     return { dtype: 'int32', dims: [rows], data: new Int32Array(rows).fill(mode) };
+  }
+
+  /**
+   * The server's backlog, reported at every request: the trainer pauses at once when requests
+   * wait, and resumes once none has waited for RESUME_MS.
+   */
+  backlog(busy: boolean): void {
+    const now = performance.now();
+    if (busy) this.lastBacklog = now;
+    if (busy && !this.paused) {
+      this.paused = true;
+      this.trainer.postMessage({ kind: 'pause', paused: true } satisfies CacheWorkerRequest);
+    }
+    if (this.paused && !this.resumeTimer) {
+      const check = (): void => {
+        this.resumeTimer = null;
+        if (this.closed || !this.paused) return;
+        const quiet = performance.now() - this.lastBacklog;
+        if (quiet < RESUME_MS) {
+          this.resumeTimer = setTimeout(check, RESUME_MS - quiet);
+          return;
+        }
+        this.paused = false;
+        this.trainer.postMessage({ kind: 'pause', paused: false } satisfies CacheWorkerRequest);
+      };
+      this.resumeTimer = setTimeout(check, RESUME_MS);
+    }
   }
 
   /** Take the control outputs off a result; runs that reached the end become replay samples. */
@@ -316,6 +356,7 @@ export class ExitServing {
     if (this.closed) return;
     this.flush();
     this.closed = true;
+    if (this.resumeTimer) clearTimeout(this.resumeTimer);
     if (this.failure) return;
     this.trainer.postMessage({ kind: 'close' } satisfies CacheWorkerRequest);
     await this.trainerExited;
