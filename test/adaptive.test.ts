@@ -299,6 +299,12 @@ describe('cascade across rates', () => {
     } finally {
       await model.close();
     }
+    const bad = await runCli(['calibrate-cascade', dir, '--data', data, '--target', '1.5']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(`error ${ErrorCodes.BAD_FLAG}: --target expects a number in (0, 1]`);
+    const out = await runCli(['calibrate-cascade', dir, '--data', data, '--target', '0.8']);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toMatch(/stages: rate .* → rate 1: \d+/);
   }, 60_000);
 });
 
