@@ -179,7 +179,7 @@ describe('serving with exits', () => {
     let answeredEarly = 0;
     let agreedEarly = 0;
     try {
-      const inputs = stream(600, 5, 0.2);
+      const inputs = stream(400, 5, 0.2);
       for (let i = 0; i < inputs.length; i++) {
         const r = await model.run(feed(inputs[i]!), { rate: 1 });
         if (r.exits![0] === 0) {
@@ -213,7 +213,7 @@ describe('serving with exits', () => {
     // a target of 1 cannot be met: every threshold is counted with one disagreement added
     const model = await SlicedModel.load(dir, { workers: 1, exits: { ...knobs, agreement: 1 } });
     try {
-      const inputs = stream(300, 9);
+      const inputs = stream(200, 9);
       for (let i = 0; i < inputs.length; i++) {
         const r = await model.run(feed(inputs[i]!), { rate: 1 });
         expect(r.exits).toEqual([-1]);
@@ -230,7 +230,7 @@ describe('serving with exits', () => {
 
   it('checkpoints the heads into the folder and starts from them', async () => {
     const model = await SlicedModel.load(dir, { workers: 1, exits: { ...knobs, checkpoint: true, agreement: 0.9 } });
-    for (const x of stream(150, 21)) await model.run(feed(x), { rate: 1 });
+    for (const x of stream(100, 21)) await model.run(feed(x), { rate: 1 });
     await model.exitServing!.measure();
     const trained = model.exitServing!.headStates.find((h) => h.rateIndex === model.rates.length - 1)!;
     await model.close();
