@@ -26,6 +26,14 @@ function positive(flag: string): (value: string) => number {
   };
 }
 
+function fraction(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value.trim());
+    if (value.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 1) throw badFlag(flag, 'a number in (0, 1]', value);
+    return n;
+  };
+}
+
 function oneOf<T extends string>(flag: string, values: readonly T[]): (value: string) => T {
   return (value) => {
     if (!(values as readonly string[]).includes(value)) throw badFlag(flag, values.join(' or '), value);
@@ -50,6 +58,13 @@ interface ServeFlags {
   timeoutMs?: number;
   upstream?: string;
   upstreamConcurrency: number;
+  minAccuracy?: number;
+  exits?: boolean;
+  cacheBytes?: number;
+  trainerShare?: number;
+  agreement?: number;
+  probeShare?: number;
+  cascade?: boolean;
 }
 
 interface TritonFlags {
@@ -87,17 +102,35 @@ export function registerRuntimeCommands(program: Command): void {
     .option('--timeout-ms <ms>', 'per-request timeout (504)', positive('--timeout-ms'))
     .option('--upstream <url>', 'route to a v2 server holding <name>_rXXX models instead of running them here')
     .option('--upstream-concurrency <n>', 'requests kept in flight upstream', integer('--upstream-concurrency', 1), 2)
+    .option('--min-accuracy <a>', 'accuracy floor per request: the least compute meeting it (needs recorded accuracy; a request may override it)', fraction('--min-accuracy'))
+    .option('--exits', 'serve with early exits, their heads trained online from the served traffic (a folder compiled with --exits)')
+    .option('--cache-bytes <n>', 'with --exits: bytes the replay buffer may hold', integer('--cache-bytes', 1024))
+    .option('--trainer-share <f>', 'with --exits: most of the wall time the head trainer may be busy', fraction('--trainer-share'))
+    .option('--agreement <f>', 'with --exits: agreement with the full model a head needs at its threshold to answer', fraction('--agreement'))
+    .option('--probe-share <f>', 'with --exits: share of requests run to the end while heads answer (keeps them trained and measured)', (v) => (v.trim() === '0' ? 0 : fraction('--probe-share')(v)))
+    .option('--cascade', 'let the policy answer through the cascade across rates recorded by calibrate-cascade')
     .action(async (dir: string, flags: ServeFlags) => {
       const { SlicedModel } = await import('../runtime/sliced-model.js');
       const { V2Server } = await import('../runtime/server/http.js');
       const { connectUpstream } = await import('../runtime/server/router.js');
-      const load = { maxBatch: flags.maxBatch, maxQueueDelayMs: flags.maxQueueDelayMs };
+      const load = { maxBatch: flags.maxBatch, maxQueueDelayMs: flags.maxQueueDelayMs, cascade: flags.cascade === true };
+      const exitKnobs = (['cacheBytes', 'trainerShare', 'agreement', 'probeShare'] as const).filter((k) => flags[k] !== undefined);
+      if (!flags.exits && exitKnobs.length > 0) {
+        throw userError(ErrorCodes.BAD_FLAG, `--${exitKnobs[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} tunes early exits, which are off`, { expected: '--exits with it', found: 'no --exits', hint: 'add --exits (a folder compiled with --exits)' });
+      }
+      if (flags.exits && flags.upstream) throw userError(ErrorCodes.BAD_FLAG, '--exits runs the segments here, --upstream routes elsewhere', { expected: 'one of them', found: 'both', hint: 'drop one' });
+      const exits = flags.exits ? { maxBufferBytes: flags.cacheBytes, trainerShare: flags.trainerShare, agreement: flags.agreement, probeShare: flags.probeShare } : undefined;
       const model = flags.upstream
         ? await connectUpstream(dir, { ...load, upstream: flags.upstream, name: flags.name, concurrency: flags.upstreamConcurrency })
-        : await SlicedModel.load(dir, { ...load, device: flags.device, workers: flags.workers, threads: flags.threads, mode: flags.mode });
+        : await SlicedModel.load(dir, { ...load, device: flags.device, workers: flags.workers, threads: flags.threads, mode: flags.mode, exits });
+      if (flags.minAccuracy !== undefined && !model.rates.every((r) => typeof r.accuracy === 'number')) {
+        await model.close();
+        throw userError(ErrorCodes.BAD_FLAG, '--min-accuracy needs an accuracy per rate, and the manifest records none', { expected: 'rates[].accuracy in manifest.json', found: 'none', hint: `run slicec eval ${dir} --data SPEC first` });
+      }
       const server = new V2Server(model, {
         name: flags.name,
         sloMs: flags.sloMs,
+        minAccuracy: flags.minAccuracy,
         shed: flags.shed === true,
         maxBodyBytes: flags.maxBodyBytes,
         maxConcurrency: flags.maxConcurrency,
@@ -105,7 +138,8 @@ export function registerRuntimeCommands(program: Command): void {
       });
       const address = await server.listen(flags.port, flags.host);
       const where = flags.upstream ? `routing to ${flags.upstream}` : `${model.workers} worker(s) on ${model.device}, mode ${model.mode}`;
-      write(`serving ${server.modelNames.join(', ')} at http://${address.address}:${address.port}/v2 (${where}${flags.sloMs ? `, objective ${flags.sloMs} ms` : ''})\n`);
+      const extras = [flags.sloMs ? `objective ${flags.sloMs} ms` : '', flags.minAccuracy !== undefined ? `accuracy floor ${flags.minAccuracy}` : '', flags.exits ? 'early exits' : '', flags.cascade ? 'cascade' : ''].filter((x) => x);
+      write(`serving ${server.modelNames.join(', ')} at http://${address.address}:${address.port}/v2 (${[where, ...extras].join(', ')})\n`);
       await new Promise<void>((resolve) => {
         const stop = (): void => {
           process.off('SIGTERM', stop);
@@ -116,6 +150,25 @@ export function registerRuntimeCommands(program: Command): void {
         process.on('SIGTERM', stop);
         process.on('SIGINT', stop);
       });
+    });
+
+  program
+    .command('calibrate-cascade')
+    .description('calibrate the cascade across rates (answer at a low rate when confident, else run a wider one) on data; written into manifest.json')
+    .argument('<dir>', 'compiled output folder')
+    .requiredOption('--data <spec>', 'fashion-mnist | mnist | file.npz | x.npy,y.npy | a folder of class sub-folders of images')
+    .option('--target <accuracy>', 'accuracy the cascade must reach on the calibration samples (default: the widest rate\'s)', fraction('--target'))
+    .option('--share <fraction>', 'share of the test split used, spread evenly over it (the rest is left for measuring)', fraction('--share'), 0.5)
+    .option('--device <cpu|cuda>', 'where to run', oneOf('--device', ['cpu', 'cuda'] as const), 'cpu')
+    .action(async (dir: string, flags: { data: string; target?: number; share: number; device: 'cpu' | 'cuda' }) => {
+      const { calibrateCascadeFolder } = await import('./eval.js');
+      const { cascade, fullAccuracy, manifestFile } = await calibrateCascadeFolder(dir, flags);
+      const pct = (x: number): string => `${(x * 100).toFixed(2)} %`;
+      const widest = cascade.stages[cascade.stages.length - 1]!;
+      write(`${cascade.samples} samples (${cascade.data.split} split, every ${(1 / cascade.data.share).toFixed(1)}th)\n`);
+      write(`stages: ${cascade.stages.map((s) => `rate ${s.rate}${s.threshold === null ? '' : ` (confidence ≥ ${s.threshold.toFixed(4)})`}: ${s.answered}`).join(' → ')}\n`);
+      write(`accuracy ${pct(cascade.accuracy)} (target ${pct(cascade.target)}; rate ${widest.rate} alone ${pct(fullAccuracy)}), mean MACs ${Math.round(cascade.meanMacs)}\n`);
+      write(`wrote ${manifestFile}\n`);
     });
 
   program

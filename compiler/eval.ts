@@ -2,6 +2,13 @@
 // (validation, or the training examples when the source has neither), MACs, parameters and the
 // median latency of one example, measured on the rate's own inference graph on one thread. For a
 // compiled folder the results go into manifest.json (rates[i].accuracy, loss, latencyMs).
+//
+// `slicec calibrate-cascade DIR --data SPEC`: every rate's top softmax probability and whether
+// its answer is right, on the first share of the same split, then the cascade across rates
+// (runtime/cascade.ts calibrateCascade) that reaches the target accuracy (default: the widest
+// rate's on those samples) at the least mean MACs, over every chain of rates that ends with the
+// widest. The calibration samples are spread evenly over the split (indices ⌊k ÷ share⌋; splits
+// are often sorted by class); the others are left for measuring. Recorded as manifest.cascade.
 
 import type { Plan } from './plan.js';
 import { modelCost } from './cost.js';
@@ -13,7 +20,14 @@ import { buildForwardGraph } from './train-step.js';
 import { evaluateRate } from '../runtime/evaluate.js';
 import { GraphSession } from '../runtime/graph-session.js';
 import { RateRunner } from '../runtime/rate-graphs.js';
-import { materialize } from '../runtime/data.js';
+import { materialize, type Split } from '../runtime/data.js';
+import { calibrateCascade, type CascadeStage } from '../runtime/cascade.js';
+import type { ManifestCascade } from '../runtime/adaptive/cascade-spec.js';
+import { confidence } from '../runtime/adaptive/math.js';
+import { Session } from '../runtime/session.js';
+import type { Manifest } from './artifacts.js';
+import { ErrorCodes, userError } from './diagnostics.js';
+import * as path from 'node:path';
 
 export interface EvalRowOut {
   rate: number;
@@ -78,4 +92,88 @@ async function latency(bytes: Uint8Array, input: string, x: ReturnType<typeof ma
   } finally {
     await session.release();
   }
+}
+
+export interface CascadeOptions {
+  data: string;
+  /** Accuracy the cascade must reach on the calibration samples (default: the widest rate's there). */
+  target?: number;
+  /** Share of the split used, from its start (default 0.5). */
+  share?: number;
+  device?: 'cpu' | 'cuda';
+  cacheDir?: string;
+}
+
+/** The calibration samples' indices: `count` spread evenly, ⌊k ÷ share⌋. */
+export function calibrationPicks(count: number, share: number): Int32Array {
+  return Int32Array.from({ length: count }, (_, k) => Math.floor(k / share));
+}
+
+/** Per rate: confidence and correctness of every calibration sample (rates ascending). */
+async function rateStages(dir: string, manifest: Manifest, split: Split, picks: Int32Array, device: 'cpu' | 'cuda' | undefined): Promise<CascadeStage[]> {
+  const input = manifest.inputs[0]!.name;
+  const rates = [...manifest.rates].sort((a, b) => a.rate - b.rate);
+  const stages: CascadeStage[] = [];
+  for (const rate of rates) {
+    const session = await Session.create(path.join(dir, rate.file), { device });
+    const count = picks.length;
+    const conf = new Float32Array(count);
+    const correct = new Uint8Array(count);
+    try {
+      for (let start = 0; start < count; start += 500) {
+        const n = Math.min(500, count - start);
+        const { x, y } = materialize(split, picks.subarray(start, start + n));
+        const out = await session.run({ [input]: { dtype: 'float32', dims: x.shape, data: x.data as Float32Array } });
+        const logits = Object.values(out)[0]!.data as Float32Array;
+        const top = confidence(logits, logits.length / n);
+        for (let i = 0; i < n; i++) {
+          conf[start + i] = top.value[i]!;
+          correct[start + i] = top.index[i] === Number((y.data as BigInt64Array)[i]) ? 1 : 0;
+        }
+      }
+    } finally {
+      await session.release();
+    }
+    stages.push({ id: `rate-${rate.rate}`, cost: rate.macs, confidence: conf, correct });
+  }
+  return stages;
+}
+
+export async function calibrateCascadeFolder(dir: string, opts: CascadeOptions): Promise<{ cascade: ManifestCascade; fullAccuracy: number; manifestFile: string }> {
+  const target = loadTarget(dir);
+  if (!target.manifest) throw userError(ErrorCodes.BAD_INPUT_FILE, `calibrate-cascade needs a compiled folder, got ${dir}`, { expected: 'a folder written by slicec compile', found: dir });
+  if (target.plan.loss.kind !== 'cross-entropy') throw userError(ErrorCodes.UNSUPPORTED, 'calibrate-cascade needs a classifier', { expected: 'a cross-entropy plan', found: target.plan.loss.kind });
+  const share = opts.share ?? 0.5;
+  if (!(share > 0 && share <= 1)) throw userError(ErrorCodes.BAD_FLAG, `--share expects a number in (0, 1], got ${share}`, { expected: 'a number in (0, 1]', found: String(share) });
+  const data = await loadData(opts.data, target, target.plan, opts.cacheDir);
+  const [split, name] = data.test ? [data.test, 'test'] : data.val ? [data.val, 'validation'] : [data.train, 'train'];
+  const count = Math.max(1, Math.floor(split.x.shape[0]! * share));
+  const all = await rateStages(dir, target.manifest, split, calibrationPicks(count, share), opts.device);
+  const widest = all[all.length - 1]!;
+  const fullAccuracy = Array.from(widest.correct as Uint8Array).reduce((a, b) => a + b, 0) / count;
+  const goal = opts.target ?? fullAccuracy;
+  if (!(goal > 0 && goal <= 1)) throw userError(ErrorCodes.BAD_FLAG, `--target expects an accuracy in (0, 1], got ${goal}`, { expected: 'a number in (0, 1]', found: String(goal) });
+  // every chain of rates that ends with the widest: the cheapest one that meets the goal
+  let best: { stages: CascadeStage[]; result: ReturnType<typeof calibrateCascade> } | null = null;
+  for (let mask = 0; mask < 2 ** (all.length - 1); mask++) {
+    const stages = [...all.slice(0, -1).filter((_, i) => mask & (1 << i)), widest];
+    const result = calibrateCascade(stages, goal);
+    // a stage that never answers only costs: the same chain without it is cheaper
+    const everyStageAnswers = result.thresholds.slice(0, -1).every(Number.isFinite);
+    if (result.met && everyStageAnswers && (!best || result.meanCost < best.result.meanCost)) best = { stages, result };
+  }
+  if (!best) {
+    throw userError(ErrorCodes.BAD_FLAG, `--target ${goal}: not even the widest rate reaches it (${(fullAccuracy * 100).toFixed(2)} %)`, { expected: `a target ≤ ${fullAccuracy}`, found: String(goal) });
+  }
+  const rateOf = (s: CascadeStage): number => target.manifest!.rates.find((r) => `rate-${r.rate}` === s.id)!.rate;
+  const cascade: ManifestCascade = {
+    target: goal,
+    accuracy: best.result.accuracy,
+    meanMacs: best.result.meanCost,
+    samples: count,
+    data: { spec: opts.data, split: name, share },
+    stages: best.stages.map((s, j) => ({ rate: rateOf(s), threshold: j === best!.stages.length - 1 ? null : best!.result.thresholds[j]!, answered: best!.result.answered[j]! })),
+  };
+  const manifestFile = writeManifest(dir, { ...structuredClone(target.manifest), cascade } as Manifest);
+  return { cascade, fullAccuracy, manifestFile };
 }

@@ -104,3 +104,53 @@ export function calibrateCascade(stages: CascadeStage[], target: number): Cascad
   }
   return { ...evaluateCascade(stages, thresholds), thresholds, target, met };
 }
+
+export interface SelectiveStage {
+  /** Per sample: the stage's confidence; NaN where the sample never reached the stage. */
+  confidence: ArrayLike<number>;
+  /** Per sample: whether the stage's answer agrees with the reference (the final model's, or the label). */
+  agree: ArrayLike<boolean | number>;
+}
+
+export interface SelectiveThreshold {
+  /** Infinity when no threshold reaches the target on enough samples. */
+  threshold: number;
+  /** Samples the stage answers at that threshold (among those that reached it). */
+  answered: number;
+  /** Agreement among the answered ones (NaN when none). */
+  agreement: number;
+}
+
+/**
+ * Thresholds for early exits that each answer only where they agree with the reference: stage by
+ * stage over the samples earlier stages left, the smallest threshold whose answered samples agree
+ * at least `target` of the time, counted with one disagreement added (agreed ÷ (answered + 1)), so
+ * that a stage must answer about 1 ÷ (1 − target) samples without a miss before it may answer at
+ * all, and at least `minAnswered`. This is the per-stage condition (each exit is switched on only
+ * when its own answers agree), stricter than calibrateCascade's whole-cascade target, which lets
+ * an early stage spend the slack the later ones leave.
+ */
+export function calibrateSelective(stages: SelectiveStage[], target: number, minAnswered = 1): SelectiveThreshold[] {
+  const n = stages[0]?.confidence.length ?? 0;
+  let open = Array.from({ length: n }, (_, i) => i);
+  return stages.map((s) => {
+    const reached = open.filter((i) => !Number.isNaN(s.confidence[i]!));
+    const order = reached.sort((a, b) => s.confidence[b]! - s.confidence[a]!);
+    let agreed = 0;
+    let best = -1;
+    let bestAgreed = 0;
+    for (let k = 0; k < order.length; k++) {
+      if (s.agree[order[k]!]) agreed++;
+      const tieContinues = k + 1 < order.length && s.confidence[order[k + 1]!] === s.confidence[order[k]!];
+      if (tieContinues) continue;
+      if (k + 1 >= minAnswered && agreed / (k + 2) >= target) {
+        best = k;
+        bestAgreed = agreed;
+      }
+    }
+    if (best < 0) return { threshold: Infinity, answered: 0, agreement: Number.NaN };
+    const leaving = new Set(order.slice(0, best + 1));
+    open = open.filter((i) => !leaving.has(i));
+    return { threshold: s.confidence[order[best]!]!, answered: best + 1, agreement: bestAgreed / (best + 1) };
+  });
+}

@@ -10,3 +10,8 @@ export { Session, warnOnce, runFloat, openFloatSession, type Device, type Sessio
 export { readServedManifest, rateModelName, type ServedManifest, type ServedRate, type ServedTensor } from './manifest.js';
 export type { NdArray, DType, TypedArray } from './ndarray.js';
 export { exportTriton, type TritonExportOptions } from '../compiler/export-triton.js';
+export { calibrateCascade, calibrateSelective, evaluateCascade, type CascadeStage, type CascadeCalibration, type SelectiveStage, type SelectiveThreshold } from './cascade.js';
+export { exitSettings, type ExitOptions, type ExitServing } from './adaptive/exits.js';
+export { ReplayBuffer, type CacheSample, type BufferOptions } from './adaptive/buffer.js';
+export type { HeadState } from './adaptive/heads.js';
+export type { ManifestCascade } from './adaptive/cascade-spec.js';

@@ -8,6 +8,13 @@
 // allowed rate (the answer is late by the least), or shed when the caller asked for it.
 // Accuracy per rate comes from the manifest when an eval recorded it; otherwise rates are ranked
 // by their value (a wider slice is never worse than a narrower one of the same weights).
+//
+// Accuracy-constrained mode (objective 'compute', what a request's minAccuracy asks for): among
+// the options that meet the floor, are sustainable and fit the budget, the one that spends the
+// fewest MACs (ties: the more accurate). Combined with a deadline this is "least compute meeting
+// A within S"; when no option meeting A fits S, the floor wins as in latency mode (the smallest
+// allowed option, late, or shed). Options are not only rates: the runtime adds a rate served with
+// early exits and a cascade across rates, each with its measured accuracy and mean MACs.
 
 export interface RateOption {
   rate: number;
@@ -15,6 +22,8 @@ export interface RateOption {
   accuracy: number;
   /** Predicted service time of this request at this rate, ms. */
   serviceMs: number;
+  /** Mean MACs per sample (needed by objective 'compute'; default: ranked by `rate`). */
+  macs?: number;
 }
 
 export interface PolicyRequest {
@@ -24,6 +33,8 @@ export interface PolicyRequest {
   minAccuracy?: number;
   /** Refuse the request instead of answering late when no rate fits. */
   shed?: boolean;
+  /** 'latency' (default): the most accurate option in time; 'compute': the cheapest that meets minAccuracy in time. */
+  objective?: 'latency' | 'compute';
 }
 
 export interface PolicyLoad {
@@ -54,11 +65,12 @@ export function chooseRate(options: readonly RateOption[], request: PolicyReques
     const sustainable = allowed.filter((i) => options[i]!.serviceMs <= load.maxServiceMs!);
     allowed = sustainable.length > 0 ? sustainable : [smallest(options, allowed)];
   }
+  const prefer = request.objective === 'compute' && request.minAccuracy !== undefined ? cheaper : better;
   let best = -1;
   for (const i of allowed) {
     const o = options[i]!;
     if (load.waitMs + o.serviceMs > request.budgetMs) continue;
-    if (best < 0 || better(o, options[best]!)) best = i;
+    if (best < 0 || prefer(o, options[best]!)) best = i;
   }
   if (best >= 0) return { kind: 'serve', index: best, predictedMs: load.waitMs + options[best]!.serviceMs, meetsDeadline: true };
   const cheapest = smallest(options, allowed);
@@ -69,6 +81,14 @@ export function chooseRate(options: readonly RateOption[], request: PolicyReques
 
 function better(a: RateOption, b: RateOption): boolean {
   return a.accuracy > b.accuracy || (a.accuracy === b.accuracy && a.serviceMs < b.serviceMs);
+}
+
+function cost(o: RateOption): number {
+  return o.macs ?? o.rate;
+}
+
+function cheaper(a: RateOption, b: RateOption): boolean {
+  return cost(a) < cost(b) || (cost(a) === cost(b) && better(a, b));
 }
 
 /**

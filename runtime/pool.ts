@@ -103,19 +103,23 @@ function waitReady(worker: Worker): Promise<Extract<WorkerReply, { kind: 'ready'
   });
 }
 
-/**
- * The compiled package runs worker.js; from sources (tests, tsx scripts) the worker registers
- * tsx's loader first, since a worker does not inherit the parent's module hooks.
- */
+/** The pool's inference worker (worker.ts beside this file). */
 function createWorker(init: WorkerInit): Worker {
   const here = fileURLToPath(import.meta.url);
-  const ext = path.extname(here);
-  const workerFile = path.join(path.dirname(here), `worker${ext}`);
+  return spawnWorker(path.join(path.dirname(here), `worker${path.extname(here)}`), init);
+}
+
+/**
+ * A worker thread running `workerFile` (a sibling module's path, .js in the compiled package,
+ * .ts from sources). From sources (tests, tsx scripts) the worker registers tsx's loader first,
+ * since a worker does not inherit the parent's module hooks.
+ */
+export function spawnWorker(workerFile: string, workerData: unknown): Worker {
   // --input-type (node -e) applies to string input only; a worker started from a file refuses it.
   const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
-  if (ext === '.js') return new Worker(workerFile, { workerData: init, execArgv });
+  if (path.extname(workerFile) === '.js') return new Worker(workerFile, { workerData, execArgv });
   // The import condition of tsx/esm/api is the .mjs beside the .cjs that require resolves.
-  const tsxApi = pathToFileURL(createRequire(here).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
+  const tsxApi = pathToFileURL(createRequire(fileURLToPath(import.meta.url)).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
   const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(pathToFileURL(workerFile).href)}); })`;
-  return new Worker(boot, { eval: true, workerData: init });
+  return new Worker(boot, { eval: true, workerData });
 }

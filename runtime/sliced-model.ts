@@ -8,6 +8,11 @@
 // The latency profile is measured at load (a few runs per rate at batch 1 and a larger batch)
 // and refined from every observed slot time (dispatch to answer, so messaging and the delays
 // other work on the host adds to our threads count too).
+// Per-input adaptive computation (runtime/adaptive/): with `exits`, requests run segment by
+// segment and leave at the first confident head the cache trainer has switched on; with
+// `cascade`, the policy may answer at a low rate and run a higher one only when the answer is not
+// confident (thresholds from `slicec calibrate-cascade`). Both enter the policy as options with
+// their measured accuracy and mean MACs.
 
 import * as os from 'node:os';
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
@@ -18,6 +23,10 @@ import { startWorkers } from './pool.js';
 import { Scheduler, ShedError, type Job, type Runner } from './scheduler.js';
 import { readServedManifest, type ServedManifest, type ServedRate, type ServedTensor } from './manifest.js';
 import { warnOnce, type Device } from './session.js';
+import { requireCascade, type ManifestCascade } from './adaptive/cascade-spec.js';
+import { MODE_FEED } from './adaptive/protocol.js';
+import { startExitServing, type ExitOptions, type ExitServing } from './adaptive/exits.js';
+import { runCascade } from './adaptive/cascade-run.js';
 
 export { ShedError };
 
@@ -48,6 +57,10 @@ export interface LoadOptions {
   maxUtilization?: number;
   /** Where the one CUDA fallback warning goes (default stderr). */
   warn?: (text: string) => void;
+  /** Serve with early exits and train their heads online (per-rate mode only; the folder needs --exits). */
+  exits?: ExitOptions | boolean;
+  /** Let the policy answer through the cascade across rates recorded by `slicec calibrate-cascade`. */
+  cascade?: boolean;
 }
 
 export interface InferOptions {
@@ -55,7 +68,10 @@ export interface InferOptions {
   rate?: number;
   /** Latency objective for this request, ms from `arrivedAt` (or from the call). */
   deadlineMs?: number;
-  /** Accuracy floor; needs per-rate accuracy in the manifest. */
+  /**
+   * Accuracy floor; needs per-rate accuracy in the manifest. The request is then served by the
+   * option that spends the fewest MACs meeting it (within the deadline, when one is given).
+   */
   minAccuracy?: number;
   /** Refuse (ShedError) instead of answering late when no rate fits the deadline. */
   shed?: boolean;
@@ -75,6 +91,12 @@ export interface InferResult {
   /** What the policy predicted for wait + service, ms. */
   predictedMs: number;
   batchRows: number;
+  /** MACs spent per row (mean over the rows): the rate's, less what an early exit saved, or the cascade's stages summed. */
+  macs: number;
+  /** Served with exits: per row, the exit that answered (−1: the final output). */
+  exits?: number[];
+  /** Served by the cascade: the rates run, in order (the last one answered what was left). */
+  cascade?: number[];
 }
 
 export class SlicedModel {
@@ -85,6 +107,8 @@ export class SlicedModel {
   private readonly targetFraction: number;
   private readonly maxUtilization: number;
   private readonly arrivals = new ArrivalRate();
+  private readonly exits: ExitServing | null;
+  private readonly cascade: ManifestCascade | null;
 
   private constructor(
     readonly manifest: ServedManifest,
@@ -92,7 +116,10 @@ export class SlicedModel {
     runners: Runner[],
     readonly device: Device,
     options: LoadOptions,
+    adaptive: { exits?: ExitServing; cascade?: ManifestCascade },
   ) {
+    this.exits = adaptive.exits ?? null;
+    this.cascade = adaptive.cascade ?? null;
     this.batchable = [...manifest.inputs, ...manifest.outputs].every((t) => t.shape !== null && t.shape.length > 0 && typeof t.shape[0] !== 'number');
     this.pool = new Scheduler(runners, { maxBatch: this.batchable ? options.maxBatch : 1, maxQueueDelayMs: options.maxQueueDelayMs });
     this.profile = new LatencyProfile(manifest.rates.map(() => ({ intercept: 1, slope: 0 })));
@@ -105,8 +132,12 @@ export class SlicedModel {
    * A model served by the given runners (one per parallel slot), profiled before it resolves.
    * `load` uses worker threads; the router uses connections to an upstream v2 server.
    */
-  static async withRunners(manifest: ServedManifest, mode: ServeMode, runners: Runner[], device: Device, options: LoadOptions = {}): Promise<SlicedModel> {
-    const model = new SlicedModel(manifest, mode, runners, device, options);
+  static async withRunners(manifest: ServedManifest, mode: ServeMode, runners: Runner[], device: Device, options: LoadOptions = {}, exits?: ExitServing): Promise<SlicedModel> {
+    const cascade = options.cascade ? requireCascade(manifest.dir, manifest.rates.map((r) => r.rate)) : undefined;
+    if (cascade && manifest.outputs.length !== 1) {
+      throw userError(ErrorCodes.BAD_FLAG, '--cascade needs a model with one output (class scores)', { expected: '1 output', found: `${manifest.outputs.length} outputs` });
+    }
+    const model = new SlicedModel(manifest, mode, runners, device, options, { exits, cascade });
     try {
       await model.measureProfile(options.profileRuns ?? 5);
     } catch (e) {
@@ -124,6 +155,17 @@ export class SlicedModel {
     }
     const threads = Math.max(1, options.threads ?? 1);
     const workers = Math.max(1, options.workers ?? Math.floor(os.availableParallelism() / threads));
+    if (options.exits) {
+      if (mode === 'elastic') throw userError(ErrorCodes.BAD_FLAG, '--exits serves the per-rate graphs', { expected: '--mode per-rate', found: '--mode elastic', hint: 'drop --mode elastic' });
+      const started = await startExitServing(manifest, options.exits === true ? {} : options.exits, { workers, threads, device: options.device ?? 'cpu' });
+      if (options.device === 'cuda' && started.fallback) warnOnce(`CUDA was asked for but cannot be used (${started.fallback}); running on CPU. See docs/runtime.md, "CUDA".`, options.warn);
+      try {
+        return await SlicedModel.withRunners(manifest, mode, started.runners, started.device, options, started.exits);
+      } catch (e) {
+        await started.exits.close();
+        throw e;
+      }
+    }
     const started = await startWorkers({
       files: mode === 'elastic' ? [manifest.elastic!.file] : manifest.rates.map((r) => r.file),
       rateInput: mode === 'elastic' ? manifest.elastic!.rateInput : null,
@@ -166,6 +208,16 @@ export class SlicedModel {
     return this.pool.inFlight;
   }
 
+  /** The exits' serving state (heads, trainer statistics), when loaded with exits. */
+  get exitServing(): ExitServing | null {
+    return this.exits;
+  }
+
+  /** The cascade the policy may use, when loaded with one. */
+  get cascadeSpec(): ManifestCascade | null {
+    return this.cascade;
+  }
+
   profileSnapshot(): RateProfileSnapshot[] {
     return this.profile.snapshot();
   }
@@ -181,16 +233,11 @@ export class SlicedModel {
     this.arrivals.arrive(arrivedAt);
     const wanted = this.checkOutputs(options.outputs);
     const plan = this.plan(rows, options, arrivedAt);
-    const result = await this.pool.submit({
-      rateIndex: plan.index,
-      feeds,
-      rows,
-      predictedMs: this.profile.predict(plan.index, rows),
-      revise: plan.revise,
-    });
-    this.profile.observe(result.rateIndex, result.batchRows, result.slotMs);
+    if (plan.index === this.manifest.rates.length) return this.runCascade(feeds, rows, options, arrivedAt, wanted, plan.predictedMs);
+    const { result, exits } = await this.submit(plan.index, feeds, rows, true, plan.revise);
     const outputs: Record<string, NdArray> = {};
     for (const name of wanted) outputs[name] = result.outputs[name]!;
+    const rateMacs = this.manifest.rates[result.rateIndex]!.macs;
     return {
       outputs,
       rate: this.manifest.rates[result.rateIndex]!.rate,
@@ -199,16 +246,71 @@ export class SlicedModel {
       totalMs: performance.now() - arrivedAt,
       predictedMs: plan.predictedMs,
       batchRows: result.batchRows,
+      macs: exits.length > 0 ? exits.reduce((a, e) => a + e.macs, 0) / exits.length : rateMacs,
+      ...(exits.length > 0 ? { exits: exits.map((e) => e.exit) } : {}),
     };
   }
 
-  /** Let running and queued requests finish, then stop the workers. */
-  async close(): Promise<void> {
-    await this.pool.close();
+  /** One job at a rate; with exits loaded, in the exits' mode (`useExits`) or plain. */
+  private async submit(index: number, feeds: Record<string, NdArray>, rows: number, useExits: boolean, revise?: Job['revise']): Promise<{ result: Awaited<ReturnType<Scheduler['submit']>>; exits: { exit: number; macs: number }[] }> {
+    const busy = this.pool.queueDepth > 0;
+    this.exits?.backlog(busy);
+    const mode = this.exits && useExits ? this.exits.modeFeed(index, rows, busy) : this.exits ? { dtype: 'int32' as const, dims: [rows], data: new Int32Array(rows) } : null;
+    const result = await this.pool.submit({
+      rateIndex: index,
+      feeds: mode ? { ...feeds, [MODE_FEED]: mode } : feeds,
+      rows,
+      predictedMs: this.profile.predict(index, rows),
+      revise,
+    });
+    this.profile.observe(result.rateIndex, result.batchRows, result.slotMs);
+    return { result, exits: this.exits ? this.exits.takeRows(result.rateIndex, result.outputs) : [] };
   }
 
+  /** The cascade (runtime/adaptive/cascade-run.ts): stages run plain, each a job of its own. */
+  private runCascade(feeds: Record<string, NdArray>, rows: number, options: InferOptions, arrivedAt: number, wanted: string[], predictedMs: number): Promise<InferResult> {
+    return runCascade(
+      {
+        cascade: this.cascade!,
+        manifest: this.manifest,
+        submit: async (index) => (await this.submit(index, feeds, rows, false)).result,
+        predictMs: (index) => this.pool.predictedWaitMs() + this.profile.predict(index, rows),
+      },
+      rows,
+      options.deadlineMs ?? Infinity,
+      arrivedAt,
+      wanted,
+      predictedMs,
+    );
+  }
+
+  /** Let running and queued requests finish, then stop the workers (and the cache trainer, which checkpoints its heads). */
+  async close(): Promise<void> {
+    await this.pool.close();
+    await this.exits?.close();
+  }
+
+  /**
+   * The policy's options: every rate (with exits loaded, at its accuracy less the share its heads
+   * answer against the final model, and its mean MACs with them), then the cascade when loaded.
+   */
   private options(rows: number): RateOption[] {
-    return this.manifest.rates.map((r, i) => ({ rate: r.rate, accuracy: this.accuracy.values[i]!, serviceMs: this.profile.predict(i, rows) }));
+    const all = this.manifest.rates.map((r, i): RateOption => {
+      const estimate = this.exits?.anyOn(i) ? this.exits.estimate(i) : null;
+      return { rate: r.rate, accuracy: this.accuracy.values[i]! - (estimate?.disagreement ?? 0), serviceMs: this.profile.predict(i, rows), macs: estimate?.meanMacs ?? r.macs };
+    });
+    const c = this.cascade;
+    if (c) {
+      let reach = 1;
+      let serviceMs = 0;
+      for (const s of c.stages) {
+        const index = this.manifest.rates.findIndex((r) => Math.abs(r.rate - s.rate) < 1e-9);
+        serviceMs += reach * this.profile.predict(index, rows);
+        reach -= s.answered / Math.max(1, c.samples);
+      }
+      all.push({ rate: c.stages[c.stages.length - 1]!.rate, accuracy: c.accuracy, serviceMs, macs: c.meanMacs });
+    }
+    return all;
   }
 
   /**
@@ -226,13 +328,18 @@ export class SlicedModel {
         });
       }
       indices = [index];
-    } else if (options.minAccuracy !== undefined && !this.accuracy.recorded) {
-      throw userError(ErrorCodes.BAD_REQUEST, 'minAccuracy needs an accuracy per rate, and the manifest records none', {
-        hint: 'run `slicec eval` on the compiled folder first, or ask for a rate or a deadline',
-      });
+    } else {
+      if (options.minAccuracy !== undefined && !this.accuracy.recorded) {
+        throw userError(ErrorCodes.BAD_REQUEST, 'minAccuracy needs an accuracy per rate, and the manifest records none', {
+          hint: 'run `slicec eval` on the compiled folder first, or ask for a rate or a deadline',
+        });
+      }
+      // the cascade is one more option, after the rates
+      if (this.cascade) indices.push(this.manifest.rates.length);
     }
     const deadline = options.deadlineMs ?? Infinity;
-    const request = { minAccuracy: options.rate === undefined ? options.minAccuracy : undefined, shed: options.shed };
+    const minAccuracy = options.rate === undefined ? options.minAccuracy : undefined;
+    const request = { minAccuracy, shed: options.shed, objective: minAccuracy !== undefined ? ('compute' as const) : ('latency' as const) };
     const perMs = this.arrivals.at(performance.now());
     // Without a deadline there is no objective to protect: the most accurate rate is served.
     const maxServiceMs = perMs > 0 && Number.isFinite(deadline) ? (this.pool.runners * this.maxUtilization) / perMs : undefined;
@@ -247,11 +354,11 @@ export class SlicedModel {
     // Shedding judges against the whole deadline; the rate is planned on a share of it.
     if (first.kind === 'shed') first = decide(indices, waitMs, 1);
     if (first.kind === 'shed') throw new ShedError(first.predictedMs);
-    if (!Number.isFinite(deadline)) return { index: first.rateIndex, predictedMs: first.predictedMs };
+    if (!Number.isFinite(deadline) || first.rateIndex === this.manifest.rates.length) return { index: first.rateIndex, predictedMs: first.predictedMs };
     // At dispatch the wait is known: keep the rate when it still fits, else step down (never up,
     // which would lengthen the wait of everything queued behind).
     const revise = (_waitedMs: number, current: number): { rateIndex: number; predictedMs: number } | -1 => {
-      const lower = indices.filter((i) => this.accuracy.values[i]! <= this.accuracy.values[current]!);
+      const lower = indices.filter((i) => i < this.manifest.rates.length && this.accuracy.values[i]! <= this.accuracy.values[current]!);
       const decision = decide(lower, 0, 1);
       if (decision.kind === 'shed') return -1;
       return { rateIndex: decision.rateIndex, predictedMs: decision.predictedMs };

@@ -45,6 +45,25 @@ describe('chooseRate', () => {
     expect(chooseRate(recorded, { budgetMs: 2 }, { waitMs: 0 })).toMatchObject({ index: 0 });
   });
 
+  it('accuracy-constrained: the least compute meeting the floor, within the deadline when one is given', () => {
+    // a rate with exits (index 4) is as accurate as rate 0.75 and spends less than rate 0.5
+    const withExits: RateOption[] = [...OPTIONS.map((o) => ({ ...o, macs: o.rate * 100 })), { rate: 1, accuracy: 0.75, serviceMs: 4, macs: 40 }];
+    const compute = (minAccuracy: number, budgetMs: number) => chooseRate(withExits, { budgetMs, minAccuracy, objective: 'compute' }, { waitMs: 0 });
+    expect(compute(0.7, Infinity)).toMatchObject({ kind: 'serve', index: 4 });
+    expect(compute(0.5, Infinity)).toMatchObject({ index: 4 });
+    expect(compute(0.3, Infinity)).toMatchObject({ index: 4 });
+    expect(compute(0.2, Infinity)).toMatchObject({ index: 0 });
+    expect(compute(0.9, Infinity)).toMatchObject({ index: 3 });
+    // within 3.5 ms: the exits option is too slow, rate 0.75 too; rate 0.5 meets 0.5
+    expect(compute(0.5, 3.5)).toMatchObject({ index: 1, meetsDeadline: true });
+    // nothing meeting 0.9 fits 3.5 ms: the floor wins, the answer is late
+    expect(compute(0.9, 3.5)).toMatchObject({ index: 3, meetsDeadline: false });
+    // latency mode with the same floor: the most accurate in time, not the cheapest
+    expect(chooseRate(withExits, { budgetMs: Infinity, minAccuracy: 0.5 }, { waitMs: 0 })).toMatchObject({ index: 3 });
+    // without MACs the rate value ranks the cost
+    expect(chooseRate(OPTIONS, { budgetMs: Infinity, minAccuracy: 0.5, objective: 'compute' }, { waitMs: 0 })).toMatchObject({ index: 1 });
+  });
+
   it('rankAccuracy uses the manifest only when every rate has a value', () => {
     expect(rankAccuracy([{ rate: 0.5, accuracy: 0.8 }, { rate: 1, accuracy: 0.9 }])).toEqual({ values: [0.8, 0.9], recorded: true });
     expect(rankAccuracy([{ rate: 0.5, accuracy: 0.8 }, { rate: 1 }])).toEqual({ values: [0.5, 1], recorded: false });

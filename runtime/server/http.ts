@@ -22,6 +22,8 @@ export interface ServerOptions {
   sloMs?: number;
   /** Refuse requests no rate can answer in time (503) instead of answering late at the smallest rate. */
   shed?: boolean;
+  /** Default accuracy floor per request (least compute meeting it); a request's `min_accuracy` overrides it. */
+  minAccuracy?: number;
   maxBodyBytes?: number;
   maxConcurrency?: number;
   timeoutMs?: number;
@@ -47,7 +49,7 @@ export class V2Server {
   private handling = 0;
   private lastArrival = 0;
   private draining = false;
-  private readonly opts: Required<Omit<ServerOptions, 'name' | 'sloMs'>> & { sloMs: number | undefined };
+  private readonly opts: Required<Omit<ServerOptions, 'name' | 'sloMs' | 'minAccuracy'>> & { sloMs: number | undefined; minAccuracy: number | undefined };
 
   constructor(
     private readonly model: SlicedModel,
@@ -56,6 +58,7 @@ export class V2Server {
     this.name = options.name ?? model.name;
     this.opts = {
       sloMs: options.sloMs,
+      minAccuracy: options.minAccuracy,
       shed: options.shed ?? false,
       maxBodyBytes: options.maxBodyBytes ?? 64 * 1024 * 1024,
       maxConcurrency: options.maxConcurrency ?? 4096,
@@ -64,7 +67,14 @@ export class V2Server {
     };
     this.models.set(this.name, undefined);
     for (const r of model.rates) this.models.set(rateModelName(this.name, r.rate), r.rate);
-    this.metrics = new ServerMetrics(() => ({ queueDepth: model.queueDepth, inFlight: model.inFlight }));
+    this.metrics = new ServerMetrics(() => {
+      const stats = model.exitServing?.stats;
+      return {
+        queueDepth: model.queueDepth,
+        inFlight: model.inFlight,
+        ...(stats ? { cacheBytes: stats.bytes, trainerShare: stats.wallMs > 0 ? stats.busyMs / stats.wallMs : 0, headsOn: model.exitServing!.headStates.filter((h) => h.enabled).length } : {}),
+      };
+    });
     this.http = http.createServer({ requestTimeout: Math.max(10_000, Math.ceil(this.opts.timeoutMs * 2)), headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
       void this.handle(req, res);
     });
@@ -181,7 +191,7 @@ export class V2Server {
       const options: InferOptions = {
         rate: route.rate ?? request.parameters.sliceRate,
         deadlineMs,
-        minAccuracy: request.parameters.minAccuracy,
+        minAccuracy: request.parameters.minAccuracy ?? (route.rate === undefined ? this.opts.minAccuracy : undefined),
         shed: request.parameters.shed ?? this.opts.shed,
         arrivedAt,
         outputs: request.outputs?.map((o) => o.name),
@@ -193,7 +203,14 @@ export class V2Server {
           model_name: name,
           model_version: '1',
           ...(request.id !== undefined ? { id: request.id } : {}),
-          parameters: { slice_rate: result.rate, queue_ms: round3(result.queueMs), service_ms: round3(result.serviceMs) },
+          parameters: {
+            slice_rate: result.rate,
+            queue_ms: round3(result.queueMs),
+            service_ms: round3(result.serviceMs),
+            macs: Math.round(result.macs),
+            ...(result.exits ? { exit: result.exits[0]! } : {}),
+            ...(result.cascade ? { cascade: result.cascade.join(',') } : {}),
+          },
         },
         Object.entries(result.outputs).map(([n, array]) => ({ name: n, array, binary: binary.get(n) ?? request.binaryOutputDefault })),
       );
@@ -209,6 +226,8 @@ export class V2Server {
       res.end(encoded.body);
       const totalMs = performance.now() - arrivedAt;
       this.metrics.served.inc({ model: this.name, rate: String(result.rate) });
+      this.metrics.macs.inc({ model: this.name }, result.macs * result.batchRows);
+      for (const exit of result.exits ?? []) this.metrics.exitAnswers.inc({ model: this.name, exit: exit < 0 ? 'final' : String(exit) });
       if (deadlineMs !== undefined && totalMs > deadlineMs) this.metrics.deadlineMisses.inc({ model: this.name });
       this.record(res.statusCode, arrivedAt);
     } catch (e) {
