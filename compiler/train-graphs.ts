@@ -55,9 +55,15 @@ export function emitTrainGraphs(dir: string, opts: { batch: number; loss: LossSp
   const trainDir = path.join(dir, 'train');
   fs.mkdirSync(trainDir, { recursive: true });
   const graphs: TrainGraphEntry[] = [];
+  // fixed constants (a group norm's averaging matrices, ...) and running statistics are not trained
+  const roles = new Map(manifest.parameters.map((p) => [p.name, p.role]));
+  const trainable = (name: string): boolean => {
+    const role = roles.get(name);
+    return role === undefined || role === 'weight' || role === 'bias' || role === 'norm-scale' || role === 'norm-bias';
+  };
   for (const rate of manifest.rates) {
     const model = readModel(path.join(dir, rate.file));
-    const step = buildTrainStep(model, { batch: opts.batch, loss: opts.loss, optimizer: opts.optimizer, inputShapes: opts.inputShapes });
+    const step = buildTrainStep(model, { batch: opts.batch, loss: opts.loss, optimizer: opts.optimizer, inputShapes: opts.inputShapes, trainable });
     const file = path.posix.join('train', path.basename(rate.file));
     const target = path.join(dir, file);
     writeModel(step.model, `${target}.tmp`, { dropValueInfo: true, externalData: false });

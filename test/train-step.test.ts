@@ -118,4 +118,18 @@ describe('slicec train-graphs', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('error SLC010');
   });
+
+  it('trains weights, biases and norm vectors only: fixed constants (group-norm matrices) stay inputs of no update', () => {
+    const outDir = path.join(tmp, 'train-graphs-gn');
+    expect(runBin([path.join(REPO_ROOT, 'fixtures', 'concat-net.onnx'), '--groups', '4', '--rates', '0.5,1', '--norm', 'gn', '-o', outDir]).code).toBe(0);
+    expect(runBin(['train-graphs', outDir, '--batch', '4']).code).toBe(0);
+    const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as Manifest;
+    const roles = new Map(manifest.parameters.map((p) => [p.name, p.role]));
+    expect([...roles.values()].filter((r) => r === 'fixed').length).toBeGreaterThan(0);
+    for (const g of manifest.train!.graphs) {
+      const trained = g.signature.inputs.filter((i) => i.role === 'parameter').map((i) => roles.get(i.parameter!));
+      expect(trained.length).toBeGreaterThan(0);
+      for (const role of trained) expect(['weight', 'bias', 'norm-scale', 'norm-bias', undefined]).toContain(role);
+    }
+  });
 });
