@@ -42,9 +42,9 @@ export function compileNotes(result: CompileSummary, groups: number): string[] {
     const top1 = c.after.top1 === null ? '' : `top-1 agreement ${(c.after.top1 * 100).toFixed(1)}%, `;
     notes.push(
       `the group norms change the full-rate model (${top1}relative error ${c.after.relativeError.toFixed(3)} against the original). ` +
-        'Fine-tuning restores accuracy: train elastic.onnx on the original training data, drawing its rate input from the compiled rates at each step (as in model slicing)' +
+        `Fine-tuning restores accuracy: slicec finetune ${result.outDir} --data <training data>` +
         `${c.source === 'synthetic' ? '; --calibration with real inputs also fits the group norms better' : ''}. ` +
-        'Or compile with --norm keep, which keeps the original model exactly at rate 1.',
+        'Or compile with --norm bn or keep, which keep the original model exactly at rate 1.',
     );
   }
   return notes;
