@@ -231,7 +231,8 @@ describe('what compile prints', () => {
     expect(run.code, run.stderr).toBe(0);
     expect(run.stderr).toContain('note: the group norms change the full-rate model');
     expect(run.stderr).toContain('Fine-tuning restores accuracy');
-    expect(run.stderr).toContain('--norm keep');
+    expect(run.stderr).toContain('slicec finetune');
+    expect(run.stderr).toContain('--norm bn or keep');
   });
 
   it('progress bars on a terminal, none off it or with --json/--quiet', () => {
