@@ -107,7 +107,7 @@ async function alone(): Promise<void> {
       data: 'fashion-mnist',
       overrides: {
         epochs: 8, batchSize: 128, rates: [rate], sampling: { mode: 'round-robin' }, distillation: { enabled: false },
-        optimizer: { kind: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 5e-4 }, normalization: { recalibrate: { enabled: false } },
+        optimizer: { kind: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 5e-4 }, schedule: { warmupEpochs: 1 }, normalization: { recalibrate: { enabled: false } },
       },
     });
     acc[RATES.indexOf(rate)] = out.result.final.find((x) => x.rate === rate)!.accuracy;

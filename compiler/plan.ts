@@ -70,6 +70,8 @@ export interface PlanDescription {
   outputs: { name: string }[];
   isClassifier: boolean;
   normalization?: 'gn' | 'keep' | 'none' | 'bn';
+  /** Warm-up epochs of the schedule (default: 1 with gn, which changes the model's function, else 0). */
+  warmupEpochs?: number;
 }
 
 export function optimizerDefaults(kind: Optimizer['kind']): Optimizer {
@@ -107,7 +109,7 @@ export function defaultPlan(desc: PlanDescription): Plan {
     optimizer: optimizerDefaults('sgd'),
     // inserted group norms change the function, so their first steps need a warm-up; kept or
     // identity-initialized BatchNorms start where the model is and train from the first step
-    schedule: scheduleDefaults('cosine', epochs, mode === 'gn' && epochs > 1 ? 1 : 0),
+    schedule: scheduleDefaults('cosine', epochs, desc.warmupEpochs ?? (mode === 'gn' && epochs > 1 ? 1 : 0)),
     epochs,
     batchSize: 64,
     seed: 0,

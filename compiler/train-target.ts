@@ -90,7 +90,7 @@ export function loadTarget(location: string): TrainTarget {
     const model = load(location);
     const { input, outputs } = signatureOf(model);
     const roles = modelRoles(model);
-    const plan = defaultPlan({ rates: [1], inputs: [input], outputs: outputs.map((name) => ({ name })), isClassifier: classesOf(model, outputs[0]!) !== undefined, normalization: 'keep' });
+    const plan = defaultPlan({ rates: [1], inputs: [input], outputs: outputs.map((name) => ({ name })), isClassifier: classesOf(model, outputs[0]!) !== undefined, normalization: 'keep', warmupEpochs: 1 }); // plain training often starts from scratch: warm up
     plan.normalization.recalibrate.enabled = false;
     return { kind: 'model', location, manifest: null, plan, planFile: null, input, outputs, rates: [{ rate: 1, model, file: location }], roles, full: fullTensors(model, roles), classes: classesOf(model, outputs[0]!) };
   }
