@@ -2,8 +2,11 @@
 // files (`--calibration input_0.pb`, or a folder holding input_0.pb, input_1.pb, ...), or made
 // up as seeded N(0, 1) samples when no file is given. Files are checked before any work
 // (checkCalibrationFiles): readable, float32, every value finite (a NaN or Inf would make every
-// fitted scale NaN). Calibration runs the model in onnxruntime, so a model with ops it cannot
-// run (a custom domain without a model-local function) is refused before the batch is made.
+// fitted scale NaN). `--data SPEC` takes the batch from a dataset instead (datasetCalibration:
+// evenly spaced training examples, loaded and normalized as finetune loads them, so the channel
+// order and the inserted norms are fitted to the data the model will be trained on).
+// Calibration runs the model in onnxruntime, so a model with ops it cannot run (a custom domain
+// without a model-local function) is refused before the batch is made.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -111,6 +114,32 @@ export function loadCalibration(file: string, model: Model): Record<string, Floa
     feeds[input.name] = { dims: [...t.dims], data: t.data() as Float32Array };
   });
   return feeds;
+}
+
+/** Examples per --data calibration batch unless --calibration-samples says otherwise. */
+export const DATA_CALIBRATION_SAMPLES = 512;
+
+/**
+ * `samples` evenly spaced training examples of `spec` (fewer when the set is smaller) as the
+ * batch of the model's one float input.
+ */
+export async function datasetCalibration(model: Model, spec: string, samples: number): Promise<Record<string, FloatTensor>> {
+  checkRunnable(model);
+  const inputs = feedInputs(model);
+  const input = inputs[0];
+  if (inputs.length !== 1 || !input || input.elemType !== DataType.FLOAT) {
+    throw userError(ErrorCodes.BAD_FLAG, '--data calibrates a model with one float input', {
+      expected: 'one float32 model input', found: `${inputs.length} inputs${input ? ` (the first of type ${input.elemType ?? '?'})` : ''}`,
+      hint: 'give the batch as TensorProto files with --calibration instead',
+    });
+  }
+  const { loadDataset, materialize } = await import('../runtime/data.js');
+  const data = await loadDataset(spec, { expect: { shape: input.shape ? [...input.shape] : [], dtype: 'f32' } });
+  const count = data.train.x.shape[0]!;
+  const n = Math.min(samples, count);
+  const picks = Array.from({ length: n }, (_, i) => Math.floor((i * count) / n));
+  const { x } = materialize(data.train, picks);
+  return { [input.name]: { dims: [...x.shape], data: x.data as Float32Array } };
 }
 
 /** Seeded standard-normal inputs; symbolic batch dims become `batch`, other unknown dims 32. */

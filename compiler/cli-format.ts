@@ -43,7 +43,7 @@ export function compileNotes(result: CompileSummary, groups: number): string[] {
     notes.push(
       `the group norms change the full-rate model (${top1}relative error ${c.after.relativeError.toFixed(3)} against the original). ` +
         `Fine-tuning restores accuracy: slicec finetune ${result.outDir} --data <training data>` +
-        `${c.source === 'synthetic' ? '; --calibration with real inputs also fits the group norms better' : ''}. ` +
+        `${c.source === 'synthetic' ? '; --data or --calibration with real inputs also fits the group norms better' : ''}. ` +
         'Or compile with --norm bn or keep, which keep the original model exactly at rate 1.',
     );
   }
@@ -57,7 +57,7 @@ function formatNormalization(result: CompileSummary): string {
   const c = n.calibration;
   if (c) {
     const top1 = (a: { top1: number | null }): string => (a.top1 === null ? '' : `, top-1 agreement ${(a.top1 * 100).toFixed(1)}%`);
-    const source = c.source === 'file' ? 'calibration file' : 'synthetic N(0,1) inputs (pass --calibration for real data)';
+    const source = c.source === 'file' ? 'calibration file' : c.source === 'data' ? 'training examples (--data)' : 'synthetic N(0,1) inputs (pass --data or --calibration for real data)';
     line += `\ncalibration on ${c.batch} ${source}: full-rate output vs original, relative error ${c.before.relativeError.toFixed(3)} → ${c.after.relativeError.toFixed(3)}${top1(c.after)}`;
   }
   return line;

@@ -151,7 +151,9 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
     .option('--norm <mode>', 'bn: BatchNorms with statistics per rate, inserted where a sliced layer has none (default, unless the model has layer norms); gn: group norms aligned with slice groups (default for models with layer norms); keep: leave normalization as it is (BatchNorm statistics per rate); none: fold BatchNorms into the layers and add nothing', parseNorm)
     .option('--elastic <form>', 'fast: elastic.onnx is an If tree over the per-rate graphs, about as fast as they are (default); lean: weights cut at run time, least memory', parseElastic)
     .option('--importance <mode>', 'channel order: activation (activations on the calibration data × outgoing weights; default with --calibration), weight (weight L1; default otherwise) or none (the exported order: naive truncation)', parseImportance)
-    .option('--calibration <file>', 'calibration batch for group-norm initialization (TensorProto .pb, or a folder of input_N.pb)')
+    .option('--calibration <file>', 'calibration batch for the inserted norms and activation order (TensorProto .pb, or a folder of input_N.pb)')
+    .option('--data <spec>', 'calibration batch from a dataset instead, as finetune takes it (fashion-mnist, mnist, an .npz, a folder of class folders of images): evenly spaced training examples')
+    .option('--calibration-samples <n>', 'examples --data takes (default 512)', (v: string) => parseIntegerAtLeastOne('--calibration-samples', v))
     .option('--exits <auto|LAYER,...>', 'early exits: auto (chosen at block boundaries) or the layers named (node, value or module names); writes exits/ with per-rate segments and heads', parseExits)
     .option('--explain', 'print, per layer, whether it is sliced and why not')
     .option('--print-before <step|all>', `print the model before a step (repeatable or a comma list); steps: ${stepNames}`, collectSteps('--print-before'))
@@ -190,6 +192,8 @@ export function buildProgram(io: CliIO, json: boolean, state: RunState): Command
         elastic: opts.elastic,
         importance: opts.importance,
         calibration: opts.calibration,
+        ...(opts.data ? { data: opts.data } : {}),
+        ...(opts.calibrationSamples ? { calibrationSamples: opts.calibrationSamples } : {}),
         ...(opts.exits ? { exits: opts.exits } : {}),
         printBefore: opts.printBefore,
         printAfter: opts.printAfter,
@@ -271,6 +275,8 @@ interface CompileFlags {
   elastic?: 'fast' | 'lean';
   importance?: 'activation' | 'weight' | 'none';
   calibration?: string;
+  data?: string;
+  calibrationSamples?: number;
   exits?: 'auto' | string[];
   explain?: boolean;
   printBefore?: string[];

@@ -29,6 +29,13 @@ export interface CompileOptions {
   /** Calibration batch for group-norm initialization (TensorProto .pb file or folder); synthetic when absent. */
   calibration?: string;
   /**
+   * Calibration data from a dataset instead (a `--data` spec as finetune takes it: fashion-mnist,
+   * mnist, an .npz, a folder of images): `calibrationSamples` training examples, evenly spaced.
+   */
+  data?: string;
+  /** How many examples `data` gives (default 512). */
+  calibrationSamples?: number;
+  /**
    * Fit group-norm scales to the original model (default true). Off leaves γ = 1, β = 0 (or the
    * replaced layer norm's own), e.g. for golden dumps that must not depend on float rounding.
    */
@@ -67,6 +74,9 @@ export interface CompileProgress {
 }
 
 export type NormMode = 'gn' | 'keep' | 'none' | 'bn';
+/** Where calibration inputs came from: --calibration, --data, or seeded N(0, 1). */
+export type CalibrationSource = 'file' | 'data' | 'synthetic';
+
 export type ImportanceMode = 'activation' | 'weight' | 'none';
 
 export interface LayerExplanation {
@@ -115,7 +125,7 @@ export interface NormalizationResult {
   sites: Record<string, number>;
   skipped: { where: string; why: string }[];
   calibration: {
-    source: 'file' | 'synthetic';
+    source: CalibrationSource;
     batch: number;
     before: { relativeError: number; top1: number | null };
     after: { relativeError: number; top1: number | null };
@@ -149,7 +159,7 @@ export interface BatchNormEntry {
 export interface ImportanceResult {
   mode: ImportanceMode;
   /** 'activation' only: where the data came from and how many samples. */
-  source?: 'file' | 'synthetic';
+  source?: CalibrationSource;
   batch?: number;
   /** 'activation' only: unions ordered by activations (the others by weights: no layer reads them). */
   unions?: number;

@@ -16,7 +16,7 @@ import { printModel, type PrintSection } from './printer.js';
 import { inferShapes } from './shape-inference.js';
 import { dtypeShortName } from './tensor.js';
 import { verifyModel, verifyShapes } from './verifier.js';
-import type { CompileOptions, CompileResult, ImportanceResult, LayerExplanation, NormalizationResult, NormMode, RateResult, StepStat } from './pipeline-types.js';
+import type { CalibrationSource, CompileOptions, CompileResult, ImportanceResult, LayerExplanation, NormalizationResult, NormMode, RateResult, StepStat } from './pipeline-types.js';
 import { coupleChannels, explainLayers, type ChannelAnalysis } from '../passes/couple-channels.js';
 import { find } from '../passes/channel-space.js';
 import { activeGroups, describePartition, keptWidths, partitionChannels, type Partition } from '../passes/partition-channels.js';
@@ -36,7 +36,7 @@ import { activationImportance } from '../passes/activation-importance.js';
 import { openFloatSession, runFloat } from '../runtime/session.js';
 import { writeModuleOrNote } from './codegen.js';
 import { defaultPlan, formatPlan } from './plan.js';
-import { checkCalibrationFiles, loadCalibration, syntheticCalibration } from './calibration-data.js';
+import { checkCalibrationFiles, DATA_CALIBRATION_SAMPLES, datasetCalibration, loadCalibration, syntheticCalibration, type FloatTensor } from './calibration-data.js';
 import { explainExits, manifestExits, writeRateExits, type RateExits } from './exits.js';
 import { planExits } from '../passes/add-exits.js';
 
@@ -218,6 +218,14 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   const { groups, rates: requested, roundTo, outDir } = validateOptions(options);
   // everything the user gave is checked before any work
   checkOutput(outDir);
+  if (options.calibration && options.data) {
+    throw userError(ErrorCodes.BAD_FLAG, '--calibration and --data both give the calibration batch', {
+      expected: 'one of them', found: `--calibration ${options.calibration} --data ${options.data}`, hint: 'drop one',
+    });
+  }
+  if (options.calibrationSamples !== undefined && !(Number.isSafeInteger(options.calibrationSamples) && options.calibrationSamples >= 1)) {
+    throw userError(ErrorCodes.BAD_FLAG, '--calibration-samples must be a whole number of at least 1', { expected: 'an integer ≥ 1', found: String(options.calibrationSamples) });
+  }
   if (options.calibration) checkCalibrationFiles(options.calibration);
   const warn = options.warn ?? ((text: string) => void process.stderr.write(`${text}\n`));
   const steps = new Stepper(options, hooks);
@@ -247,17 +255,18 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   for (const note of notes) warn(`note: ${note}`);
   const digits = rateDigits(rates);
   steps.expect('prune-to-rate', rates.length);
-  const importance: ImportanceResult = { mode: options.importance ?? (options.calibration ? 'activation' : 'weight') };
+  const calibration = await calibrationInput(model, options);
+  const importance: ImportanceResult = { mode: options.importance ?? (calibration.source !== 'synthetic' ? 'activation' : 'weight') };
   await steps.runAsync('reorder-channels', model, async () => {
     // none: the exported order (naive truncation keeps each layer's first channels as they are)
     if (importance.mode === 'none') return { perms: new Map() };
     if (importance.mode === 'weight') return reorderChannels(model.graph, analysis, partition);
-    const feeds = calibrationFeeds(model, options);
+    const feeds = calibration.feeds();
     const scores = await activationImportance(model, analysis, partition, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs));
-    Object.assign(importance, { source: options.calibration ? 'file' : 'synthetic', batch: Object.values(feeds)[0]?.dims[0] ?? 0, unions: scores.size });
+    Object.assign(importance, { source: calibration.source, batch: Object.values(feeds)[0]?.dims[0] ?? 0, unions: scores.size });
     return reorderChannels(model.graph, analysis, partition, scores);
   }, { transform: true });
-  const { result: normalization, hints, batchNorms } = await normalize(model, analysis, partition, options, steps);
+  const { result: normalization, hints, batchNorms } = await normalize(model, analysis, partition, options, steps, calibration);
   const parameters = buildParameterMap(model, analysis, hints);
   const exitSpec = options.exits;
   const exitPlan = exitSpec ? steps.run('add-exits', model, () => planExits(model, exitSpec), {
@@ -382,11 +391,23 @@ interface Normalized {
   batchNorms?: BatchNormSite[];
 }
 
-function calibrationFeeds(model: Model, options: CompileOptions) {
-  return options.calibration ? loadCalibration(options.calibration, model) : syntheticCalibration(model);
+interface CalibrationInput {
+  source: CalibrationSource;
+  feeds: () => Record<string, FloatTensor>;
 }
 
-async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper): Promise<Normalized> {
+/** The calibration batch: --data examples, a --calibration file, or seeded N(0, 1) inputs. */
+async function calibrationInput(model: Model, options: CompileOptions): Promise<CalibrationInput> {
+  if (options.data) {
+    const feeds = await datasetCalibration(model, options.data, options.calibrationSamples ?? DATA_CALIBRATION_SAMPLES);
+    return { source: 'data', feeds: () => feeds };
+  }
+  const file = options.calibration;
+  if (file) return { source: 'file', feeds: () => loadCalibration(file, model) };
+  return { source: 'synthetic', feeds: () => syntheticCalibration(model) };
+}
+
+async function normalize(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper, calibration: CalibrationInput): Promise<Normalized> {
   const mode = options.norm ?? 'bn';
   const hints: RoleHints = { fixed: new Set(), normScale: new Set(), normBias: new Set() };
   if (mode === 'keep') {
@@ -395,7 +416,7 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
     if (sites.length === 0) return { result: { mode, sites: {}, skipped: [], calibration: null }, hints };
     return { result: { mode, sites: {}, skipped: [], calibration: null, perRateStats: true }, hints, batchNorms: sites };
   }
-  if (mode === 'bn') return normalizeBatchNorm(model, analysis, partition, options, steps, hints);
+  if (mode === 'bn') return normalizeBatchNorm(model, analysis, partition, options, steps, hints, calibration);
   if (mode === 'none') {
     const folded = steps.run('fold-batch-norm', model, () => {
       const r = foldBatchNorm(model, analysis);
@@ -427,8 +448,8 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
     for (const v of s.fixed) hints.fixed.add(v);
   }
   if (inserted.sites.length === 0 || options.calibrate === false) return { result: { mode, sites, skipped: inserted.skipped, calibration: null }, hints };
-  const source = options.calibration ? 'file' : 'synthetic';
-  const feeds = calibrationFeeds(model, options);
+  const source = calibration.source;
+  const feeds = calibration.feeds();
   const report = await steps.runAsync('calibrate-group-norm', model, () =>
     calibrateGroupNorm(model, before, inserted.sites, feeds, (bytes) => openFloatSession(bytes), source), { transform: true });
   return {
@@ -442,7 +463,7 @@ async function normalize(model: Model, analysis: ChannelAnalysis, partition: Par
   };
 }
 
-async function normalizeBatchNorm(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper, hints: RoleHints): Promise<Normalized> {
+async function normalizeBatchNorm(model: Model, analysis: ChannelAnalysis, partition: Partition, options: CompileOptions, steps: Stepper, hints: RoleHints, calibration: CalibrationInput): Promise<Normalized> {
   const before = encodeModel(model);
   const inserted = steps.run('insert-batch-norm', model, () => {
     const r = insertBatchNorm(model, analysis, partition);
@@ -459,8 +480,8 @@ async function normalizeBatchNorm(model: Model, analysis: ChannelAnalysis, parti
   for (const s of inserted.sites) sites[s.kind] = (sites[s.kind] ?? 0) + 1;
   const result: NormalizationResult = { mode: 'bn', sites, skipped: inserted.skipped, calibration: null, perRateStats: true };
   if (inserted.sites.some((s) => s.kind === 'inserted') && options.calibrate !== false) {
-    const feeds = calibrationFeeds(model, options);
-    const source = options.calibration ? 'file' : 'synthetic';
+    const feeds = calibration.feeds();
+    const source = calibration.source;
     result.calibration = await steps.runAsync('calibrate-batch-norm', model, () =>
       calibrateBatchNorm(model, before, inserted.sites, feeds, (bytes, f, outputs) => runFloat(bytes, f, outputs), source), { transform: true });
   }

@@ -20,6 +20,7 @@ import { decodeModel, encodeModel } from '../compiler/onnx-codec.js';
 import type { FloatTensor } from '../compiler/calibration-data.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
 import type { GroupNormSite } from './insert-group-norm.js';
+import type { CalibrationSource } from '../compiler/pipeline-types.js';
 
 /** A loaded model that runs many times (runtime/session.ts provides one). */
 export interface CalibrationSession {
@@ -40,7 +41,7 @@ export interface Agreement {
 }
 
 export interface CalibrationReport {
-  source: 'file' | 'synthetic';
+  source: CalibrationSource;
   batch: number;
   sites: number;
   /** Agreement with γ = 1, β = 0 (or the replaced norm's own affine), before fitting. */

@@ -34,7 +34,7 @@ import { refreshShapes } from '../compiler/shape-inference.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
 import type { FloatTensor } from '../compiler/calibration-data.js';
 import { encodeModel } from '../compiler/onnx-codec.js';
-import type { BatchNormEntry } from '../compiler/pipeline-types.js';
+import type { BatchNormEntry, CalibrationSource } from '../compiler/pipeline-types.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { resolve, spaceWidth, type Space } from './channel-space.js';
 import type { Partition } from './partition-channels.js';
@@ -222,7 +222,7 @@ function channelStatistics(x: FloatTensor): { mean: Float32Array; variance: Floa
 }
 
 export interface BatchNormCalibration {
-  source: 'file' | 'synthetic';
+  source: CalibrationSource;
   batch: number;
   /** Full-rate outputs against the original's before and after the statistics are set. */
   before: Agreement;

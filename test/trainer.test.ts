@@ -126,6 +126,23 @@ describe('slicec finetune', () => {
     }, 60_000);
   }
 
+  it('compile --data takes the calibration batch from the training examples (activation order, inserted norms)', async () => {
+    const dir = path.join(tmp, 'data-calibration');
+    const r = await runCli([LENET, '--groups', '4', '--rates', '0.5,1', '--data', lenetData, '--calibration-samples', '64', '-o', dir, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const result = JSON.parse(r.stdout) as { importance: Record<string, unknown>; normalization: { mode: string; calibration: { source: string; batch: number } } };
+    expect(result.importance).toMatchObject({ mode: 'activation', source: 'data', batch: 64 });
+    expect(result.normalization.mode).toBe('bn');
+    expect(result.normalization.calibration).toMatchObject({ source: 'data', batch: 64 });
+    const both = await runCli([LENET, '--groups', '4', '--data', lenetData, '--calibration', lenetData, '-o', path.join(tmp, 'never')]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('error SLC007: --calibration and --data both give the calibration batch');
+    const zero = await runCli([LENET, '--groups', '4', '--data', lenetData, '--calibration-samples', '0', '-o', path.join(tmp, 'never')]);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toContain('error SLC007: --calibration-samples expects an integer ≥ 1');
+    expect(fs.existsSync(path.join(tmp, 'never'))).toBe(false);
+  });
+
   it('a run killed with SIGKILL and resumed ends with the weights of an uninterrupted run', async () => {
     const a = path.join(tmp, 'resume-a');
     const b = path.join(tmp, 'resume-b');
