@@ -1,7 +1,7 @@
 // The fine-tuning benchmark: from the bundled pretrained Fashion-MNIST CNN, compile with G = 8 at
 // rates 1/.75/.5/.25 and measure test accuracy per rate (the 10,000 test images):
 // - without fine-tuning: naive truncation (the exported order), weight-L1 order, activation order
-//   (512 training images as calibration data, as `slicec demo` uses);
+//   (`--data fashion-mnist`: 512 training images as calibration data, as `slicec demo` uses);
 // - after 1 and 2 epochs of the default plan (sandwich + in-place distillation, SGD Nesterov lr
 //   .01 cosine, batch 64; warm-up only with gn) per normalization: bn (switchable BatchNorm,
 //   inserted where a sliced layer has none), keep (the model's BatchNorms, statistics per rate),
@@ -19,7 +19,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { main } from '../compiler/cli.js';
-import { writeCalibration } from '../compiler/demo.js';
 import { evaluateTarget } from '../compiler/eval.js';
 import { runTraining } from '../compiler/finetune.js';
 import { loadDataset, takeRows } from '../runtime/data.js';
@@ -34,11 +33,10 @@ const norms = (argValue('--norms') ?? 'bn,keep,gn').split(',');
 const RATES = [1, 0.75, 0.5, 0.25];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-bench-finetune-'));
 const quiet = { stdout: () => {}, stderr: (t: string) => process.stderr.write(t) };
-const calibration = path.join(tmp, 'calibration.pb');
 
 async function compileTo(dir: string, norm: string, importance: 'activation' | 'weight' | 'none' = 'activation'): Promise<void> {
   const args = [model, '--groups', '8', '--rates', RATES.join(','), '--norm', norm, '--importance', importance, '-o', dir];
-  if (importance === 'activation') args.push('--calibration', calibration);
+  if (importance === 'activation') args.push('--data', 'fashion-mnist');
   const code = await main(args, quiet);
   if (code !== 0) throw new Error(`compile ${args.join(' ')} exited with ${code}`);
 }
@@ -81,7 +79,6 @@ async function tuned(base: string, label: string): Promise<void> {
 }
 
 async function accuracy(): Promise<void> {
-  await writeCalibration(calibration);
   const original = await evaluateTarget(model, { data: 'fashion-mnist', latencyRuns: 1 });
   rows.push({ what: 'original model (bundled, rate 1 only)', acc: [original.rows[0]!.accuracy, null, null, null] });
   await untuned('naive truncation (exported order, keep), no fine-tuning', 'keep', 'none');

@@ -14,7 +14,6 @@ import { ErrorCodes, userError } from './diagnostics.js';
 
 export const DEMO_MODEL = 'fashion-mnist-cnn.onnx';
 const MARKER = 'demo.json';
-const CALIBRATION_IMAGES = 512;
 
 export interface DemoOptions {
   /** Folder for everything the demo writes (default ./slicec-demo). */
@@ -69,18 +68,6 @@ function prepare(out: string): void {
   });
 }
 
-/** 512 training images as the calibration batch (a TensorProto, as `--calibration` takes it). */
-export async function writeCalibration(file: string): Promise<void> {
-  const { loadDataset, materialize } = await import('../runtime/data.js');
-  const { encodeTensorProto } = await import('./onnx-codec.js');
-  const { DataType, Tensor } = await import('./tensor.js');
-  const data = await loadDataset('fashion-mnist', { expect: { shape: ['N', 1, 28, 28], dtype: 'f32' } });
-  const count = data.train.x.shape[0]!;
-  const picks = Array.from({ length: CALIBRATION_IMAGES }, (_, i) => Math.floor((i * count) / CALIBRATION_IMAGES));
-  const { x } = materialize(data.train, picks);
-  fs.writeFileSync(file, encodeTensorProto(Tensor.fromTyped(DataType.FLOAT, [...x.shape], x.data as Float32Array, 'input')));
-}
-
 export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const start = performance.now();
   const model = path.join(packageRoot(), 'fixtures', DEMO_MODEL);
@@ -94,9 +81,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const { writeReport } = await import('./report.js');
 
   opts.log('1/4 compile the bundled Fashion-MNIST CNN: 8 groups, rates 1, 0.75, 0.5, 0.25, switchable BatchNorm, channels ordered by their activations\n');
-  const calibration = path.join(out, 'calibration.pb');
-  await writeCalibration(calibration);
-  await compile({ model, groups: 8, rates: [0.25, 0.5, 0.75, 1], norm: 'bn', calibration, outDir, log: () => {}, warn: () => {} });
+  // calibration from 512 evenly spaced training images (--data): activation order, fitted norms
+  await compile({ model, groups: 8, rates: [0.25, 0.5, 0.75, 1], norm: 'bn', data: 'fashion-mnist', outDir, log: () => {}, warn: () => {} });
   const before = await evaluateTarget(outDir, { data: 'fashion-mnist', latencyRuns: 1 });
 
   opts.log(`2/4 fine-tune every rate on Fashion-MNIST (${opts.epochs} epoch${opts.epochs === 1 ? '' : 's'}, default plan)\n`);
