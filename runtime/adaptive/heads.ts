@@ -22,7 +22,7 @@ import { splitSegments } from '../../passes/add-exits.js';
 import type { ServedManifest } from '../manifest.js';
 
 /** Rows of a head train step, when the folder has none written yet. */
-export const HEAD_TRAIN_BATCH = 32;
+export const HEAD_TRAIN_BATCH = 64;
 /**
  * The optimizer of head train steps written at load: AdamW. A head reads globally pooled
  * features of small magnitude, on which plain SGD needs thousands of steps (measured on the
