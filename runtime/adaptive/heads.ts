@@ -22,8 +22,8 @@ import { splitSegments } from '../../passes/add-exits.js';
 import type { ServedManifest } from '../manifest.js';
 
 /**
- * Rows of a head train step, when the folder has none written yet: a step's cost is mostly
- * per-run overhead at these sizes, so 64 rows learn about twice as much per CPU second as 32.
+ * Rows of a head train step, when the folder has none written yet: at these sizes a step's cost
+ * is mostly per-run overhead, so wider batches get more out of the trainer's CPU share.
  */
 export const HEAD_TRAIN_BATCH = 64;
 /**
