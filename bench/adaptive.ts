@@ -19,7 +19,7 @@
 // one-at-a-time rate (`--load-factor 1`) for 10 s under `--slo-ms 20`: SLO attainment and effective accuracy, and the
 // buffer's bytes and the trainer's busy share read from /metrics after it.
 //
-//   npx tsx bench/adaptive.ts [--models fashion,resnet] [--requests 3000] [--warmup 4000] [--agreement 0.99]
+//   npx tsx bench/adaptive.ts [--models fashion,resnet] [--requests 3000] [--warmup 10000] [--agreement 0.99]
 //     [--cache-bytes 268435456] [--trainer-share 0.25] [--slo-ms 20] [--load-seconds 10] [--load-factor 1]
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -369,7 +369,7 @@ async function bench(): Promise<void> {
   const models = (argValue('--models') ?? 'fashion,resnet').split(',') as ('fashion' | 'resnet')[];
   const opts = {
     requests: Number(argValue('--requests') ?? 3000),
-    warmup: Number(argValue('--warmup') ?? 4000),
+    warmup: Number(argValue('--warmup') ?? 10000),
     agreement: Number(argValue('--agreement') ?? 0.99),
     cacheBytes: Number(argValue('--cache-bytes') ?? 256 * 2 ** 20),
     trainerShare: Number(argValue('--trainer-share') ?? 0.25),

@@ -129,6 +129,8 @@ export interface ManifestExitRate {
   head: string;
   /** Hidden width of the head; null for one dense layer. */
   hidden: number | null;
+  /** Side of the head's average-pooling grid (1: global pool; null: no pool). Absent in older folders. */
+  grid?: number | null;
   macs: ExitMacs;
   /** Head train-step graph (written on demand, see compiler/exits.ts emitHeadTrainSteps). */
   headTrain?: { file: string; signature: import('./train-step.js').TrainStepSignature };

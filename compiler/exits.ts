@@ -30,7 +30,7 @@ export interface RateExits {
   rate: number;
   segments: string[];
   segmentMacs: number[];
-  heads: { file: string; hidden: number | null; macs: number }[];
+  heads: { file: string; grid: number | null; hidden: number | null; macs: number }[];
 }
 
 function headSeed(exit: number, rate: number): number {
@@ -62,7 +62,7 @@ export function writeRateExits(rateModel: Model, map: CloneMap, plan: ExitPlan, 
     const head = buildHead(rateModel, boundary, plan.classes, HEAD_BUDGET * rest, headSeed(k, rate));
     const name = path.posix.join(dir, `head-${k}.onnx`);
     writeModel(head.model, file(name), { dropValueInfo: true, externalData: false });
-    return { file: name, hidden: head.hidden, macs: modelCost(head.model).macs };
+    return { file: name, grid: head.grid, hidden: head.hidden, macs: modelCost(head.model).macs };
   });
   return { rate, segments, segmentMacs, heads };
 }
@@ -76,7 +76,7 @@ export function manifestExits(plan: ExitPlan, rates: RateExits[]): ManifestExit[
   return plan.exits.map((exit, k) => {
     const perRate: ManifestExitRate[] = rates.map((r) => {
       const macs: ExitMacs = { segmentsUpTo: sum(r.segmentMacs.slice(0, k + 1)), head: r.heads[k]!.macs, rest: sum(r.segmentMacs.slice(k + 1)) };
-      return { rate: r.rate, segments: r.segments.slice(0, k + 1), rest: r.segments.slice(k + 1), head: r.heads[k]!.file, hidden: r.heads[k]!.hidden, macs };
+      return { rate: r.rate, segments: r.segments.slice(0, k + 1), rest: r.segments.slice(k + 1), head: r.heads[k]!.file, hidden: r.heads[k]!.hidden, grid: r.heads[k]!.grid, macs };
     });
     const widest = perRate[perRate.length - 1]!;
     return { id: k, after: exit.value.name, layer: exit.node.name || exit.value.name, classes: plan.classes, macs: widest.macs, rates: perRate };

@@ -10,9 +10,14 @@
 // MIN_REST of the model's MACs are skipped (an exit there saves too little), and so are points
 // whose smallest head would cost more than HEAD_BUDGET of the remaining backbone.
 //
-// Heads: global average pool (when the activation is spatial) → Gemm(C→H) → Relu → Gemm(H→K), H
-// the largest size ≤ HIDDEN_MAX with (C + K)·H ≤ HEAD_BUDGET · rest MACs, or one Gemm(C→K) when H
-// would fall below K. Weights are seeded He-uniform (before the Relu) and Xavier-uniform (the
+// Heads: average pool of a spatial activation [C, H, W] to a g×g grid → Flatten → Gemm(C·g²→Hd)
+// → Relu → Gemm(Hd→K). A global pool keeps only which features fire, not where; early layers'
+// features mean little without their place, so the grid is the largest g ≤ GRID_MAX (and ≤ H, W)
+// whose head, hidden width Hd ≥ HIDDEN_MIN, fits: C·H·W (the pool's adds) + (C·g² + K)·Hd ≤
+// HEAD_BUDGET · rest MACs, with Hd the largest ≤ HIDDEN_MAX that fits. When no grid fits, the
+// global pool (g = 1) with the largest Hd ≥ K that fits, or one Gemm(C→K). The grid pool is
+// adaptive pooling: kernel = stride = ⌈H/g⌉, padded at both ends to g·⌈H/g⌉ with the padding left
+// out of the averages. Weights are seeded He-uniform (before the Relu) and Xavier-uniform (the
 // logits), biases zero: heads are trained online, against the final model's softmax.
 
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
@@ -34,6 +39,10 @@ export const MIN_GAP = 0.1;
 export const MAX_AUTO_EXITS = 3;
 /** Widest hidden layer of a head. */
 export const HIDDEN_MAX = 128;
+/** Finest pooling grid of a head (g×g cells). */
+export const GRID_MAX = 4;
+/** Narrowest hidden layer a head on a pooling grid finer than 1×1 is given. */
+export const HIDDEN_MIN = 32;
 
 const POOLS = new Set(['MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool', 'LpPool', 'GlobalLpPool']);
 const ACTIVATIONS = new Set(['Relu', 'LeakyRelu', 'Clip', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'Elu', 'Selu', 'Gelu', 'Tanh', 'PRelu', 'Softplus', 'Mish']);
@@ -133,9 +142,9 @@ function kindOf(node: Node): ExitCandidate['kind'] {
   return 'inside';
 }
 
-/** MACs per sample of the smallest head (one Gemm C→K) reading `activation` of `shape`. */
-function smallestHeadMacs(shape: Dim[], classes: number): number {
-  return (shape[1] as number) * classes;
+/** MACs per sample of the smallest head (global pool, one Gemm C→K) reading an activation of `shape`. */
+function smallestHeadMacs(shape: Dim[], activation: number, classes: number): number {
+  return (shape.length > 2 ? activation : 0) + (shape[1] as number) * classes;
 }
 
 /** Choose exits: `auto` by the rules in the header, or the layers named (node, value or module). */
@@ -144,7 +153,7 @@ export function planExits(model: Model, spec: ExitSpec): ExitPlan {
   const totalMacs = model.graph.nodes.reduce((a, n) => a + nodeMacs(n), 0);
   const cuts = findCuts(model);
   const candidates: ExitCandidate[] = cuts.map((c) => ({ ...c, kind: kindOf(c.node), chosen: false, reason: '' }));
-  const headTooBig = (c: ExitCandidate): boolean => smallestHeadMacs(c.value.shape!, classes) > HEAD_BUDGET * c.macsRest * totalMacs;
+  const headTooBig = (c: ExitCandidate): boolean => smallestHeadMacs(c.value.shape!, c.activation, classes) > HEAD_BUDGET * c.macsRest * totalMacs;
   if (spec === 'auto') chooseAuto(candidates, headTooBig);
   else chooseNamed(model, candidates, spec, headTooBig);
   return { exits: candidates.filter((c) => c.chosen), candidates, classes };
@@ -240,10 +249,20 @@ function copyType(t: ValueType | null): ValueType | null {
 
 export interface Head {
   model: Model;
+  /** Pooling grid side g (1: global pool; null: the activation is not spatial). */
+  grid: number | null;
   /** Hidden width; null for a one-layer head. */
   hidden: number | null;
-  /** MACs per sample of its Gemms. */
+  /** MACs per sample of its Gemms (the pool's adds not counted). */
   macs: number;
+}
+
+function overBudget(what: string, macs: number, budget: number): Error {
+  return userError(ErrorCodes.UNSUPPORTED, `an exit head on ${what} would cost more than ${percent(HEAD_BUDGET)} of the model after it`, {
+    expected: `a head of at most ${Math.floor(budget)} MACs`,
+    found: `${macs} MACs for the smallest head`,
+    hint: 'choose an earlier exit or fewer rates',
+  });
 }
 
 /** Hidden width for a head within `budget` MACs (null: one layer); throws when even that is over. */
@@ -251,11 +270,32 @@ export function headWidth(channels: number, classes: number, budget: number): nu
   const hidden = Math.min(HIDDEN_MAX, Math.floor(budget / (channels + classes)));
   if (hidden >= classes) return hidden;
   if (channels * classes <= budget) return null;
-  throw userError(ErrorCodes.UNSUPPORTED, `an exit head on ${channels} channels would cost more than ${percent(HEAD_BUDGET)} of the model after it`, {
-    expected: `a head of at most ${Math.floor(budget)} MACs`,
-    found: `${channels * classes} MACs for one ${channels}→${classes} layer`,
-    hint: 'choose an earlier exit or fewer rates',
-  });
+  throw overBudget(`${channels} channels`, channels * classes, budget);
+}
+
+/** The head's form for an activation of per-sample `shape` ([C] or [C, H, W, ...]) within `budget` MACs. */
+export function headForm(shape: number[], classes: number, budget: number): { grid: number | null; features: number; hidden: number | null } {
+  const channels = shape[0]!;
+  const spatial = shape.slice(1);
+  if (spatial.length === 0) return { grid: null, features: channels, hidden: headWidth(channels, classes, budget) };
+  const poolAdds = shape.reduce((a, b) => a * b, 1);
+  const rest = budget - poolAdds;
+  for (let g = Math.min(GRID_MAX, ...spatial); g > 1; g--) {
+    const features = channels * g ** spatial.length;
+    const hidden = Math.min(HIDDEN_MAX, Math.floor(rest / (features + classes)));
+    if (hidden >= HIDDEN_MIN) return { grid: g, features, hidden };
+  }
+  if (rest < channels * classes) throw overBudget(`${shape.join('×')} values`, poolAdds + channels * classes, budget);
+  return { grid: 1, features: channels, hidden: headWidth(channels, classes, rest) };
+}
+
+/** Average pool of `x` (per-sample spatial sizes `spatial`) to a grid of g cells per side. */
+function gridPool(b: OpBuilder, x: Value, spatial: number[], g: number): Value {
+  if (g === 1) return b.globalAveragePool(x, { name: '/head/GlobalAveragePool' });
+  const kernel = spatial.map((n) => Math.ceil(n / g));
+  const pad = spatial.map((n, i) => g * kernel[i]! - n);
+  const pads = [...pad.map((p) => Math.floor(p / 2)), ...pad.map((p) => Math.ceil(p / 2))];
+  return b.averagePool(x, { kernelShape: kernel, strides: kernel, pads, countIncludePad: false }, { name: '/head/AveragePool' });
 }
 
 /**
@@ -264,8 +304,8 @@ export function headWidth(channels: number, classes: number, budget: number): nu
  */
 export function buildHead(source: Model, boundary: Value, classes: number, budget: number, seed: number): Head {
   const shape = boundary.shape!;
-  const channels = shape[1] as number;
-  const hidden = headWidth(channels, classes, budget);
+  const perSampleShape = shape.slice(1) as number[];
+  const { grid, features, hidden } = headForm(perSampleShape, classes, budget);
   const model = new Model();
   model.irVersion = source.irVersion;
   model.opsetImports = new Map([['', BigInt(source.opset())]]);
@@ -274,7 +314,7 @@ export function buildHead(source: Model, boundary: Value, classes: number, budge
   const b = new OpBuilder(model.graph, source.opset());
   const input = b.input(boundary.name, tensorType(DataType.FLOAT, [...shape]));
   let x = input;
-  if (shape.length > 2) x = b.flatten(b.globalAveragePool(x, { name: '/head/GlobalAveragePool' }), 1, { name: '/head/Flatten' });
+  if (grid !== null) x = b.flatten(gridPool(b, x, perSampleShape.slice(1), grid), 1, { name: '/head/Flatten' });
   const rng = new Rng(seed);
   const dense = (what: string, from: Value, inWidth: number, outWidth: number, weights: Float32Array, outputName?: string): Value => {
     const w = b.floatConst(weights, [outWidth, inWidth], `head.${what}.weight`);
@@ -287,14 +327,13 @@ export function buildHead(source: Model, boundary: Value, classes: number, budge
   };
   let logits: Value;
   if (hidden === null) {
-    logits = dense('fc', x, channels, classes, xavier(channels, classes), 'logits');
+    logits = dense('fc', x, features, classes, xavier(features, classes), 'logits');
   } else {
-    const h = b.relu(dense('fc1', x, channels, hidden, rng.he(channels * hidden, channels)), { name: '/head/Relu' });
+    const h = b.relu(dense('fc1', x, features, hidden, rng.he(features * hidden, features)), { name: '/head/Relu' });
     logits = dense('fc2', h, hidden, classes, xavier(hidden, classes), 'logits');
   }
   model.graph.outputs = [logits];
   refreshShapes(model);
-  const macs = hidden === null ? channels * classes : (channels + classes) * hidden;
-  return { model, hidden, macs };
+  const macs = hidden === null ? features * classes : (features + classes) * hidden;
+  return { model, grid, hidden, macs };
 }
-

@@ -1,7 +1,8 @@
 // Early exits end to end: compile --exits on a ResNet-style and a LeNet-style fixture, then in
 // onnxruntime: the segments of every rate chained reproduce that rate's graph; every head reads
-// its segment's output and returns [N, classes] within its MAC budget; a head's train step lowers
-// its distillation loss; flag errors are user errors; ONNX's checker accepts every graph.
+// its segment's output and returns [N, classes] within its MAC budget; a grid head computes
+// adaptive average pooling + Gemm → Relu → Gemm (checked against a plain loop); the head's form is
+// the finest grid the budget allows; a head's train step lowers its distillation loss; flag errors are user errors; ONNX's checker accepts every graph.
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -16,7 +17,7 @@ import { emitHeadTrainSteps } from '../compiler/exits.js';
 import { readModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
 import { Rng } from '../compiler/rng.js';
-import { HEAD_BUDGET } from '../passes/add-exits.js';
+import { GRID_MAX, HEAD_BUDGET, HIDDEN_MAX, HIDDEN_MIN, headForm } from '../passes/add-exits.js';
 import { runCli } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/models.js';
 
@@ -125,6 +126,63 @@ describe.each(FIXTURES)('exits on $name', (f) => {
         expect(head).toBeLessThanOrEqual(HEAD_BUDGET * rest);
         const total = manifest.rates.find((x) => x.rate === r.rate)!.macs;
         expect(r.macs.segmentsUpTo + r.macs.rest).toBe(total);
+      }
+    }
+  });
+});
+
+describe('head form', () => {
+  it('takes the finest grid whose head fits, and falls back to the global pool', () => {
+    // 32×14×14 with 200 k MACs: a 4×4 grid, the widest hidden layer
+    expect(headForm([32, 14, 14], 10, 200_000)).toEqual({ grid: GRID_MAX, features: 32 * GRID_MAX ** 2, hidden: HIDDEN_MAX });
+    // the pool's adds (6272) count: the 4×4 grid needs (512 + 10)·32 more for the narrowest hidden layer
+    const tight = 6272 + (32 * 9 + 10) * HIDDEN_MIN;
+    expect(headForm([32, 14, 14], 10, tight).grid).toBe(3);
+    expect(headForm([32, 14, 14], 10, tight - 1).grid).toBe(2);
+    expect(headForm([32, 14, 14], 10, 6272 + 32 * 10 + 10).grid).toBe(1);
+    expect(headForm([32, 14, 14], 10, 6272 + 32 * 10).hidden).toBeNull();
+    expect(() => headForm([32, 14, 14], 10, 6272 + 32 * 10 - 1)).toThrow(/cost more than/);
+    // no finer grid than the activation; flat activations get no pool
+    expect(headForm([8, 2, 2], 10, 1e6).grid).toBe(2);
+    expect(headForm([64], 10, 1e6)).toEqual({ grid: null, features: 64, hidden: HIDDEN_MAX });
+  });
+
+  it('a grid head is adaptive average pooling, then Gemm → Relu → Gemm', async () => {
+    const { dir, manifest } = compiled.get('lenet-bn')!;
+    const r = manifest.exits![0]!.rates.at(-1)!;
+    expect(r.grid).toBeGreaterThan(1);
+    const head = readModel(path.join(dir, r.head));
+    const shape = head.graph.inputs[0]!.shape as number[];
+    const [, C, H, W] = shape as [number, number, number, number];
+    const g = r.grid!;
+    const x = randomInput([BATCH, C, H, W], 31);
+    const got = (await run(path.join(dir, r.head), { [head.graph.inputs[0]!.name]: x })).data as Float32Array;
+    const weight = (name: string): Float32Array => Float32Array.from(head.graph.initializers.find((v) => v.name === name)!.const!.numbers());
+    const [w1, b1, w2, b2] = ['head.fc1.weight', 'head.fc1.bias', 'head.fc2.weight', 'head.fc2.bias'].map(weight) as [Float32Array, Float32Array, Float32Array, Float32Array];
+    const hidden = b1.length;
+    const K = b2.length;
+    // cell i covers rows [i·k − p, (i+1)·k − p) within the image, k = ⌈H/g⌉, p the leading padding
+    const cells = (n: number): [number, number][] => {
+      const k = Math.ceil(n / g);
+      const p = Math.floor((g * k - n) / 2);
+      return Array.from({ length: g }, (_, i) => [Math.max(0, i * k - p), Math.min(n, (i + 1) * k - p)]);
+    };
+    const xs = x.data as Float32Array;
+    for (let n = 0; n < BATCH; n++) {
+      const f: number[] = [];
+      for (let c = 0; c < C; c++) {
+        for (const [y0, y1] of cells(H)) {
+          for (const [x0, x1] of cells(W)) {
+            let total = 0;
+            for (let y = y0; y < y1; y++) for (let xx = x0; xx < x1; xx++) total += xs[((n * C + c) * H + y) * W + xx]!;
+            f.push(total / ((y1 - y0) * (x1 - x0)));
+          }
+        }
+      }
+      const h = Array.from({ length: hidden }, (_, j) => Math.max(0, b1[j]! + f.reduce((a, v, i) => a + v * w1[j * f.length + i]!, 0)));
+      for (let k = 0; k < K; k++) {
+        const want = b2[k]! + h.reduce((a, v, j) => a + v * w2[k * hidden + j]!, 0);
+        expect(Math.abs(got[n * K + k]! - want)).toBeLessThanOrEqual(1e-4 * (1 + Math.abs(want)));
       }
     }
   });

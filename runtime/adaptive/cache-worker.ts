@@ -30,6 +30,8 @@ export interface CacheSettings {
   lr: number;
   /** Fewest held-back answers a threshold must rest on. */
   minAnswered: number;
+  /** A measurement scores the latest this many held-back samples of a rate (its cost stays bounded as they pile up). */
+  measureMax: number;
   /** Train steps per head between two measurements. */
   evalEvery: number;
   checkpointEveryMs: number;
@@ -181,7 +183,7 @@ async function scoreHead(head: HeadRun, samples: readonly CacheSample[]): Promis
 /** Measure and recalibrate every head of one rate on its held-back samples. */
 async function measureRate(rateIndex: number, heads: HeadRun[]): Promise<RateEstimate> {
   // a copy: samples arriving while the heads are scored must not shift the indices
-  const held = buffer.heldBack(rateIndex).slice();
+  const held = buffer.heldBack(rateIndex).slice(-S.measureMax);
   const segmentMacs = init.rates[rateIndex]!.segmentMacs;
   const full = segmentMacs.reduce((a, b) => a + b, 0);
   if (held.length === 0) return { rateIndex, meanMacs: full, disagreement: 0, heldBack: 0 };

@@ -34,9 +34,9 @@ export interface ExitOptions {
   probeShare?: number;
   /** Share of the unbiased samples held back for measuring agreement (default 0.25). */
   heldBackShare?: number;
-  /** Learning rate of the heads' SGD steps (default 0.05). */
+  /** Learning rate of the heads' AdamW steps (default 0.003). */
   lr?: number;
-  /** Train steps per head between measurements (default 20). */
+  /** Train steps per head between measurements (default 40). */
   evalEvery?: number;
   /** Keep the heads in the folder (exits/cache/heads.json) and start from them (default true). */
   checkpoint?: boolean;
@@ -56,7 +56,7 @@ export function exitSettings(o: ExitOptions): CacheSettings & { probeShare: numb
   };
   const maxBytes = o.maxBufferBytes ?? 64 * 2 ** 20;
   if (!Number.isSafeInteger(maxBytes) || maxBytes < 1024) throw badOption('--cache-bytes', 'an integer number of bytes ≥ 1024', maxBytes);
-  const lr = o.lr ?? 0.05;
+  const lr = o.lr ?? 0.003;
   if (!(lr > 0) || !Number.isFinite(lr)) throw badOption('--cache-lr', 'a positive number', lr);
   const agreement = share('--agreement', o.agreement, 0.99, true);
   return {
@@ -67,7 +67,8 @@ export function exitSettings(o: ExitOptions): CacheSettings & { probeShare: numb
     heldBackShare: share('--held-back-share', o.heldBackShare, 0.25, true),
     lr,
     minAnswered: 1,
-    evalEvery: Math.max(1, Math.floor(o.evalEvery ?? 20)),
+    measureMax: 2048,
+    evalEvery: Math.max(1, Math.floor(o.evalEvery ?? 40)),
     checkpoint: o.checkpoint ?? true,
     checkpointEveryMs: o.checkpointEveryMs ?? 10_000,
   };

@@ -21,12 +21,15 @@ import { refreshShapes } from '../../compiler/shape-inference.js';
 import { splitSegments } from '../../passes/add-exits.js';
 import type { ServedManifest } from '../manifest.js';
 
-/** Rows of a head train step, when the folder has none written yet. */
-export const HEAD_TRAIN_BATCH = 32;
 /**
- * The optimizer of head train steps written at load: AdamW. A head reads globally pooled
- * features of small magnitude, on which plain SGD needs thousands of steps (measured on the
- * Fashion-MNIST exit: top-1 agreement 0.42 after 500 SGD steps at lr 0.05, see docs/runtime.md).
+ * Rows of a head train step, when the folder has none written yet: at these sizes a step's cost
+ * is mostly per-run overhead, so wider batches get more out of the trainer's CPU share.
+ */
+export const HEAD_TRAIN_BATCH = 64;
+/**
+ * The optimizer of head train steps written at load: AdamW. A head reads pooled features of
+ * small magnitude, on which plain SGD needs thousands of steps (measured on the Fashion-MNIST
+ * exit: top-1 agreement 0.42 after 500 SGD steps at lr 0.05, see docs/runtime.md).
  */
 export const HEAD_OPTIMIZER = { kind: 'adamw', beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 } as const;
 
