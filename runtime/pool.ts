@@ -29,15 +29,20 @@ export interface StartedPool {
   fallback: string | null;
 }
 
-class WorkerRunner implements Runner {
+/**
+ * One worker thread as a Runner: requests by id, answers matched back, every pending request
+ * failed at once when the worker dies. `target` maps a rate index to the graph the worker runs
+ * and the rate it feeds (elastic mode: graph 0 with the rate as input).
+ */
+export class WorkerRunner implements Runner {
   private nextId = 1;
   /** Set once the worker has crashed or exited: later runs fail at once instead of waiting forever. */
   private dead: Error | null = null;
   private readonly pending = new Map<number, { resolve: (r: { outputs: Record<string, NdArray>; serviceMs: number }) => void; reject: (e: Error) => void }>();
 
   constructor(
-    private readonly worker: Worker,
-    private readonly options: PoolOptions,
+    protected readonly worker: Worker,
+    private readonly target: (rateIndex: number) => { graph: number; rate: number },
   ) {
     worker.on('message', (msg: WorkerReply) => {
       if (msg.kind !== 'done' && msg.kind !== 'failed') return;
@@ -50,12 +55,15 @@ class WorkerRunner implements Runner {
     worker.on('exit', (code) => this.failAll(new Error(`worker exited (code ${code})`)));
   }
 
+  protected get alive(): boolean {
+    return this.dead === null;
+  }
+
   run(rateIndex: number, feeds: Record<string, NdArray>): Promise<{ outputs: Record<string, NdArray>; serviceMs: number }> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     const { arrays, buffers } = forTransfer(feeds);
-    const graph = this.options.rateInput ? 0 : rateIndex;
-    const rate = this.options.rates[rateIndex]!;
+    const { graph, rate } = this.target(rateIndex);
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.worker.postMessage({ kind: 'run', id, graph, rate, feeds: arrays } satisfies WorkerRequest, buffers);
@@ -88,7 +96,8 @@ export async function startWorkers(options: PoolOptions): Promise<StartedPool> {
     throw (failed as PromiseRejectedResult).reason;
   }
   const first = (ready[0] as PromiseFulfilledResult<Extract<WorkerReply, { kind: 'ready' }>>).value;
-  return { runners: workers.map((w) => new WorkerRunner(w, options)), device: first.device, fallback: first.fallback };
+  const target = (i: number) => ({ graph: options.rateInput ? 0 : i, rate: options.rates[i]! });
+  return { runners: workers.map((w) => new WorkerRunner(w, target)), device: first.device, fallback: first.fallback };
 }
 
 function waitReady(worker: Worker): Promise<Extract<WorkerReply, { kind: 'ready' }>> {

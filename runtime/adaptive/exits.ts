@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { ErrorCodes, userError } from '../../compiler/diagnostics.js';
 import type { ServedManifest } from '../manifest.js';
-import { forTransfer, type NdArray } from '../ndarray.js';
-import { spawnWorker } from '../pool.js';
+import type { NdArray } from '../ndarray.js';
+import { spawnWorker, WorkerRunner } from '../pool.js';
 import type { Runner } from '../scheduler.js';
 import type { Device } from '../session.js';
 import type { CacheSample } from './buffer.js';
@@ -81,52 +81,14 @@ export interface ExitRow {
   macs: number;
 }
 
-class ExitRunner implements Runner {
-  private nextId = 1;
-  private dead: Error | null = null;
-  private readonly pending = new Map<number, { resolve: (r: { outputs: Record<string, NdArray>; serviceMs: number }) => void; reject: (e: Error) => void }>();
-
-  constructor(
-    private readonly worker: Worker,
-    private readonly rates: number[],
-  ) {
-    worker.on('message', (msg: { kind: string; id: number; outputs: Record<string, NdArray>; serviceMs: number; message: string }) => {
-      if (msg.kind !== 'done' && msg.kind !== 'failed') return;
-      const waiter = this.pending.get(msg.id);
-      this.pending.delete(msg.id);
-      if (msg.kind === 'done') waiter?.resolve({ outputs: msg.outputs, serviceMs: msg.serviceMs });
-      else waiter?.reject(new Error(`inference failed: ${msg.message}`));
-    });
-    worker.on('error', (e) => this.failAll(new Error(`worker crashed: ${e.message}`)));
-    worker.on('exit', (code) => this.failAll(new Error(`worker exited (code ${code})`)));
-  }
-
-  run(rateIndex: number, feeds: Record<string, NdArray>): Promise<{ outputs: Record<string, NdArray>; serviceMs: number }> {
-    if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    const { arrays, buffers } = forTransfer(feeds);
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ kind: 'run', id, graph: rateIndex, rate: this.rates[rateIndex]!, feeds: arrays } satisfies ExitWorkerRequest, buffers);
-    });
+/** An exit worker: a pool runner that also takes head updates from the trainer. */
+class ExitRunner extends WorkerRunner {
+  constructor(worker: Worker, rates: number[]) {
+    super(worker, (i) => ({ graph: i, rate: rates[i]! }));
   }
 
   send(updates: HeadUpdate[]): void {
-    if (!this.dead) this.worker.postMessage({ kind: 'heads', updates } satisfies ExitWorkerRequest);
-  }
-
-  close(): Promise<void> {
-    if (this.dead) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.worker.once('exit', () => resolve());
-      this.worker.postMessage({ kind: 'close' } satisfies ExitWorkerRequest);
-    });
-  }
-
-  private failAll(error: Error): void {
-    this.dead ??= error;
-    for (const waiter of this.pending.values()) waiter.reject(error);
-    this.pending.clear();
+    if (this.alive) this.worker.postMessage({ kind: 'heads', updates } satisfies ExitWorkerRequest);
   }
 }
 
