@@ -22,7 +22,7 @@
 //   npx tsx bench/adaptive.ts [--models fashion,resnet] [--requests 3000] [--warmup 10000] [--agreement 0.99]
 //     [--cache-bytes 268435456] [--trainer-share 0.25] [--slo-ms 20] [--load-seconds 10] [--load-factor 1]
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -32,18 +32,13 @@ import { writeModel } from '../compiler/onnx-codec.js';
 import { Exporter, scope } from '../fixtures/exporter.js';
 import { loadDataset, materialize, type Split } from '../runtime/data.js';
 import { rateModelName, readServedManifest } from '../runtime/manifest.js';
-import { argValue, table } from './common.js';
+import { argValue, startServer, table } from './common.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = path.join(ROOT, 'bench', 'out', 'adaptive');
 const RATES = [0.25, 0.5, 0.75, 1];
 
-if (process.argv[2] === '--serve-child') {
-  const { main } = await import('../compiler/cli.js');
-  process.exitCode = await main(process.argv.slice(3));
-} else {
-  await bench();
-}
+await bench();
 
 /** ResNet-style classifier for 1×28×28: stem, three residual stages (one block each), global pool, fc. */
 function buildResnet(width: number): ReturnType<Exporter['output']> {
@@ -89,19 +84,6 @@ async function prepare(name: 'fashion' | 'resnet'): Promise<string> {
   await evaluateTarget(dir, { data: 'fashion-mnist', latencyRuns: 5 });
   await calibrateCascadeFolder(dir, { data: 'fashion-mnist' });
   return dir;
-}
-
-function startServer(dir: string, flags: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve-child', 'serve', dir, '--port', '0', '--workers', '1', ...flags], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      const m = /at http:\/\/[^:]+:(\d+)\/v2/.exec(text);
-      if (m) resolve({ child, port: Number(m[1]) });
-    });
-    child.on('exit', (code) => reject(new Error(`server exited (${code}) before listening: ${text}`)));
-  });
 }
 
 async function stopServer(child: ChildProcess): Promise<void> {

@@ -1,6 +1,8 @@
 // Pieces every benchmark script shares: flags, clocks, medians, aligned tables, the PaddleOCR
-// model paths and float feeds built from a manifest's input signatures.
+// model paths, float feeds built from a manifest's input signatures, and a `slicec serve` child.
 
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import type { Manifest } from '../compiler/artifacts.js';
@@ -83,4 +85,19 @@ export async function estimateRunMs(sessions: ort.InferenceSession[], feeds: Rec
     estimate.push(median(times));
   }
   return estimate;
+}
+
+/** `slicec serve DIR` (1 worker, any free port) in a process of its own; resolves once it listens. */
+export function startServer(dir: string, flags: string[]): Promise<{ child: ChildProcess; port: number }> {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'serve-child.ts'), 'serve', dir, '--port', '0', '--workers', '1', ...flags], { cwd: path.resolve(here, '..'), stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      text += d.toString();
+      const m = /at http:\/\/[^:]+:(\d+)\/v2/.exec(text);
+      if (m) resolve({ child, port: Number(m[1]) });
+    });
+    child.on('exit', (code) => reject(new Error(`server exited (${code}) before listening: ${text}`)));
+  });
 }

@@ -10,7 +10,7 @@
 //
 //   npx tsx bench/load.ts [--width 128] [--slo-ms 100] [--scale 1] [--traces spike,bursty] [--accuracy a,b,c,d,e] [--build-only]
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
@@ -25,7 +25,7 @@ import { rateModelName, readServedManifest } from '../runtime/manifest.js';
 import { V2Server } from '../runtime/server/http.js';
 import { Session } from '../runtime/session.js';
 import { SlicedModel } from '../runtime/sliced-model.js';
-import { argValue, median, table } from './common.js';
+import { argValue, median, startServer, table } from './common.js';
 import type { GenPlan, GenResult } from './load-gen.js';
 import { phaseStats, plotSvg, type Phase, type PhaseStats } from './load-report.js';
 
@@ -35,13 +35,7 @@ const RATES = [0.125, 0.25, 0.5, 0.75, 1];
 /** A stand-in accuracy curve for RATES (small loss down to 0.5, larger below), used only when none is recorded or given. */
 const ASSUMED_ACCURACY = [0.7, 0.8, 0.88, 0.91, 0.92];
 
-if (process.argv[2] === '--serve-child') {
-  // A server process for one run: the real CLI command.
-  const { main } = await import('../compiler/cli.js');
-  process.exitCode = await main(process.argv.slice(3));
-} else {
-  await bench();
-}
+await bench();
 
 /** ResNet-style conv model of width W at 32×32 (like fixtures/resnet-small, wider and deeper). */
 function buildModel(width: number): Model {
@@ -204,19 +198,6 @@ interface Config {
   label: string;
   model: string;
   flags: string[];
-}
-
-function startServer(dir: string, flags: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve-child', 'serve', dir, '--port', '0', '--workers', '1', ...flags], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      const m = /at http:\/\/[^:]+:(\d+)\/v2/.exec(text);
-      if (m) resolve({ child, port: Number(m[1]) });
-    });
-    child.on('exit', (code) => reject(new Error(`server exited (${code}) before listening: ${text}`)));
-  });
 }
 
 function rssMb(pid: number): number {
