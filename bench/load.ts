@@ -8,7 +8,10 @@
 // Accuracy per rate, for effective accuracy: the manifest's when an eval recorded it, else
 // --accuracy, else an assumed curve (printed as such).
 //
-//   npx tsx bench/load.ts [--width 128] [--slo-ms 100] [--scale 1] [--traces spike,bursty] [--accuracy a,b,c,d,e] [--build-only]
+//   npx tsx bench/load.ts [--width 128] [--slo-ms 100] [--scale 1] [--traces spike,bursty] [--accuracy a,b,c,d,e]
+//                         [--exits] [--only config,...] [--build-only]
+// --exits adds `adaptive + exits`: the model compiled with --exits auto, served with --exits
+// (heads trained online from the traffic, within their buffer and CPU bounds).
 
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -198,6 +201,8 @@ interface Config {
   label: string;
   model: string;
   flags: string[];
+  /** The compiled folder served (default: the one without exits). */
+  dir?: string;
 }
 
 function rssMb(pid: number): number {
@@ -205,8 +210,20 @@ function rssMb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
 }
 
-async function runOnce(dir: string, config: Config, trace: Trace, sloMs: number, body: Buffer, headers: Record<string, string>): Promise<{ result: GenResult; rss: number[] }> {
-  const { child, port } = await startServer(dir, config.flags);
+/** The exit-head cache gauges of a server's /metrics (buffer bytes, trainer busy share, heads on), when it has them. */
+async function cacheGauges(port: number): Promise<string | null> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const gauge = (name: string): number | null => {
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : null;
+  };
+  const bytes = gauge('slicec_cache_buffer_bytes');
+  if (bytes === null) return null;
+  return `cache buffer ${(bytes / 2 ** 20).toFixed(1)} MiB, trainer busy ${(100 * (gauge('slicec_cache_trainer_busy_ratio') ?? 0)).toFixed(1)} % of wall time, heads on ${gauge('slicec_exit_heads_on') ?? 0}`;
+}
+
+async function runOnce(dir: string, config: Config, trace: Trace, sloMs: number, body: Buffer, headers: Record<string, string>): Promise<{ result: GenResult; rss: number[]; cache: string | null }> {
+  const { child, port } = await startServer(config.dir ?? dir, config.flags);
   const planFile = path.join(OUT, 'plan.json');
   const resultFile = path.join(OUT, 'result.json');
   const plan: GenPlan = { url: `http://127.0.0.1:${port}/v2/models/${config.model}/infer`, body: body.toString('base64'), headers, arrivals: trace.arrivals, timeoutMs: Math.max(1000, 20 * sloMs) };
@@ -217,10 +234,11 @@ async function runOnce(dir: string, config: Config, trace: Trace, sloMs: number,
   await new Promise<void>((resolve, reject) => gen.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`generator exited ${code}`)))));
   clearInterval(sampler);
   rss.push(rssMb(child.pid!));
+  const cache = await cacheGauges(port);
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   child.kill('SIGTERM');
   await exited;
-  return { result: JSON.parse(fs.readFileSync(resultFile, 'utf8')) as GenResult, rss };
+  return { result: JSON.parse(fs.readFileSync(resultFile, 'utf8')) as GenResult, rss, cache };
 }
 
 /** Closed-loop throughput of the full-width model through HTTP (4 requests in flight), requests/s. */
@@ -251,12 +269,17 @@ async function bench(): Promise<void> {
   const sloMs = Number(argValue('--slo-ms') ?? 100);
   const scale = Number(argValue('--scale') ?? 1);
   const which = (argValue('--traces') ?? 'spike,bursty').split(',');
+  const only = argValue('--only')?.split(',');
   fs.mkdirSync(OUT, { recursive: true });
   const modelFile = path.join(OUT, 'wide-resnet.onnx');
   const dir = path.join(OUT, 'wide-resnet.sliced');
   writeModel(buildModel(width), modelFile);
   await compile({ model: modelFile, groups: 8, rates: RATES, outDir: dir, log: () => {} });
   const name = readServedManifest(dir).sourceName;
+  // --exits: the same model compiled with early exits, served with online head training on
+  const withExits = process.argv.includes('--exits');
+  const exitsDir = path.join(OUT, 'wide-resnet.exits.sliced');
+  if (withExits) await compile({ model: modelFile, groups: 8, rates: RATES, outDir: exitsDir, exits: 'auto', log: () => {} });
   if (process.argv.includes('--build-only')) return;
   const { accuracy, source } = accuracyPerRate(dir, argValue('--accuracy'));
   console.log(`host: ${os.availableParallelism()} cores, 1-minute load average ${os.loadavg()[0]!.toFixed(1)} at start (other work shares the cores)`);
@@ -271,7 +294,8 @@ async function bench(): Promise<void> {
     ...RATES.map((r) => ({ label: `static ${r}`, model: rateModelName(name, r), flags: [] })),
     { label: 'full + shedding', model: rateModelName(name, 1), flags: ['--slo-ms', String(sloMs), '--shed'] },
     { label: 'adaptive', model: name, flags: ['--slo-ms', String(sloMs)] },
-  ];
+    ...(withExits ? [{ label: 'adaptive + exits', model: name, flags: ['--slo-ms', String(sloMs), '--exits'], dir: exitsDir }] : []),
+  ].filter((c) => !only || only.includes(c.label));
   const report: Record<string, unknown> = { width, sloMs, scale, capacity: cap, accuracy: Object.fromEntries(accuracy), traces: {} };
   for (const trace of traces(cap, scale, which)) {
     const all: { phase: Phase; stats: PhaseStats[] }[] = [];
@@ -281,7 +305,7 @@ async function bench(): Promise<void> {
     const wholeStats = new Map<string, PhaseStats>();
     for (const config of configs) {
       const loadBefore = os.loadavg()[0]!;
-      const { result, rss } = await runOnce(dir, config, trace, sloMs, body, headers);
+      const { result, rss, cache } = await runOnce(dir, config, trace, sloMs, body, headers);
       const loadAfter = os.loadavg()[0]!;
       results.set(config.label, result);
       const stats = phaseStats(trace.arrivals, result, [...trace.phases, whole], sloMs, accuracy);
@@ -290,13 +314,14 @@ async function bench(): Promise<void> {
       for (const s of stats) {
         rows.push([config.label, s.phase, String(s.requests), (100 * s.attainment).toFixed(1), s.goodput.toFixed(0), s.p50.toFixed(1), s.p99.toFixed(1), s.p999.toFixed(1), s.meanRate.toFixed(3), (100 * s.fullShare).toFixed(1), s.effectiveAccuracy.toFixed(3), String(s.sheds), String(s.timeouts)]);
       }
-      rows.push([`  rss MB, load`, `${rss[0]!.toFixed(0)} → peak ${Math.max(...rss).toFixed(0)} → end ${rss.at(-1)!.toFixed(0)}; host load ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)}`, '', '', '', '', '', '', '', '', '', '', '']);
+      rows.push([`  rss MB, load`, `${rss[0]!.toFixed(0)} → peak ${Math.max(...rss).toFixed(0)} → end ${rss.at(-1)!.toFixed(0)}; host load ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)}${cache ? `; ${cache}` : ''}`, '', '', '', '', '', '', '', '', '', '', '']);
       (report.traces as Record<string, unknown>)[`${trace.name}/${config.label}`] = { stats, rss, loadavg: [loadBefore, loadAfter] };
     }
-    const statics = RATES.map((r) => [r, wholeStats.get(`static ${r}`)!.effectiveAccuracy] as const);
-    const best = statics.reduce((a, b) => (b[1] > a[1] ? b : a));
     console.log(`trace ${trace.name}: ${trace.arrivals.length} requests over ${(whole.endMs / 1000).toFixed(0)} s`);
     for (const line of table(['config', 'phase', 'requests', 'SLO %', 'goodput/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'mean rate', 'at rate 1 %', 'eff. acc.', 'sheds', 'timeouts'], rows)) console.log(`  ${line}`);
+    const statics = RATES.filter((r) => wholeStats.has(`static ${r}`)).map((r) => [r, wholeStats.get(`static ${r}`)!.effectiveAccuracy] as const);
+    if (statics.length < RATES.length || !results.has('adaptive')) continue; // --only: no comparison, no plot
+    const best = statics.reduce((a, b) => (b[1] > a[1] ? b : a));
     console.log(`  best single static rate: ${best[0]} (effective accuracy ${best[1].toFixed(3)}); adaptive: ${wholeStats.get('adaptive')!.effectiveAccuracy.toFixed(3)}\n`);
     const svg = plotSvg(`slicec serve, ${trace.name} trace, SLO ${sloMs} ms`, [
       { label: 'adaptive', color: '#1f77b4', arrivals: trace.arrivals, result: results.get('adaptive')! },

@@ -309,11 +309,14 @@ function ourFiles(outDir: string): Set<string> | null {
   return files;
 }
 
-/** Folders whose whole content an earlier slicec run wrote: a fine-tune's log and checkpoints. */
+/**
+ * Folders whose whole content an earlier slicec run wrote: a fine-tune's log and checkpoints, and
+ * the exits (segments, heads, their train steps and the server's head checkpoint in exits/cache/).
+ */
 function ourFolders(outDir: string): string[] {
   try {
-    const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as { training?: unknown };
-    return manifest.training ? ['training/'] : [];
+    const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as { training?: unknown; exits?: unknown };
+    return [...(manifest.training ? ['training/'] : []), ...(manifest.exits ? ['exits/'] : [])];
   } catch {
     return [];
   }

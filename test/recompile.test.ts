@@ -1,5 +1,6 @@
-// A recompile into an earlier output that was fine-tuned: the fine-tune's own folder (training/:
-// log and checkpoints) is slicec's and is replaced with the rest; a file the user added is not.
+// A recompile into an earlier output that was fine-tuned or served: the fine-tune's own folder
+// (training/: log and checkpoints) and exits/ (with the server's heads checkpoint) are slicec's
+// and are replaced with the rest; a file the user added is not.
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -31,5 +32,15 @@ describe('recompiling a fine-tuned output', () => {
     const error = await compile(options).catch((e: unknown) => e);
     expect(isUserError(error) && error.code === 'SLC015').toBe(true);
     expect(fs.readFileSync(path.join(outDir, 'notes.txt'), 'utf8')).toBe('mine');
+  });
+
+  it('replaces exits/ with what the server added there (the heads checkpoint)', async () => {
+    const outDir = path.join(tmp, 'exits');
+    const options = { model: path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx'), groups: 2, norm: 'keep' as const, exits: 'auto' as const, codegen: false, outDir, log: () => {}, warn: () => {} };
+    await compile(options);
+    fs.mkdirSync(path.join(outDir, 'exits', 'cache'), { recursive: true });
+    fs.writeFileSync(path.join(outDir, 'exits', 'cache', 'heads.json'), '{}');
+    await compile(options);
+    expect(fs.existsSync(path.join(outDir, 'exits', 'cache'))).toBe(false);
   });
 });
