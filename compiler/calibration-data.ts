@@ -34,10 +34,10 @@ export function checkRunnable(model: Model): void {
   const functions = modelFunctionIds(model);
   const node = model.graph.nodes.find((n) => !RUNTIME_DOMAINS.has(n.domain) && !functions.has(`${n.domain}:${n.op}`));
   if (!node) return;
-  throw userError(ErrorCodes.CANNOT_RUN, `--norm gn calibrates the group norms by running the model in onnxruntime, which cannot run ${node.label()} (domain ${node.domain})`, {
+  throw userError(ErrorCodes.CANNOT_RUN, `calibration (of inserted norms, or of activation order) runs the model in onnxruntime, which cannot run ${node.label()} (domain ${node.domain})`, {
     expected: 'ops onnxruntime runs: the ONNX domains, com.microsoft, or functions the model defines',
     found: `op ${node.op} of domain ${JSON.stringify(node.domain)}`,
-    hint: '--norm keep (or --norm none) slices the model without calibration',
+    hint: '--norm keep (or --norm none) with --importance weight slices the model without calibration',
   });
 }
 

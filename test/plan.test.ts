@@ -3,6 +3,7 @@
 // the rate sampling and learning-rate schedules the fields describe.
 
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isUserError } from '../compiler/diagnostics.js';
@@ -67,6 +68,12 @@ describe('defaults', () => {
     expect(plan.schedule).toEqual({ kind: 'cosine', warmupEpochs: 0, minLr: 0 });
     expect(defaultPlan({ ...classifier, normalization: 'gn' }).schedule).toEqual({ kind: 'cosine', warmupEpochs: 1, minLr: 0 });
     expect(parsePlan(formatPlan(plan), 'plan.json', { outputs: ['logits'], rates: classifier.rates })).toEqual(plan);
+  });
+
+  it('docs/plan.md\'s example is the default plan of a classifier compiled with the default norm', () => {
+    const text = fs.readFileSync(path.join(import.meta.dirname, '..', 'docs', 'plan.md'), 'utf8');
+    const example = /## Example[^\n]*\n+```json\n([\s\S]*?)\n```/.exec(text)![1]!;
+    expect(JSON.parse(example)).toEqual(defaultPlan({ ...classifier, normalization: 'bn' }));
   });
 
   it('a regressor gets mse without distillation; two rates train both every batch; keep recalibrates', () => {
