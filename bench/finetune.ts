@@ -12,6 +12,7 @@
 // and the trainer's own share of a step (gather, scatter, optimizer, data; the rest is graph runs).
 //
 //   npx tsx bench/finetune.ts [--epochs 1,2] [--norms bn,keep,gn] [--alone] [--no-speed] [--no-accuracy]
+// (--alone --no-accuracy: only the width-alone row)
 // Writes only under a temporary folder, removed at the end. Runs are deterministic (same seed).
 
 import { spawnSync } from 'node:child_process';
@@ -142,7 +143,13 @@ async function speed(): Promise<void> {
 }
 
 try {
-  if (!process.argv.includes('--no-accuracy')) await accuracy();
+  if (!process.argv.includes('--no-accuracy')) {
+    await accuracy();
+  } else if (process.argv.includes('--alone')) {
+    // the width-alone rows by themselves
+    await alone();
+    printTable();
+  }
   if (!process.argv.includes('--no-speed')) await speed();
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });
