@@ -239,6 +239,8 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
     verifyShapes(model, { mode: 'input', source: options.model });
   });
   steps.run('fold-constants', model, () => foldConstants(model), { transform: true });
+  // a --data set is loaded (and its errors reported) before the analysis starts
+  const calibration = await calibrationInput(model, options);
   // Without --norm, layer norms are looked for (rewrite mode finds them; where there are none the
   // analysis is the one pin mode gives): models with layer norms get group norms, which slice
   // their width; every other model gets switchable BatchNorm, which measured best on the
@@ -255,7 +257,6 @@ export async function compile(options: CompileOptions, hooks: PipelineHooks = {}
   for (const note of notes) warn(`note: ${note}`);
   const digits = rateDigits(rates);
   steps.expect('prune-to-rate', rates.length);
-  const calibration = await calibrationInput(model, options);
   const importance: ImportanceResult = { mode: options.importance ?? (calibration.source !== 'synthetic' ? 'activation' : 'weight') };
   await steps.runAsync('reorder-channels', model, async () => {
     // none: the exported order (naive truncation keeps each layer's first channels as they are)

@@ -140,6 +140,10 @@ describe('slicec finetune', () => {
     const zero = await runCli([LENET, '--groups', '4', '--data', lenetData, '--calibration-samples', '0', '-o', path.join(tmp, 'never')]);
     expect(zero.code).toBe(2);
     expect(zero.stderr).toContain('error SLC007: --calibration-samples expects an integer ≥ 1');
+    const missing = await runCli([LENET, '--groups', '4', '--data', path.join(tmp, 'missing.npz'), '-o', path.join(tmp, 'never')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('error SLC010: cannot use --data');
+    expect(missing.stderr).not.toMatch(/^\s+at .+/m);
     expect(fs.existsSync(path.join(tmp, 'never'))).toBe(false);
   });
 
