@@ -12,16 +12,13 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../compiler/artifacts.js';
 import { Model, Value, tensorType } from '../compiler/ir.js';
-import { decodeModel, encodeModel, writeModel } from '../compiler/onnx-codec.js';
+import { encodeModel, writeModel } from '../compiler/onnx-codec.js';
 import { OpBuilder } from '../compiler/op-builder.js';
 import { compile } from '../compiler/pipeline.js';
 import { inferShapes } from '../compiler/shape-inference.js';
 import { DataType, Tensor } from '../compiler/tensor.js';
 import { coupleChannels, explainLayers } from '../passes/couple-channels.js';
-import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
-import { pruneToRate } from '../passes/prune-to-rate.js';
-import { reorderChannels } from '../passes/reorder-channels.js';
-import { copyWithAnalysis, editDropped } from './helpers/slicing.js';
+import { prunedAndMasked } from './helpers/slicing.js';
 import { randomFeeds, Rng, type Feeds } from './helpers/models.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-heads-'));
@@ -91,16 +88,8 @@ describe('attention heads', () => {
     writeModel(model, file);
     const reference = await run(file, feeds);
 
-    const analysed = build();
-    const analysis = coupleChannels(analysed);
-    const partition = partitionChannels(analysis, 4);
-    reorderChannels(analysed.graph, analysis, partition);
-    const snapshot = encodeModel(analysed);
-    const kept = keptWidths(partition, 0.5);
-    const { model: pruned, analysis: prunedAnalysis } = copyWithAnalysis(analysed, analysis);
-    pruneToRate(pruned, prunedAnalysis, kept);
-    const masked = decodeModel(snapshot, null);
-    expect(editDropped(masked, analysis, kept, () => 0)).toBeGreaterThan(0);
+    const { pruned, masked, zeroed } = prunedAndMasked(build(), 4, 0.5);
+    expect(zeroed).toBeGreaterThan(0);
     expectClose(await run(encodeModel(pruned), feeds), await run(encodeModel(masked), feeds));
 
     const outDir = path.join(tmp, 'out');
