@@ -9,7 +9,7 @@
 // --accuracy, else an assumed curve (printed as such).
 //
 //   npx tsx bench/load.ts [--width 128] [--slo-ms 100] [--scale 1] [--traces spike,bursty] [--accuracy a,b,c,d,e]
-//                         [--exits] [--only config,...] [--build-only]
+//                         [--exits] [--only config,...] [--build-only] [--overhead-only]
 // --exits adds `adaptive + exits`: the model compiled with --exits auto, served with --exits
 // (heads trained online from the traffic, within their buffer and CPU bounds).
 
@@ -99,6 +99,8 @@ async function overhead(dir: string): Promise<string[]> {
   const manifest = readServedManifest(dir);
   const rows: string[][] = [];
   const model = await SlicedModel.load(dir, { workers: 1 });
+  // workers: 0 runs on this thread: the runtime's own cost without the thread hops
+  const inline = await SlicedModel.load(dir, { workers: 0 });
   const server = new V2Server(model);
   const port = (await server.listen(0)).port;
   const agent = new http.Agent({ keepAlive: true });
@@ -111,6 +113,7 @@ async function overhead(dir: string): Promise<string[]> {
     const bare: number[] = [];
     const runtime: number[] = [];
     const messaging: number[] = [];
+    const onThread: number[] = [];
     const viaHttp: number[] = [];
     for (let i = 0; i < 600; i++) {
       let t = performance.now();
@@ -121,18 +124,23 @@ async function overhead(dir: string): Promise<string[]> {
       runtime.push(performance.now() - t);
       messaging.push(result.totalMs - result.serviceMs);
       t = performance.now();
+      await inline.run(feeds, { rate: r.rate });
+      onThread.push(performance.now() - t);
+      t = performance.now();
       await post(agent, url, body, headers);
       viaHttp.push(performance.now() - t);
     }
     await session.release();
-    const [b, rt, h] = [median(bare.slice(100)), median(runtime.slice(100)), median(viaHttp.slice(100))];
-    rows.push([String(r.rate), b.toFixed(3), rt.toFixed(3), (rt - b).toFixed(3), median(messaging.slice(100)).toFixed(3), h.toFixed(3), (h - rt).toFixed(3)]);
+    const [b, rt, h, on] = [median(bare.slice(100)), median(runtime.slice(100)), median(viaHttp.slice(100)), median(onThread.slice(100))];
+    rows.push([String(r.rate), b.toFixed(3), rt.toFixed(3), (rt - b).toFixed(3), median(messaging.slice(100)).toFixed(3), (on - b).toFixed(3), h.toFixed(3), (h - rt).toFixed(3)]);
   }
+  await inline.close();
   agent.destroy();
   await server.drain();
   // "runtime − service": the runtime's own time per request (checks, queue, messages), its
   // worker's session.run excluded, so it does not move with how busy the cores are.
-  return table(['rate', 'session.run ms', 'runtime ms', 'runtime overhead', 'runtime − service', 'HTTP ms', 'HTTP overhead'], rows, true);
+  // "workers 0 overhead": the same runtime with its sessions on this thread (no worker messages).
+  return table(['rate', 'session.run ms', 'runtime ms', 'runtime overhead', 'runtime − service', 'workers 0 overhead', 'HTTP ms', 'HTTP overhead'], rows, true);
 }
 
 interface Trace {
@@ -287,6 +295,7 @@ async function bench(): Promise<void> {
   console.log(`accuracy per rate, ${source}: ${[...accuracy].map(([r, a]) => `${r}: ${a}`).join(', ')}\n`);
   console.log('overhead per request (median of 500, batch 1, sequential):');
   for (const line of await overhead(dir)) console.log(`  ${line}`);
+  if (process.argv.includes('--overhead-only')) return;
   const { body, headers } = binaryBody(image(new Rng(3), 1));
   const cap = await capacity(dir, name, body, headers);
   console.log(`\nfull-width capacity through HTTP: ${cap.toFixed(0)} requests/s → average load ${(cap / 2).toFixed(0)}/s, spike ${(5 * cap).toFixed(0)}/s\n`);

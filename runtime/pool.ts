@@ -8,7 +8,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { forTransfer, type NdArray } from './ndarray.js';
 import type { Runner } from './scheduler.js';
-import type { Device } from './session.js';
+import { Session, type Device } from './session.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './worker.js';
 
 export interface PoolOptions {
@@ -131,4 +131,55 @@ export function spawnWorker(workerFile: string, workerData: unknown): Worker {
   const tsxApi = pathToFileURL(createRequire(fileURLToPath(import.meta.url)).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
   const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(pathToFileURL(workerFile).href)}); })`;
   return new Worker(boot, { eval: true, workerData });
+}
+
+/**
+ * The sessions on the calling thread, no worker (`workers: 0`): no messages and no thread
+ * wake-ups per request, but session.run blocks the event loop while it runs, so it suits scripts
+ * and one caller at a time, not a server. Elastic mode feeds the rate as the worker does.
+ */
+export class InlineRunner implements Runner {
+  private closed = false;
+
+  private constructor(
+    private readonly sessions: Session[],
+    private readonly target: (rateIndex: number) => { graph: number; rate: number },
+    private readonly rateInput: string | null,
+  ) {}
+
+  static async start(options: PoolOptions): Promise<StartedPool> {
+    const byFile = new Map<string, Promise<Session>>();
+    const opened = options.files.map((f) => {
+      if (!byFile.has(f)) byFile.set(f, Session.create(f, { device: options.device, threads: options.threads }));
+      return byFile.get(f)!;
+    });
+    const settled = await Promise.allSettled(opened);
+    const failed = settled.find((s) => s.status === 'rejected');
+    if (failed) {
+      await Promise.all(settled.map((s) => (s.status === 'fulfilled' ? s.value.release() : null)));
+      throw new Error(`could not load the model: ${String((failed as PromiseRejectedResult).reason?.message ?? (failed as PromiseRejectedResult).reason)}`);
+    }
+    const sessions = settled.map((s) => (s as PromiseFulfilledResult<Session>).value);
+    const target = (i: number) => ({ graph: options.rateInput ? 0 : i, rate: options.rates[i]! });
+    return { runners: [new InlineRunner(sessions, target, options.rateInput)], device: sessions[0]!.device, fallback: sessions[0]!.fallback };
+  }
+
+  async run(rateIndex: number, feeds: Record<string, NdArray>): Promise<{ outputs: Record<string, NdArray>; serviceMs: number }> {
+    if (this.closed) throw new Error('the runner is closed');
+    const { graph, rate } = this.target(rateIndex);
+    const all = this.rateInput ? { ...feeds, [this.rateInput]: { dtype: 'float32' as const, dims: [], data: new Float32Array([rate]) } } : feeds;
+    const t0 = performance.now();
+    try {
+      const outputs = await this.sessions[graph]!.run(all);
+      return { outputs, serviceMs: performance.now() - t0 };
+    } catch (e) {
+      throw new Error(`inference failed: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([...new Set(this.sessions)].map((s) => s.release()));
+  }
 }

@@ -19,7 +19,7 @@ import { ErrorCodes, userError } from '../compiler/diagnostics.js';
 import { makeArray, shapeMatches, sizeOf, type NdArray } from './ndarray.js';
 import { chooseRate, rankAccuracy, type Decision, type RateOption } from './policy.js';
 import { ArrivalRate, LatencyProfile, type LatencySample, type RateProfileSnapshot } from './profile.js';
-import { startWorkers } from './pool.js';
+import { InlineRunner, startWorkers } from './pool.js';
 import { Scheduler, ShedError, type Job, type Runner } from './scheduler.js';
 import { readServedManifest, type ServedManifest, type ServedRate, type ServedTensor } from './manifest.js';
 import { warnOnce, type Device } from './session.js';
@@ -34,7 +34,11 @@ export type ServeMode = 'per-rate' | 'elastic' | 'upstream';
 
 export interface LoadOptions {
   device?: Device;
-  /** Worker threads (default: cores ÷ threads, at least 1). */
+  /**
+   * Worker threads (default: cores ÷ threads, at least 1). 0 runs the sessions on the calling
+   * thread: no messages or thread wake-ups per request (the least overhead), but each run blocks
+   * the event loop, so it is for scripts and one caller at a time, not for a server.
+   */
   workers?: number;
   /** Intra-op threads per session (default 1). */
   threads?: number;
@@ -158,7 +162,14 @@ export class SlicedModel {
       throw userError(ErrorCodes.BAD_INPUT_FILE, `${manifest.dir} has no elastic graph`, { expected: 'manifest.elastic with file and rateInput', hint: 'use mode per-rate' });
     }
     const threads = Math.max(1, options.threads ?? 1);
+    if (options.workers !== undefined && !(Number.isInteger(options.workers) && options.workers >= 0)) {
+      throw userError(ErrorCodes.BAD_FLAG, `workers must be a whole number ≥ 0, got ${options.workers}`, { expected: '0 (on the calling thread) or a count of worker threads', found: String(options.workers) });
+    }
+    const inline = options.workers === 0;
     const workers = Math.max(1, options.workers ?? Math.floor(os.availableParallelism() / threads));
+    if (options.exits && inline) {
+      throw userError(ErrorCodes.BAD_FLAG, 'exits are served from worker threads (their heads train beside them)', { expected: 'workers ≥ 1', found: 'workers 0', hint: 'leave workers out, or give 1 or more' });
+    }
     if (options.exits) {
       if (mode === 'elastic') throw userError(ErrorCodes.BAD_FLAG, '--exits serves the per-rate graphs', { expected: '--mode per-rate', found: '--mode elastic', hint: 'drop --mode elastic' });
       const started = await startExitServing(manifest, options.exits === true ? {} : options.exits, { workers, threads, device: options.device ?? 'cpu' });
@@ -170,14 +181,15 @@ export class SlicedModel {
         throw e;
       }
     }
-    const started = await startWorkers({
+    const pool = {
       files: mode === 'elastic' ? [manifest.elastic!.file] : manifest.rates.map((r) => r.file),
       rateInput: mode === 'elastic' ? manifest.elastic!.rateInput : null,
       rates: manifest.rates.map((r) => r.rate),
       workers,
       threads,
       device: options.device ?? 'cpu',
-    });
+    };
+    const started = inline ? await InlineRunner.start(pool) : await startWorkers(pool);
     if (options.device === 'cuda' && started.fallback) {
       warnOnce(`CUDA was asked for but cannot be used (${started.fallback}); running on CPU. See docs/runtime.md, "CUDA".`, options.warn);
     }

@@ -177,6 +177,31 @@ describe('SlicedModel', () => {
     await expect(m.run({ input: image(1, 0) })).rejects.toThrow(/closing/);
   });
 
+  it('workers 0 runs the sessions on the calling thread, per rate and elastic, with the same answers', async () => {
+    for (const mode of ['per-rate', 'elastic'] as const) {
+      const inline = await SlicedModel.load(dir, { workers: 0, mode, profileRuns: 1 });
+      try {
+        expect(inline.workers).toBe(1);
+        const x = image(2, 13);
+        // concurrent calls queue behind each other; the caller's arrays stay usable
+        const results = await Promise.all([0.25, 0.5, 0.75, 1].map((rate) => inline.run({ input: x }, { rate })));
+        for (const result of results) expectClose(result.outputs.output!.data as Float32Array, await expected(result.rate, x), 1e-4);
+        expect(results.map((r) => r.rate)).toEqual([0.25, 0.5, 0.75, 1]);
+        expect(x.data.length).toBe(2 * 3 * 32 * 32);
+      } finally {
+        await inline.close();
+      }
+      await expect(inline.run({ input: image(1, 0) })).rejects.toThrow(/closing/);
+    }
+  });
+
+  it('a worker count that is not a whole number ≥ 0, or exits without workers, is a user error', async () => {
+    for (const options of [{ workers: -1 }, { workers: 1.5 }, { workers: 0, exits: true }]) {
+      const error = await SlicedModel.load(dir, { profileRuns: 1, ...options }).catch((e: unknown) => e);
+      expect(isUserError(error) && error.code === 'SLC007', String(error)).toBe(true);
+    }
+  });
+
   it('a folder that is not a compiled output is a user error', async () => {
     const error = await SlicedModel.load(tmp).catch((e: unknown) => e);
     expect(isUserError(error) && error.code === 'SLC010').toBe(true);
