@@ -212,6 +212,7 @@ function poolCase(op: string, attrs: Attrs, xDims = [2, 3, 7, 6]): Case {
 
 const SPATIAL: Record<string, Case> = {
   'Conv 3x3 pads 1': convCase([2, 3, 6, 5], [4, 3, 3, 3], { pads: [1, 1, 1, 1] }),
+  'Conv 12 input channels, stride 2 (batch-folded weight gradient; ≤ 8 take im2col)': convCase([2, 12, 6, 5], [4, 12, 3, 3], { pads: [1, 0, 1, 1], strides: [2, 1] }),
   'Conv asymmetric pads, stride 2': convCase([2, 3, 7, 6], [4, 3, 3, 2], { pads: [0, 1, 2, 0], strides: [2, 2] }),
   'Conv stride 3 with remainder': convCase([1, 2, 8, 7], [3, 2, 2, 3], { strides: [3, 2] }),
   'Conv dilation 2': convCase([2, 3, 7, 7], [4, 3, 3, 3], { dilations: [2, 2], pads: [2, 1, 2, 1] }),
@@ -505,6 +506,52 @@ describe('autodiff driver', () => {
       for (const o of node.outputs) expect(o.name.startsWith('k.') || o.name.startsWith('ids.')).toBe(false);
     }
     expect(() => autodiff(res.model, { seeds: [], wrt: ints })).toThrow(/not a float/);
+  });
+});
+
+describe('MaxPool over k×k tiles (SpaceToDepth taps instead of Indices)', () => {
+  // Central differences cannot see ties; the Indices form is the reference there: MaxPool's
+  // Indices name the first maximum of each window, and both forms must route dY exactly so.
+  for (const k of [2, 3]) {
+    it(`${k}×${k} stride ${k}: with ties everywhere the gradient equals the Indices form's, value for value`, async () => {
+      const dims = [2, 3, 4 * k, 2 * k];
+      const rng = new Rng(5);
+      const ties: Dense = { dims, data: Float32Array.from({ length: dims.reduce((a, d) => a * d, 1) }, () => Math.floor(rng.next() * 3)) };
+      const gradient = async (indices: boolean) => {
+        const n = net();
+        const x = n.input('x', dims);
+        const [y] = n.b.op('MaxPool', [x], { kernel_shape: [k, k], strides: [k, k] }, { outputs: indices ? 2 : 1 });
+        n.model.graph.outputs.push(y!);
+        const res = await gradcheck(n.model, { wrt: ['x'], feeds: { x: ties } });
+        const ops = res.backwardNodes.map((node) => node.op);
+        expect(ops.includes('ScatterElements')).toBe(indices);
+        expect(ops.includes('DepthToSpace')).toBe(!indices);
+        return res.gradients.x!.data;
+      };
+      const tiled = await gradient(false);
+      expect([...tiled]).toEqual([...(await gradient(true))]);
+      // each window passes its whole cotangent to exactly one element
+      expect(tiled.filter((v) => v !== 0).length).toBe(dims.reduce((a, d) => a * d, 1) / (k * k));
+    });
+  }
+  it('is not used where windows overlap, are padded or dilated, or do not tile the input', () => {
+    const cases: [number[], Attrs][] = [
+      [[1, 2, 8, 8], { kernel_shape: [2, 2], strides: [1, 1] }],
+      [[1, 2, 8, 8], { kernel_shape: [2, 2], strides: [2, 2], pads: [1, 1, 1, 1] }],
+      [[1, 2, 8, 8], { kernel_shape: [2, 2], strides: [2, 2], dilations: [2, 2] }],
+      [[1, 2, 7, 8], { kernel_shape: [2, 2], strides: [2, 2] }],
+      [[1, 2, 8, 8], { kernel_shape: [2, 3], strides: [2, 3] }],
+    ];
+    for (const [dims, attrs] of cases) {
+      const n = net();
+      const y = n.b.op1('MaxPool', [n.input('x', dims)], attrs);
+      n.model.graph.outputs.push(y);
+      refreshShapes(n.model);
+      const seed = new Value('dy', tensorType(DataType.FLOAT, y.shape as number[]));
+      n.model.graph.inputs.push(seed);
+      autodiff(n.model, { seeds: [{ value: y, grad: seed }], wrt: [n.model.graph.inputs[0]!] });
+      expect(n.model.graph.nodes.some((node) => node.op === 'ScatterElements'), JSON.stringify(attrs)).toBe(true);
+    }
   });
 });
 
