@@ -23,7 +23,8 @@
 // - Normalizations (BatchNormalization with batch or running statistics, InstanceNormalization,
 //   LayerNormalization; group norms are built from these): with x̂ the normalized input and
 //   isd = 1/σ, dX = isd·(g − mean(g) − x̂·mean(g·x̂)) with g = dY·γ and means over the normalized
-//   axes; dγ = Σ dY·x̂, dβ = Σ dY. Running statistics get no gradient.
+//   axes; dγ = Σ dY·x̂, dβ = Σ dY. Running statistics get no gradient. With batch statistics the
+//   channel norms fold γ, isd and the means into per-channel factors (batchStatisticsGrad).
 
 import { tensorType, type Node, type Value } from '../compiler/ir.js';
 import { DataType } from '../compiler/tensor.js';
@@ -327,20 +328,46 @@ function channelNormGrad(kind: 'batch' | 'instance', c: GradContext, node: Node,
   const epsilon = node.attrFloat('epsilon', 1e-5);
   const sumAxes = [0, ...range(2, xd.length)];
   const batchStats = kind === 'instance' || node.attrInt('training_mode', 0) === 1;
-  let xhat: () => Value;
-  let dX: Value | null = null;
-  if (batchStats) {
-    const statAxes = kind === 'batch' ? sumAxes : range(2, xd.length);
-    const s = standardize(c, x, statAxes, epsilon);
-    xhat = () => s.xhat;
-    if (c.needs(x)) dX = normalizedInputGrad(c, b.mul(g, perChannel(scale)), s.xhat, s.isd, statAxes);
-  } else {
-    const isd = perChannel(b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]));
-    xhat = () => b.mul(b.sub(x, perChannel(mean)), isd);
-    if (c.needs(x)) dX = b.mul(g, b.mul(perChannel(scale), isd));
-  }
-  const dScale = c.needs(scale) ? b.reduce('ReduceSum', b.mul(g, xhat()), sumAxes, false) : null;
+  if (batchStats) return batchStatisticsGrad(c, g, x, scale, bias, kind === 'batch' ? sumAxes : range(2, xd.length), sumAxes, epsilon);
+  // running statistics: a fixed per-channel affine map
+  const isd = perChannel(b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]));
+  const dX = c.needs(x) ? b.mul(g, b.mul(perChannel(scale), isd)) : null;
+  const dScale = c.needs(scale) ? b.reduce('ReduceSum', b.mul(g, b.mul(b.sub(x, perChannel(mean)), isd)), sumAxes, false) : null;
   const dBias = c.needs(bias) ? b.reduce('ReduceSum', g, sumAxes, false) : null;
+  return [dX, dScale, dBias, null, null];
+}
+
+/**
+ * A channel norm with batch statistics over `statAxes`, in few passes over the activation: with
+ * c = x − mean, isd = 1/√(mean(c²) + ε), m₁ = mean(dY) and m₂ = mean(dY·c) (per statistic), the
+ * input gradient isd·γ·(dY − m₁ − x̂·mean(dY·x̂)) is a·dY + k·c + β' with per-statistic a = γ·isd,
+ * k = −a·isd²·m₂ and β' = −a·m₁; dγ = Σ isd·m₂·count and dβ = Σ m₁·count, summed over the
+ * statistics. Ten passes where the textbook form takes sixteen (x̂ and γ·dY never materialized).
+ */
+function batchStatisticsGrad(c: GradContext, g: Value, x: Value, scale: Value, bias: Value, statAxes: number[], sumAxes: number[], epsilon: number): (Value | null)[] {
+  const b = c.b;
+  const xd = c.dims(x);
+  const count = product(statAxes.map((a) => xd[a]!));
+  const centered = b.sub(x, b.reduce('ReduceMean', x, statAxes, true));
+  const variance = b.reduce('ReduceMean', b.mul(centered, centered), statAxes, true);
+  const isd = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]);
+  const meanDY = b.reduce('ReduceMean', g, statAxes, true);
+  const meanDYC = b.reduce('ReduceMean', b.mul(g, centered), statAxes, true);
+  // the statistics' own axes reduced away: [C] from [1, C, 1…] (batch) or [N, C, 1…] (instance)
+  const toChannels = (v: Value): Value => {
+    const rest = sumAxes.filter((a) => !statAxes.includes(a));
+    return b.reshape(rest.length > 0 ? b.reduce('ReduceSum', v, rest, true) : v, c.ints([xd[1]!]));
+  };
+  let dX: Value | null = null;
+  if (c.needs(x)) {
+    const gamma = b.reshape(scale, c.ints([xd[1]!, ...new Array<number>(xd.length - 2).fill(1)]));
+    const a = b.mul(gamma, isd);
+    const k = b.op1('Neg', [b.mul(b.mul(a, b.mul(isd, isd)), meanDYC)]);
+    const shift = b.op1('Neg', [b.mul(a, meanDY)]);
+    dX = b.add(b.add(b.mul(g, a), b.mul(centered, k)), shift);
+  }
+  const dScale = c.needs(scale) ? toChannels(b.mul(b.mul(isd, meanDYC), c.scalar(count, x))) : null;
+  const dBias = c.needs(bias) ? toChannels(b.mul(meanDY, c.scalar(count, x))) : null;
   return [dX, dScale, dBias, null, null];
 }
 

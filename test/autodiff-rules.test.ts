@@ -663,7 +663,12 @@ describe('whole fixture models (train mode, every float parameter)', () => {
       wrt: params.map((v) => v.name), seed: 9, eps: 1e-4, direction: 'gradient',
       extraFeeds: { labels: new ort.Tensor('int64', BigInt64Array.from([3n, 7n]), [2, 1]) },
     });
-    expect(mismatches(res.checks, 2e-2, 4)).toEqual([]);
+    // A bias right before a BatchNormalization with batch statistics has a zero gradient (the
+    // batch mean takes it away); its difference quotient is rounding noise, so check it is zero.
+    const beforeNorm = new Set(model.graph.nodes.filter((n) => n.op === 'BatchNormalization').map((n) => n.inputs[0]!.producer).filter((p) => p?.op === 'Conv' && p.inputs[2]).map((p) => p!.inputs[2]!.name));
+    expect(beforeNorm.size).toBeGreaterThan(0);
+    for (const ch of res.checks.filter((ch) => beforeNorm.has(ch.name))) expect(Math.abs(ch.analytic)).toBeLessThan(1e-6);
+    expect(mismatches(res.checks.filter((ch) => !beforeNorm.has(ch.name)), 2e-2, 4)).toEqual([]);
   });
 
   for (const file of ['lenet-bn.onnx', 'resnet-small.onnx', 'mobilenet-se.onnx']) {
