@@ -54,6 +54,15 @@ export interface GradContext {
   constInts(v: Value | null, node: Node, what: string): number[] | null;
   /** Zeros of the given dims and `like`'s type (ConstantOfShape). */
   zeros(dims: readonly number[], like: Value): Value;
+  /**
+   * A rule that applies the gradient of `v`'s producer itself (a MaxPool applying its input Relu's
+   * mask at pooled resolution) claims it here: true, and the producer's rule then passes its
+   * gradient through, when this rule's node is v's only forward use and v is neither a seed nor a
+   * graph output (so this rule's is the only gradient v gets).
+   */
+  claimProducer(v: Value, node: Node): boolean;
+  /** True for a node whose gradient a later node's rule already applied (see claimProducer). */
+  claimed(node: Node): boolean;
 }
 
 /** Given the forward node and the gradients of its outputs (null where none), the gradients of
@@ -82,7 +91,8 @@ export function unsupportedOp(node: Node, why: string, hint = 'rewrite the model
   });
 }
 
-function makeContext(model: Model, b: OpBuilder, reached: Set<Value>, current: () => Node | null): GradContext {
+function makeContext(model: Model, b: OpBuilder, reached: Set<Value>, current: () => Node | null, forward: { nodes: Set<Node>; seeds: Set<Value> }): GradContext {
+  const claimedNodes = new Set<Node>();
   const graph = model.graph;
   const dims = (v: Value): number[] => {
     const shape = v.shape;
@@ -130,6 +140,13 @@ function makeContext(model: Model, b: OpBuilder, reached: Set<Value>, current: (
       if (!v.const) throw unsupportedOp(node, `its ${what} (${v.name}) is computed at run time`, 'make it a constant (constant folding) before autodiff');
       return v.const.numbers();
     },
+    claimProducer: (v, node) => {
+      const uses = v.uses.filter((u) => forward.nodes.has(u.node));
+      const only = uses.length === 1 && uses[0]!.node === node && !forward.seeds.has(v) && !model.graph.outputs.includes(v);
+      if (only && v.producer) claimedNodes.add(v.producer);
+      return only && v.producer !== null;
+    },
+    claimed: (node) => claimedNodes.has(node),
     zeros: (shape, like) => {
       const value = like.elemType === DataType.DOUBLE
         ? Tensor.fromTyped(DataType.DOUBLE, [1], Float64Array.of(0))
@@ -174,7 +191,7 @@ export function autodiff(model: Model, opts: AutodiffOptions): AutodiffResult {
   }
   const b = new OpBuilder(graph, opset);
   let current: Node | null = null;
-  const c = makeContext(model, b, reached, () => current);
+  const c = makeContext(model, b, reached, () => current, { nodes: forwardNodes, seeds: new Set(opts.seeds.map((s) => s.value)) });
   // refuse before emitting anything: ops without a rule, values without static shapes
   for (const node of needed) {
     if ((node.domain !== '' && node.domain !== 'ai.onnx') || !GRADIENT_RULES[node.op]) {

@@ -203,7 +203,13 @@ export function maxPoolGrad(c: GradContext, node: Node, dY: (Value | null)[]): (
   const [x, y] = [node.inputs[0]!, node.outputs[0]!];
   if (node.attrInt('storage_order', 0) !== 0) throw unsupportedOp(node, 'MaxPool with storage_order 1');
   const tiled = tiledWindow(node, c.dims(x));
-  if (tiled > 0 && !node.outputs[1]) return [tiledMaxPoolGrad(c, x, y, dY[0]!, tiled)];
+  if (tiled > 0 && !node.outputs[1]) {
+    // After a Relu: the gradient reaches only each window's maximum, where the Relu's mask is
+    // (max > 0), so it is applied to dY here, at a k²-th of the size, and the Relu passes it on.
+    const afterRelu = x.producer?.op === 'Relu' && c.claimProducer(x, node);
+    const g = afterRelu ? c.b.op1('Where', [c.b.op1('Greater', [y, c.scalar(0, x)]), dY[0]!, c.scalar(0, x)]) : dY[0]!;
+    return [tiledMaxPoolGrad(c, x, y, g, tiled)];
+  }
   const indices = node.outputs[1] ?? node.addOutput(c.b.graph.uniqueName(`${y.name}.indices`), tensorType(DataType.INT64, c.dims(y)));
   const count = product(c.dims(y));
   const flat = (v: Value): Value => c.b.reshape(v, c.ints([count]));

@@ -301,7 +301,8 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
   Abs: unary((c, x, _y, g) => c.b.mul(g, c.b.op1('Sign', [x]))),
   Sqrt: unary((c, _x, y, g) => c.b.div(g, c.b.add(y, y))),
   Reciprocal: unary((c, _x, y, g) => c.b.op1('Neg', [c.b.mul(g, c.b.mul(y, y))])),
-  Relu: unary((c, x, _y, g) => mask(c, c.b.op1('Greater', [x, c.scalar(0, x)]), g, x)),
+  // a tiled MaxPool right after may have applied this mask at its own, smaller, resolution
+  Relu: unary((c, x, _y, g, n) => (c.claimed(n) ? g : mask(c, c.b.op1('Greater', [x, c.scalar(0, x)]), g, x))),
   LeakyRelu: unary((c, x, _y, g, n) => c.b.op1('Where', [c.b.op1('Greater', [x, c.scalar(0, x)]), g, c.b.mul(g, c.scalar(n.attrFloat('alpha', 0.01), x))])),
   Elu: unary((c, x, y, g, n) => c.b.op1('Where', [c.b.op1('Greater', [x, c.scalar(0, x)]), g, c.b.mul(g, c.b.add(y, c.scalar(n.attrFloat('alpha', 1), x)))])),
   Softplus: unary((c, x, _y, g) => c.b.mul(g, c.b.op1('Sigmoid', [x]))),

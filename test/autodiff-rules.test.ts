@@ -512,26 +512,34 @@ describe('autodiff driver', () => {
 describe('MaxPool over k×k tiles (SpaceToDepth taps instead of Indices)', () => {
   // Central differences cannot see ties; the Indices form is the reference there: MaxPool's
   // Indices name the first maximum of each window, and both forms must route dY exactly so.
-  for (const k of [2, 3]) {
-    it(`${k}×${k} stride ${k}: with ties everywhere the gradient equals the Indices form's, value for value`, async () => {
+  for (const [k, relu] of [[2, false], [3, false], [2, true]] as const) {
+    it(`${relu ? 'after a Relu (its mask applied at pooled size), ' : ''}${k}×${k} stride ${k}: with ties everywhere the gradient equals the Indices form's, value for value`, async () => {
       const dims = [2, 3, 4 * k, 2 * k];
       const rng = new Rng(5);
-      const ties: Dense = { dims, data: Float32Array.from({ length: dims.reduce((a, d) => a * d, 1) }, () => Math.floor(rng.next() * 3)) };
+      const ties: Dense = { dims, data: Float32Array.from({ length: dims.reduce((a, d) => a * d, 1) }, () => Math.floor(rng.next() * 4) - (relu ? 2 : 0)) };
       const gradient = async (indices: boolean) => {
         const n = net();
         const x = n.input('x', dims);
-        const [y] = n.b.op('MaxPool', [x], { kernel_shape: [k, k], strides: [k, k] }, { outputs: indices ? 2 : 1 });
+        const [y] = n.b.op('MaxPool', [relu ? n.b.relu(x) : x], { kernel_shape: [k, k], strides: [k, k] }, { outputs: indices ? 2 : 1 });
         n.model.graph.outputs.push(y!);
         const res = await gradcheck(n.model, { wrt: ['x'], feeds: { x: ties } });
         const ops = res.backwardNodes.map((node) => node.op);
         expect(ops.includes('ScatterElements')).toBe(indices);
         expect(ops.includes('DepthToSpace')).toBe(!indices);
+        // after a Relu, one Where masks the gradient: the Relu's own, or the pool's at its size
+        if (relu) {
+          const greater = res.backwardNodes.filter((node) => node.op === 'Greater');
+          expect(greater.map((node) => node.inputs[0])).toEqual([indices ? x : y]);
+        }
         return res.gradients.x!.data;
       };
       const tiled = await gradient(false);
       expect([...tiled]).toEqual([...(await gradient(true))]);
-      // each window passes its whole cotangent to exactly one element
-      expect(tiled.filter((v) => v !== 0).length).toBe(dims.reduce((a, d) => a * d, 1) / (k * k));
+      // each window passes its whole cotangent to exactly one element (after a Relu: not where
+      // the window's maximum is 0 or less)
+      const windows = dims.reduce((a, d) => a * d, 1) / (k * k);
+      if (relu) expect(tiled.filter((v) => v !== 0).length).toBeLessThan(windows);
+      else expect(tiled.filter((v) => v !== 0).length).toBe(windows);
     });
   }
   it('is not used where windows overlap, are padded or dilated, or do not tile the input', () => {
