@@ -212,7 +212,7 @@ function poolCase(op: string, attrs: Attrs, xDims = [2, 3, 7, 6]): Case {
 
 const SPATIAL: Record<string, Case> = {
   'Conv 3x3 pads 1': convCase([2, 3, 6, 5], [4, 3, 3, 3], { pads: [1, 1, 1, 1] }),
-  'Conv 12 input channels, stride 2 (batch-folded weight gradient; ≤ 8 take im2col)': convCase([2, 12, 6, 5], [4, 12, 3, 3], { pads: [1, 0, 1, 1], strides: [2, 1] }),
+  'Conv 20 input channels, stride 2 (batch-folded weight gradient; ≤ 16 take im2col)': convCase([2, 20, 6, 5], [4, 20, 3, 3], { pads: [1, 0, 1, 1], strides: [2, 1] }),
   'Conv asymmetric pads, stride 2': convCase([2, 3, 7, 6], [4, 3, 3, 2], { pads: [0, 1, 2, 0], strides: [2, 2] }),
   'Conv stride 3 with remainder': convCase([1, 2, 8, 7], [3, 2, 2, 3], { strides: [3, 2] }),
   'Conv dilation 2': convCase([2, 3, 7, 7], [4, 3, 3, 3], { dilations: [2, 2], pads: [2, 1, 2, 1] }),
