@@ -6,7 +6,9 @@
 //   exactly H wide. No auto_pad or output_shape on it: runtimes redistribute pads their own way.
 //   With asymmetric pads: ConvTranspose without pads, then Slice/Pad (same numbers; the CUDA
 //   provider would run the padded form on the CPU).
-// - Conv weight gradient: ONNX has no batch groups, so the batch is folded into channels:
+// - Conv weight gradient, 2-D without groups: im2col, the input's kernel taps (strided Slices)
+//   stacked and multiplied with dY in one MatMul, while the taps stay under 64 MB.
+// - Conv weight gradient otherwise: ONNX has no batch groups, so the batch is folded into channels:
 //   X → [Cg, G·N, S], dY → [G·Mg, N, So], Conv(X', dY', group G, strides = forward dilations,
 //   dilations = forward strides, forward pads), cut to the kernel, swap the first two axes.
 //   dW[k] = Σ_o dY[o]·X[o·s + k·d − p] is exactly that correlation.
@@ -15,7 +17,7 @@
 // - MaxPool: the forward node also outputs Indices (flat over N·C·H·W); the gradient scatters dY
 //   there with ScatterElements(reduction add), which stays right when windows overlap. A 2-D
 //   pool over k×k tiles (the common 2×2 stride 2) keeps its plain forward and routes dY to the
-//   first tap equal to the maximum instead (SpaceToDepth taps, DepthToSpace back): same result.
+//   first tap equal to the maximum instead (SpaceToDepth taps, Concats back): same result.
 // - AveragePool: depthwise ConvTranspose of dY/count with a ones kernel, then crop the padding
 //   (and pad the tail a floor-mode pool never read); count is a constant per output position.
 // - Resize (nearest, linear) is linear and separable: per resized axis Y = A·X with a constant
@@ -66,7 +68,7 @@ function windowOf(node: Node, spatialIn: number[], kernel: number[]): Window {
  * [N, G·Mg, So] (dims given: backward values carry no type yet); the result is [G·Mg, Cg, kernel].
  */
 function convWeightGrad(c: GradContext, input: Value, inputDims: number[], dOut: Value, dOutDims: number[], group: number, win: Window): Value {
-  if (group === 1 && inputDims.length === 4 && inputDims[1]! <= IM2COL_MAX_CHANNELS) {
+  if (group === 1 && inputDims.length === 4 && product(win.kernel) * inputDims[1]! * inputDims[0]! * product(dOutDims.slice(2)) <= IM2COL_MAX_ELEMENTS) {
     return im2colWeightGrad(c, input, inputDims, dOut, dOutDims, win);
   }
   const b = c.b;
@@ -99,18 +101,20 @@ function convWeightGrad(c: GradContext, input: Value, inputDims: number[], dOut:
 }
 
 /**
- * Up to this many input channels, a 2-D weight gradient is one batched MatMul over the input's
- * taps (im2col) rather than the batch-folded Conv, whose few output positions (the kernel's)
- * keep onnxruntime's Conv far from its GEMM speed. Measured in the Fashion-MNIST CNN's train
- * step at batch 64 (onnxruntime profile, per step): 1 channel 0.57 → 0.18 ms, 8 channels 1.26 →
- * 0.6 ms, 16 channels 3.3 → 2.2 ms; the whole step 1–4 % faster at 16 and 1–4 % slower at 24–32.
+ * The largest im2col matrix (k·C rows × N·Ho·Wo columns, float32 elements: 64 MB) a 2-D weight
+ * gradient builds; past it, the batch-folded Conv, which onnxruntime runs one channel at a time.
+ *
+ * The im2col form is one GEMM with a long inner dimension, where the folded Conv's output is only
+ * the kernel's positions and onnxruntime's Conv runs far from its GEMM speed. Measured in the
+ * Fashion-MNIST CNN's train step at batch 64 (onnxruntime profile per step, the 32→64 layer at
+ * 14×14): 8.6 → 5.6 ms with 32 input channels, 3.3 → 2.2 ms with 16, 1.26 → 0.6 ms with 8.
  */
-const IM2COL_MAX_CHANNELS = 16;
+const IM2COL_MAX_ELEMENTS = 16 << 20;
 
 /**
- * dW[m, c, i, j] = Σ over n and output positions of dY[n, m, o] · Xpad[n, c, o·s + (i, j)·d]:
- * the k taps of the padded input (strided Slices, [N, C, Ho, Wo] each) stacked into
- * [N, k·C, Ho·Wo], times dY per sample ([N, Ho·Wo, M]), summed over the batch.
+ * dW[m, c, i, j] = Σ over n and output positions o of dY[n, m, o] · Xpad[n, c, o·s + (i, j)·d]:
+ * the input's k taps (strided Slices of Xpad with the batch moved behind the channels, [C, N,
+ * Ho, Wo] each) stacked into [k·C, N·Ho·Wo], times dY as [N·Ho·Wo, M]: one MatMul.
  */
 function im2colWeightGrad(c: GradContext, input: Value, inputDims: number[], dOut: Value, dOutDims: number[], win: Window): Value {
   const b = c.b;
@@ -118,20 +122,20 @@ function im2colWeightGrad(c: GradContext, input: Value, inputDims: number[], dOu
   const [, outChannels, outH, outW] = dOutDims;
   const [kh, kw] = win.kernel;
   const padded = win.pads.some((p) => p !== 0) ? b.pad(input, c.ints([0, 0, win.pads[0]!, win.pads[1]!, 0, 0, win.pads[2]!, win.pads[3]!])) : input;
+  const xT = b.transpose(padded, [1, 0, 2, 3]);
   const taps: Value[] = [];
   for (let i = 0; i < kh!; i++) {
     for (let j = 0; j < kw!; j++) {
       const start = [i * win.dilations[0]!, j * win.dilations[1]!];
       const end = [start[0]! + (outH! - 1) * win.strides[0]! + 1, start[1]! + (outW! - 1) * win.strides[1]! + 1];
-      taps.push(b.slice(padded, c.ints(start), c.ints(end), c.ints([2, 3]), c.ints(win.strides)));
+      taps.push(b.slice(xT, c.ints(start), c.ints(end), c.ints([2, 3]), c.ints(win.strides)));
     }
   }
-  const positions = outH! * outW!;
-  const cols = b.reshape(taps.length === 1 ? taps[0]! : b.concat(taps, 1), c.ints([n!, kh! * kw! * channels!, positions]));
-  const dYt = b.transpose(b.reshape(dOut, c.ints([n!, outChannels!, positions])), [0, 2, 1]);
-  const perSample = b.matMul(cols, dYt);
-  const summed = b.reduce('ReduceSum', perSample, c.ints([0]), false);
-  return b.transpose(b.reshape(summed, c.ints([kh!, kw!, channels!, outChannels!])), [3, 2, 0, 1]);
+  const rows = n! * outH! * outW!;
+  const cols = b.reshape(taps.length === 1 ? taps[0]! : b.concat(taps, 0), c.ints([kh! * kw! * channels!, rows]));
+  const dYt = b.reshape(b.transpose(dOut, [0, 2, 3, 1]), c.ints([rows, outChannels!]));
+  const dw = b.matMul(cols, dYt);
+  return b.transpose(b.reshape(dw, c.ints([kh!, kw!, channels!, outChannels!])), [3, 2, 0, 1]);
 }
 
 /**
@@ -240,7 +244,7 @@ function tiledWindow(node: Node, xd: number[]): number {
  * generic kernel, 5× slower than the plain one): SpaceToDepth lays each window's taps out as k²
  * channel blocks in row-major window order, and the gradient goes to the first tap equal to the
  * pooled maximum (Equal and two Wheres per tap pass what is left on), which is the element
- * MaxPool's Indices name, ties included; DepthToSpace puts the taps back.
+ * MaxPool's Indices name, ties included; Concats put the taps back.
  */
 function tiledMaxPoolGrad(c: GradContext, x: Value, y: Value, dY: Value, k: number): Value {
   const b = c.b;
@@ -255,7 +259,15 @@ function tiledMaxPoolGrad(c: GradContext, x: Value, y: Value, dY: Value, k: numb
     rest = b.op1('Where', [first, zero, rest]);
   }
   parts.push(rest);
-  return b.op1('DepthToSpace', [b.concat(parts, 1)], { blocksize: k });
+  // back to [N, C, H, W]: each window row's taps side by side along W, then the rows along H (two
+  // Concats; onnxruntime's DepthToSpace, a 6-D transpose, takes 1.8× as long)
+  const [n, , h, w] = c.dims(x);
+  const rows: Value[] = [];
+  for (let i = 0; i < k; i++) {
+    const row = b.concat(parts.slice(i * k, (i + 1) * k).map((p) => b.unsqueeze(p, [4])), 4);
+    rows.push(b.reshape(row, c.ints([n!, channels, h! / k, 1, w!])));
+  }
+  return b.reshape(b.concat(rows, 3), c.ints([n!, channels, h!, w!]));
 }
 
 export function averagePoolGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {

@@ -212,7 +212,7 @@ function poolCase(op: string, attrs: Attrs, xDims = [2, 3, 7, 6]): Case {
 
 const SPATIAL: Record<string, Case> = {
   'Conv 3x3 pads 1': convCase([2, 3, 6, 5], [4, 3, 3, 3], { pads: [1, 1, 1, 1] }),
-  'Conv 20 input channels, stride 2 (batch-folded weight gradient; ≤ 16 take im2col)': convCase([2, 20, 6, 5], [4, 20, 3, 3], { pads: [1, 0, 1, 1], strides: [2, 1] }),
+  'Conv 20 input channels, stride 2, asymmetric pads': convCase([2, 20, 6, 5], [4, 20, 3, 3], { pads: [1, 0, 1, 1], strides: [2, 1] }),
   'Conv asymmetric pads, stride 2': convCase([2, 3, 7, 6], [4, 3, 3, 2], { pads: [0, 1, 2, 0], strides: [2, 2] }),
   'Conv stride 3 with remainder': convCase([1, 2, 8, 7], [3, 2, 2, 3], { strides: [3, 2] }),
   'Conv dilation 2': convCase([2, 3, 7, 7], [4, 3, 3, 3], { dilations: [2, 2], pads: [2, 1, 2, 1] }),
@@ -220,6 +220,7 @@ const SPATIAL: Record<string, Case> = {
   'Conv depthwise (group = C, multiplier 2)': convCase([2, 3, 6, 6], [6, 1, 3, 3], { group: 3, pads: [1, 1, 1, 1], strides: [2, 1] }),
   'Conv auto_pad SAME_UPPER stride 2, no bias': convCase([2, 3, 7, 6], [4, 3, 3, 3], { auto_pad: 'SAME_UPPER', strides: [2, 2] }, false),
   'Conv auto_pad SAME_LOWER, stride 2': convCase([1, 2, 6, 7], [3, 2, 2, 3], { auto_pad: 'SAME_LOWER', strides: [2, 2] }),
+  // 1-D and 3-D convs (and grouped ones) take the batch-folded weight gradient, 2-D ones im2col
   'Conv 3-D, stride 2': convCase([1, 2, 4, 5, 3], [3, 2, 2, 3, 2], { strides: [2, 1, 2], pads: [0, 1, 1, 1, 0, 0] }),
   'Conv 1-D': convCase([2, 3, 9], [4, 3, 3], { strides: [2], pads: [1, 0] }),
   'ConvTranspose stride 2, asymmetric pads, output_padding': convTransposeCase([2, 4, 4, 3], [4, 3, 3, 3], 1, { strides: [2, 2], pads: [1, 0, 0, 1], output_padding: [1, 0] }),
@@ -525,7 +526,7 @@ describe('MaxPool over k×k tiles (SpaceToDepth taps instead of Indices)', () =>
         const res = await gradcheck(n.model, { wrt: ['x'], feeds: { x: ties } });
         const ops = res.backwardNodes.map((node) => node.op);
         expect(ops.includes('ScatterElements')).toBe(indices);
-        expect(ops.includes('DepthToSpace')).toBe(!indices);
+        expect(ops.includes('SpaceToDepth')).toBe(!indices);
         // after a Relu, one Where masks the gradient: the Relu's own, or the pool's at its size
         if (relu) {
           const greater = res.backwardNodes.filter((node) => node.op === 'Greater');
