@@ -138,6 +138,12 @@ async function speed(): Promise<void> {
     const { stepSeconds, graphSeconds } = out.result.timing;
     console.log(`| ${rate} | ${sps.toFixed(0)} | ${((graphSeconds / stepSeconds) * 100).toFixed(1)} % | ${((1 - graphSeconds / stepSeconds) * 100).toFixed(1)} % |`);
   }
+  // a fine-tuning step as the default plan runs it: sandwich rates, in-place distillation
+  const planRun = path.join(tmp, 'speed-plan');
+  fs.cpSync(dir, planRun, { recursive: true });
+  const planned = await runTraining(planRun, { data: subset, overrides: { epochs: 1, batchSize: 128, normalization: { recalibrate: { enabled: false } } } });
+  const { stepSeconds, graphSeconds } = planned.result.timing;
+  console.log(`| default plan (sandwich of 3 rates, distillation) | ${(idx.length / stepSeconds).toFixed(0)} | ${((graphSeconds / stepSeconds) * 100).toFixed(1)} % | ${((1 - graphSeconds / stepSeconds) * 100).toFixed(1)} % |`);
   const torch = spawnSync('/usr/bin/python3', [path.join('bench', 'torch-train-speed.py'), '--batch', '128', '--momentum', '0.9', '--runs', '3'], { encoding: 'utf8' });
   console.log(torch.status === 0 ? `\n${torch.stdout}` : `\nPyTorch not run: ${torch.error?.message ?? torch.stderr.split('\n').slice(-3).join(' ')}`);
 }
