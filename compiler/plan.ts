@@ -76,7 +76,7 @@ export interface PlanDescription {
 
 export function optimizerDefaults(kind: Optimizer['kind']): Optimizer {
   return kind === 'sgd'
-    ? { kind, lr: 0.01, momentum: 0.9, nesterov: true, weightDecay: 1e-4 }
+    ? { kind, lr: 0.03, momentum: 0.9, nesterov: true, weightDecay: 1e-4 }
     : { kind, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
 }
 

@@ -63,7 +63,7 @@ describe('defaults', () => {
     expect(plan.sampling).toEqual({ mode: 'sandwich', random: 1 });
     expect(plan.distillation).toEqual({ enabled: true, weight: 1, temperature: 1 });
     expect(plan.loss).toEqual({ kind: 'cross-entropy', output: 'logits', label: 'y' });
-    expect(plan.optimizer).toEqual({ kind: 'sgd', lr: 0.01, momentum: 0.9, nesterov: true, weightDecay: 1e-4 });
+    expect(plan.optimizer).toEqual({ kind: 'sgd', lr: 0.03, momentum: 0.9, nesterov: true, weightDecay: 1e-4 });
     // the default normalization (bn) starts from the model's function: no warm-up; gn gets one
     expect(plan.schedule).toEqual({ kind: 'cosine', warmupEpochs: 0, minLr: 0 });
     expect(defaultPlan({ ...classifier, normalization: 'gn' }).schedule).toEqual({ kind: 'cosine', warmupEpochs: 1, minLr: 0 });
