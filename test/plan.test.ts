@@ -183,6 +183,7 @@ describe('semantics', () => {
     const expected = [0.1, 0.1, 0.01, 0.01, 0.001, 0.001];
     [0, 4.9, 5, 7.5, 8, 9.9].forEach((t, i) => expect(learningRate(step, t, 100)).toBeCloseTo(expected[i]!, 12));
     const constant = applyOverrides(base(), { schedule: { kind: 'constant', warmupEpochs: 0 } });
-    expect(learningRate(constant, 7.3, 10)).toBe(0.01);
+    expect(learningRate(constant, 7.3, 10)).toBe(constant.optimizer.lr);
+    expect(constant.optimizer.lr).toBe(0.03);
   });
 });
