@@ -29,7 +29,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Value } from '../compiler/ir.js';
 import { writeModel } from '../compiler/onnx-codec.js';
-import { Exporter, scope } from '../fixtures/exporter.js';
+import { basicBlock, Exporter } from '../fixtures/exporter.js';
 import { loadDataset, materialize, type Split } from '../runtime/data.js';
 import { rateModelName, readServedManifest } from '../runtime/manifest.js';
 import { argValue, startServer, table } from './common.js';
@@ -43,17 +43,11 @@ await bench();
 /** ResNet-style classifier for 1×28×28: stem, three residual stages (one block each), global pool, fc. */
 function buildResnet(width: number): ReturnType<Exporter['output']> {
   const e = new Exporter({ opset: 13, irVersion: 8, seed: 0xada, docString: 'bench adaptive: ResNet for 28x28' });
-  const block = (p: string, x: Value, cin: number, cout: number, stride: number): Value => {
-    let y = e.relu(`${p}.relu`, e.batchNorm(`${p}.bn1`, e.conv(`${p}.conv1`, x, cin, cout, { kernel: 3, stride, pad: 1 }), cout));
-    y = e.batchNorm(`${p}.bn2`, e.conv(`${p}.conv2`, y, cout, cout, { kernel: 3, pad: 1 }), cout);
-    const shortcut = stride !== 1 || cin !== cout ? e.batchNorm(`${p}.ds.1`, e.conv(`${p}.ds.0`, x, cin, cout, { kernel: 1, stride }), cout) : x;
-    return e.relu(`${p}.relu_1`, e.b.add(y, shortcut, { name: `${scope(p)}/Add` }));
-  };
   let x = e.input('input', [1, 28, 28]);
   x = e.relu('relu', e.batchNorm('bn1', e.conv('conv1', x, 1, width, { kernel: 3, pad: 1 }), width));
-  x = block('layer1.0', x, width, width, 1);
-  x = block('layer2.0', x, width, 2 * width, 2);
-  x = block('layer3.0', x, 2 * width, 4 * width, 2);
+  x = basicBlock(e, 'layer1.0', x, width, width, 1);
+  x = basicBlock(e, 'layer2.0', x, width, 2 * width, 2);
+  x = basicBlock(e, 'layer3.0', x, 2 * width, 4 * width, 2);
   x = e.flatten(e.b.globalAveragePool(x, { name: '/avgpool/GlobalAveragePool' }));
   return e.output(e.linear('fc', x, 4 * width, 10), 'logits', [10]);
 }

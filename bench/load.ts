@@ -23,7 +23,7 @@ import type { Model, Value } from '../compiler/ir.js';
 import { writeModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
 import { Rng } from '../compiler/rng.js';
-import { Exporter, scope } from '../fixtures/exporter.js';
+import { basicBlock, Exporter } from '../fixtures/exporter.js';
 import { rateModelName, readServedManifest } from '../runtime/manifest.js';
 import { V2Server } from '../runtime/server/http.js';
 import { Session } from '../runtime/session.js';
@@ -43,18 +43,12 @@ await bench();
 /** ResNet-style conv model of width W at 32×32 (like fixtures/resnet-small, wider and deeper). */
 function buildModel(width: number): Model {
   const e = new Exporter({ opset: 13, irVersion: 8, seed: 0x10ad, docString: `bench load: ResNet width ${width}` });
-  const block = (p: string, x: Value, cin: number, cout: number, stride: number): Value => {
-    let y = e.relu(`${p}.relu`, e.batchNorm(`${p}.bn1`, e.conv(`${p}.conv1`, x, cin, cout, { kernel: 3, stride, pad: 1 }), cout));
-    y = e.batchNorm(`${p}.bn2`, e.conv(`${p}.conv2`, y, cout, cout, { kernel: 3, pad: 1 }), cout);
-    const shortcut = stride !== 1 || cin !== cout ? e.batchNorm(`${p}.ds.1`, e.conv(`${p}.ds.0`, x, cin, cout, { kernel: 1, stride }), cout) : x;
-    return e.relu(`${p}.relu_1`, e.b.add(y, shortcut, { name: `${scope(p)}/Add` }));
-  };
   let x = e.input('input', [3, 32, 32]);
   x = e.relu('relu', e.batchNorm('bn1', e.conv('conv1', x, 3, width, { kernel: 3, pad: 1 }), width));
-  x = block('layer1.0', x, width, width, 1);
-  x = block('layer1.1', x, width, width, 1);
-  x = block('layer2.0', x, width, 2 * width, 2);
-  x = block('layer2.1', x, 2 * width, 2 * width, 1);
+  x = basicBlock(e, 'layer1.0', x, width, width, 1);
+  x = basicBlock(e, 'layer1.1', x, width, width, 1);
+  x = basicBlock(e, 'layer2.0', x, width, 2 * width, 2);
+  x = basicBlock(e, 'layer2.1', x, 2 * width, 2 * width, 1);
   x = e.flatten(e.b.globalAveragePool(x, { name: '/avgpool/GlobalAveragePool' }));
   return e.output(e.linear('fc', x, 2 * width, 10), 'output', [10]);
 }
