@@ -19,7 +19,7 @@ import { keptWidths, partitionChannels } from '../passes/partition-channels.js';
 import { reorderChannels } from '../passes/reorder-channels.js';
 import { pruneToRate } from '../passes/prune-to-rate.js';
 import { copyWithAnalysis, editDropped } from './helpers/slicing.js';
-import { fixtureModels, openwakewordModels, randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { fixtureModels, openwakewordModels, randomFeeds, REPO_ROOT, type Feeds, runTensors as run } from './helpers/models.js';
 import { maxRelativeError } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-compile-'));
@@ -32,18 +32,6 @@ const realModels = [
   path.join(paddleDir, 'ch_PP-OCRv4_det_infer.onnx'),
 ];
 const models = [...fixtureModels().map((m) => m.file), ...realModels];
-
-async function run(model: string | Uint8Array, feeds: Feeds): Promise<Record<string, ort.Tensor>> {
-  const session = await ort.InferenceSession.create(model as string, { intraOpNumThreads: 1, logSeverityLevel: 4 });
-  try {
-    const out = await session.run(feeds);
-    const result: Record<string, ort.Tensor> = {};
-    for (const name of session.outputNames) result[name] = out[name]!;
-    return result;
-  } finally {
-    await session.release();
-  }
-}
 
 /** An independent MAC count (per sample) from an emitted file's own shapes. */
 function countMacs(file: string): number {

@@ -25,7 +25,7 @@ import { upgradeOpset } from '../passes/upgrade-opset.js';
 import { copyWithAnalysis } from './helpers/slicing.js';
 import { Tensor } from '../compiler/tensor.js';
 import { runCli } from './helpers/cli.js';
-import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { randomFeeds, REPO_ROOT, runTensors, type Feeds } from './helpers/models.js';
 import { relativeError, withRate } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-norm-bn-'));
@@ -34,14 +34,7 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 type Outputs = Record<string, Float32Array>;
 
 async function run(model: string | Uint8Array, feeds: Feeds, outputs?: string[]): Promise<Outputs> {
-  const session = await ort.InferenceSession.create(model as string, { intraOpNumThreads: 1, logSeverityLevel: 4 });
-  try {
-    const names = outputs ?? [...session.outputNames];
-    const out = await session.run(feeds, names);
-    return Object.fromEntries(names.map((n) => [n, out[n]!.data as Float32Array]));
-  } finally {
-    await session.release();
-  }
+  return Object.fromEntries(Object.entries(await runTensors(model, feeds, outputs)).map(([n, t]) => [n, t.data as Float32Array]));
 }
 
 function fixture(name: string): string {

@@ -28,7 +28,7 @@ import { coupleChannels, explainLayers } from '../passes/couple-channels.js';
 import { gather, keptAxisIndices, keptByUnion, keptPositions, scatter, unionWidths, type NumericArray } from '../runtime/parameters.js';
 import { Exporter } from '../fixtures/exporter.js';
 import { prunedAndMasked } from './helpers/slicing.js';
-import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { randomFeeds, REPO_ROOT, type Feeds, runTensors as run } from './helpers/models.js';
 import { maxRelativeError } from './helpers/compare.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-shuffle-'));
@@ -80,15 +80,6 @@ function buildShuffleNet(): Model {
 const file = path.join(tmp, 'shufflenet.onnx');
 writeModel(buildShuffleNet(), file);
 const feeds = randomFeeds(readModel(file), 3, 2)!;
-
-async function run(model: string | Uint8Array, inputs: Feeds): Promise<Record<string, ort.Tensor>> {
-  const session = await ort.InferenceSession.create(model as string, { intraOpNumThreads: 1, logSeverityLevel: 4 });
-  try {
-    return await session.run(inputs);
-  } finally {
-    await session.release();
-  }
-}
 
 function initializers(model: string): Map<string, { dims: number[]; data: NumericArray }> {
   return new Map(readModel(model).graph.initializers.map((v) => [v.name, { dims: v.const!.dims, data: v.const!.data() as NumericArray }]));

@@ -20,7 +20,7 @@ import { compile } from '../compiler/pipeline.js';
 import { DataType } from '../compiler/tensor.js';
 import { foldConstants } from '../passes/fold-constants.js';
 import { prunedAndMasked } from './helpers/slicing.js';
-import { randomFeeds, REPO_ROOT, type Feeds } from './helpers/models.js';
+import { randomFeeds, REPO_ROOT, type Feeds, runTensors as run } from './helpers/models.js';
 import { maxRelativeError } from './helpers/compare.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -128,15 +128,6 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function entries(dir = CACHE): Entry[] {
   return JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')) as Entry[];
-}
-
-async function run(model: string | Uint8Array, feeds: Feeds): Promise<Record<string, ort.Tensor>> {
-  const session = await ort.InferenceSession.create(model as string, { intraOpNumThreads: 1, logSeverityLevel: 4 });
-  try {
-    return await session.run(feeds);
-  } finally {
-    await session.release();
-  }
 }
 
 /** Exports the script makes by default (see OPSETS there), so a stale cache is refreshed. */

@@ -199,6 +199,18 @@ const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
   logSeverityLevel: 4,
 };
 
+/** Run a model once (bytes, or a file path so external data resolves); its outputs as tensors (all, or the named ones). */
+export async function runTensors(model: Uint8Array | string, feeds: Feeds, outputs?: string[]): Promise<Record<string, ort.Tensor>> {
+  const session = await ort.InferenceSession.create(model as string, SESSION_OPTIONS);
+  try {
+    const names = outputs ?? [...session.outputNames];
+    const out = await session.run(feeds, names);
+    return Object.fromEntries(names.map((n) => [n, out[n]!]));
+  } finally {
+    await session.release();
+  }
+}
+
 /** Run a model (bytes, or a file path so external data resolves) and return every output. */
 export async function runOrt(model: Uint8Array | string, feeds: Feeds): Promise<Record<string, OrtOutput>> {
   const session =
