@@ -36,8 +36,8 @@ import type { FloatTensor } from '../compiler/calibration-data.js';
 import { encodeModel } from '../compiler/onnx-codec.js';
 import type { BatchNormEntry, CalibrationSource } from '../compiler/pipeline-types.js';
 import type { ChannelAnalysis } from './couple-channels.js';
-import { resolve, spaceWidth, type Space } from './channel-space.js';
-import type { Partition } from './partition-channels.js';
+import { spaceWidth } from './channel-space.js';
+import { slicedSpaceTest, type Partition } from './partition-channels.js';
 import { emptyAdditions, type AnalysisAdditions } from './analysis-additions.js';
 import { agreement, withOutputs, type Agreement, type Runner } from './calibrate-group-norm.js';
 
@@ -149,8 +149,7 @@ export function modelBatchNorms(model: Model): Pick<BatchNormResult, 'sites' | '
 export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partition: Partition): BatchNormResult {
   const graph = model.graph;
   const b = new OpBuilder(graph, model.opset());
-  const sliceable = new Set(partition.unions.map((g) => g.union));
-  const touchesSliced = (space: Space): boolean => space.some((s) => sliceable.has(resolve(s).root));
+  const touchesSliced = slicedSpaceTest(partition);
   const additions = emptyAdditions();
   const result: BatchNormResult = { sites: [], skipped: [], additions };
 

@@ -24,7 +24,7 @@ import { OpBuilder } from '../compiler/op-builder.js';
 import { Tensor } from '../compiler/tensor.js';
 import type { ChannelAnalysis } from './couple-channels.js';
 import { Union, resolve, segmentPositions, type Space } from './channel-space.js';
-import type { Partition } from './partition-channels.js';
+import { slicedSpaceTest, type Partition } from './partition-channels.js';
 import { emptyAdditions, nextUnionId, type AnalysisAdditions } from './analysis-additions.js';
 
 export type NormMode = 'gn' | 'keep' | 'none';
@@ -121,8 +121,7 @@ function spatialSize(v: Value, axis: number): number | null {
 export function insertGroupNorm(model: Model, analysis: ChannelAnalysis, partition: Partition): GroupNormResult {
   const graph = model.graph;
   const b = new OpBuilder(graph, model.opset());
-  const sliceable = new Set(partition.unions.map((g) => g.union));
-  const touchesSliced = (space: Space): boolean => space.some((s) => sliceable.has(resolve(s).root));
+  const touchesSliced = slicedSpaceTest(partition);
   const groupUnions = new Map<string, Union>();
   const additions = emptyAdditions();
   const result: GroupNormResult = { sites: [], skipped: [], additions };

@@ -8,7 +8,7 @@
 
 import type { ChannelAnalysis } from './couple-channels.js';
 import { sliceableRoots } from './couple-channels.js';
-import { lcm, type KeptWidths, type Union } from './channel-space.js';
+import { lcm, resolve, type KeptWidths, type Space, type Union } from './channel-space.js';
 
 export interface UnionGroups {
   union: Union;
@@ -51,6 +51,12 @@ export function boundariesFor(union: Union, groups: number, roundTo: number): nu
 }
 
 /** Active group count at a slice rate: the smallest k with k/G ≥ rate, clamped to [1, G]. */
+/** Whether a channel space reaches a union the partition slices (where a norm must follow the groups). */
+export function slicedSpaceTest(partition: Partition): (space: Space) => boolean {
+  const sliceable = new Set(partition.unions.map((g) => g.union));
+  return (space) => space.some((s) => sliceable.has(resolve(s).root));
+}
+
 export function activeGroups(rate: number, groups: number): number {
   const k = Math.ceil(rate * groups - 1e-9);
   return Math.min(groups, Math.max(1, k));
