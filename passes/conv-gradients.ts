@@ -315,13 +315,13 @@ export function globalAveragePoolGrad(c: GradContext, node: Node, dY: (Value | n
   return [c.b.op1('Expand', [scaled, c.ints(xd)])];
 }
 
-/** Batch statistics over `axes`: x̂ = (x − mean)·isd with isd = 1/√(var + ε). */
-function standardize(c: GradContext, x: Value, axes: number[], epsilon: number): { xhat: Value; isd: Value } {
+/** Batch statistics over `axes`: the centred input x − mean and isd = 1/√(var + ε), so x̂ = centred·isd. */
+function standardize(c: GradContext, x: Value, axes: number[], epsilon: number): { centered: Value; isd: Value } {
   const b = c.b;
   const centered = b.sub(x, b.reduce('ReduceMean', x, axes, true));
   const variance = b.reduce('ReduceMean', b.mul(centered, centered), axes, true);
   const isd = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]);
-  return { xhat: b.mul(centered, isd), isd };
+  return { centered, isd };
 }
 
 /** dX = isd·(g − mean(g) − x̂·mean(g·x̂)), g the gradient of x̂, means over `axes`. */
@@ -343,7 +343,7 @@ function channelNormGrad(kind: 'batch' | 'instance', c: GradContext, node: Node,
   const [x, scale, bias, mean, variance] = node.inputs as Value[];
   const b = c.b;
   const xd = c.dims(x);
-  const perChannel = (v: Value): Value => b.reshape(v, c.ints([xd[1]!, ...new Array<number>(xd.length - 2).fill(1)]));
+  const perChannel = (v: Value): Value => onChannelAxis(c, v, xd);
   const epsilon = node.attrFloat('epsilon', 1e-5);
   const sumAxes = [0, ...range(2, xd.length)];
   const batchStats = kind === 'instance' || node.attrInt('training_mode', 0) === 1;
@@ -354,6 +354,11 @@ function channelNormGrad(kind: 'batch' | 'instance', c: GradContext, node: Node,
   const dScale = c.needs(scale) ? b.reduce('ReduceSum', b.mul(g, b.mul(b.sub(x, perChannel(mean)), isd)), sumAxes, false) : null;
   const dBias = c.needs(bias) ? b.reduce('ReduceSum', g, sumAxes, false) : null;
   return [dX, dScale, dBias, null, null];
+}
+
+/** A per-channel vector [C] as [C, 1, …] so it broadcasts over an [N, C, …] activation of dims `xd`. */
+function onChannelAxis(c: GradContext, v: Value, xd: number[]): Value {
+  return c.b.reshape(v, c.ints([xd[1]!, ...new Array<number>(xd.length - 2).fill(1)]));
 }
 
 /**
@@ -367,9 +372,7 @@ function batchStatisticsGrad(c: GradContext, g: Value, x: Value, scale: Value, b
   const b = c.b;
   const xd = c.dims(x);
   const count = product(statAxes.map((a) => xd[a]!));
-  const centered = b.sub(x, b.reduce('ReduceMean', x, statAxes, true));
-  const variance = b.reduce('ReduceMean', b.mul(centered, centered), statAxes, true);
-  const isd = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]);
+  const { centered, isd } = standardize(c, x, statAxes, epsilon);
   const meanDY = b.reduce('ReduceMean', g, statAxes, true);
   const meanDYC = b.reduce('ReduceMean', b.mul(g, centered), statAxes, true);
   // the statistics' own axes reduced away: [C] from [1, C, 1…] (batch) or [N, C, 1…] (instance)
@@ -379,8 +382,7 @@ function batchStatisticsGrad(c: GradContext, g: Value, x: Value, scale: Value, b
   };
   let dX: Value | null = null;
   if (c.needs(x)) {
-    const gamma = b.reshape(scale, c.ints([xd[1]!, ...new Array<number>(xd.length - 2).fill(1)]));
-    const a = b.mul(gamma, isd);
+    const a = b.mul(onChannelAxis(c, scale, xd), isd);
     const k = b.op1('Neg', [b.mul(b.mul(a, b.mul(isd, isd)), meanDYC)]);
     const shift = b.op1('Neg', [b.mul(a, meanDY)]);
     dX = b.add(b.add(b.mul(g, a), b.mul(centered, k)), shift);
@@ -397,9 +399,10 @@ export function layerNormGrad(c: GradContext, node: Node, dY: (Value | null)[]):
   const y = node.outputs[0]!;
   const rank = c.dims(x!).length;
   const axes = range((node.attrInt('axis', -1) + rank) % rank, rank);
-  const s = standardize(c, x!, axes, node.attrFloat('epsilon', 1e-5));
-  const dX = c.needs(x!) ? normalizedInputGrad(c, c.b.mul(g, scale!), s.xhat, s.isd, axes) : null;
-  const dScale = c.needs(scale!) ? c.sumTo(c.b.mul(g, s.xhat), y, scale!) : null;
+  const { centered, isd } = standardize(c, x!, axes, node.attrFloat('epsilon', 1e-5));
+  const xhat = c.b.mul(centered, isd);
+  const dX = c.needs(x!) ? normalizedInputGrad(c, c.b.mul(g, scale!), xhat, isd, axes) : null;
+  const dScale = c.needs(scale!) ? c.sumTo(c.b.mul(g, xhat), y, scale!) : null;
   const dBias = bias && c.needs(bias) ? c.sumTo(g, y, bias) : null;
   return [dX, dScale, dBias];
 }
