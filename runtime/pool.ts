@@ -22,6 +22,16 @@ export interface PoolOptions {
   device: Device;
 }
 
+/** Which graph a rate index runs and the rate it feeds (elastic mode: graph 0, the rate as input). */
+function rateTarget(options: PoolOptions): (rateIndex: number) => { graph: number; rate: number } {
+  return (i) => ({ graph: options.rateInput ? 0 : i, rate: options.rates[i]! });
+}
+
+/** The feeds with the elastic graph's rate scalar added (unchanged for a per-rate graph). */
+export function withRateInput(feeds: Record<string, NdArray>, rateInput: string | null, rate: number): Record<string, NdArray> {
+  return rateInput ? { ...feeds, [rateInput]: { dtype: 'float32', dims: [], data: new Float32Array([rate]) } } : feeds;
+}
+
 export interface StartedPool {
   runners: Runner[];
   /** Where the sessions run, and why not CUDA when it was asked for. */
@@ -96,7 +106,7 @@ export async function startWorkers(options: PoolOptions): Promise<StartedPool> {
     throw (failed as PromiseRejectedResult).reason;
   }
   const first = (ready[0] as PromiseFulfilledResult<Extract<WorkerReply, { kind: 'ready' }>>).value;
-  const target = (i: number) => ({ graph: options.rateInput ? 0 : i, rate: options.rates[i]! });
+  const target = rateTarget(options);
   return { runners: workers.map((w) => new WorkerRunner(w, target)), device: first.device, fallback: first.fallback };
 }
 
@@ -160,17 +170,15 @@ export class InlineRunner implements Runner {
       throw new Error(`could not load the model: ${String((failed as PromiseRejectedResult).reason?.message ?? (failed as PromiseRejectedResult).reason)}`);
     }
     const sessions = settled.map((s) => (s as PromiseFulfilledResult<Session>).value);
-    const target = (i: number) => ({ graph: options.rateInput ? 0 : i, rate: options.rates[i]! });
-    return { runners: [new InlineRunner(sessions, target, options.rateInput)], device: sessions[0]!.device, fallback: sessions[0]!.fallback };
+    return { runners: [new InlineRunner(sessions, rateTarget(options), options.rateInput)], device: sessions[0]!.device, fallback: sessions[0]!.fallback };
   }
 
   async run(rateIndex: number, feeds: Record<string, NdArray>): Promise<{ outputs: Record<string, NdArray>; serviceMs: number }> {
     if (this.closed) throw new Error('the runner is closed');
     const { graph, rate } = this.target(rateIndex);
-    const all = this.rateInput ? { ...feeds, [this.rateInput]: { dtype: 'float32' as const, dims: [], data: new Float32Array([rate]) } } : feeds;
     const t0 = performance.now();
     try {
-      const outputs = await this.sessions[graph]!.run(all);
+      const outputs = await this.sessions[graph]!.run(withRateInput(feeds, this.rateInput, rate));
       return { outputs, serviceMs: performance.now() - t0 };
     } catch (e) {
       throw new Error(`inference failed: ${e instanceof Error ? e.message : String(e)}`);

@@ -5,6 +5,7 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { forTransfer, type NdArray } from './ndarray.js';
+import { withRateInput } from './pool.js';
 import { cachedSession, releaseCachedSessions, type Device, type Session } from './session.js';
 
 export interface WorkerInit {
@@ -47,8 +48,7 @@ async function start(): Promise<void> {
       return;
     }
     try {
-      const feeds = { ...msg.feeds };
-      if (init.rateInput) feeds[init.rateInput] = { dtype: 'float32', dims: [], data: new Float32Array([msg.rate]) };
+      const feeds = withRateInput(msg.feeds, init.rateInput, msg.rate);
       const t0 = performance.now();
       const outputs = await sessions[msg.graph]!.run(feeds);
       const serviceMs = performance.now() - t0;
