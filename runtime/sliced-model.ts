@@ -167,13 +167,14 @@ export class SlicedModel {
     }
     const inline = options.workers === 0;
     const workers = Math.max(1, options.workers ?? Math.floor(os.availableParallelism() / threads));
-    if (options.exits && inline) {
-      throw userError(ErrorCodes.BAD_FLAG, 'exits are served from worker threads (their heads train beside them)', { expected: 'workers ≥ 1', found: 'workers 0', hint: 'leave workers out, or give 1 or more' });
-    }
+    const warnFallback = (fallback: string | null): void => {
+      if (options.device === 'cuda' && fallback) warnOnce(`CUDA was asked for but cannot be used (${fallback}); running on CPU. See docs/runtime.md, "CUDA".`, options.warn);
+    };
     if (options.exits) {
+      if (inline) throw userError(ErrorCodes.BAD_FLAG, 'exits are served from worker threads (their heads train beside them)', { expected: 'workers ≥ 1', found: 'workers 0', hint: 'leave workers out, or give 1 or more' });
       if (mode === 'elastic') throw userError(ErrorCodes.BAD_FLAG, '--exits serves the per-rate graphs', { expected: '--mode per-rate', found: '--mode elastic', hint: 'drop --mode elastic' });
       const started = await startExitServing(manifest, options.exits === true ? {} : options.exits, { workers, threads, device: options.device ?? 'cpu' });
-      if (options.device === 'cuda' && started.fallback) warnOnce(`CUDA was asked for but cannot be used (${started.fallback}); running on CPU. See docs/runtime.md, "CUDA".`, options.warn);
+      warnFallback(started.fallback);
       try {
         return await SlicedModel.withRunners(manifest, mode, started.runners, started.device, options, started.exits);
       } catch (e) {
@@ -190,9 +191,7 @@ export class SlicedModel {
       device: options.device ?? 'cpu',
     };
     const started = inline ? await InlineRunner.start(pool) : await startWorkers(pool);
-    if (options.device === 'cuda' && started.fallback) {
-      warnOnce(`CUDA was asked for but cannot be used (${started.fallback}); running on CPU. See docs/runtime.md, "CUDA".`, options.warn);
-    }
+    warnFallback(started.fallback);
     return SlicedModel.withRunners(manifest, mode, started.runners, started.device, options);
   }
 
