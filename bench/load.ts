@@ -3,7 +3,8 @@
 // against the adaptive server and the static baselines (every single rate, full width with load
 // shedding). Each run is a fresh server process (`slicec serve`, 1 worker) and a generator
 // process (bench/load-gen.ts). Prints per-phase tables, the overhead of the runtime over a bare
-// session.run and of HTTP over the runtime, server RSS, and writes an SVG plot.
+// session.run (and over a bare worker hop, the floor of any worker-thread runtime) and of HTTP
+// over the runtime, server RSS, and writes an SVG plot.
 //
 // Accuracy per rate, for effective accuracy: the manifest's when an eval recorded it, else
 // --accuracy, else an assumed curve (printed as such).
@@ -18,7 +19,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import type { Model, Value } from '../compiler/ir.js';
 import { writeModel } from '../compiler/onnx-codec.js';
 import { compile } from '../compiler/pipeline.js';
@@ -38,7 +41,6 @@ const RATES = [0.125, 0.25, 0.5, 0.75, 1];
 /** A stand-in accuracy curve for RATES (small loss down to 0.5, larger below), used only when none is recorded or given. */
 const ASSUMED_ACCURACY = [0.7, 0.8, 0.88, 0.91, 0.92];
 
-await bench();
 
 /** ResNet-style conv model of width W at 32×32 (like fixtures/resnet-small, wider and deeper). */
 function buildModel(width: number): Model {
@@ -88,7 +90,50 @@ function post(agent: http.Agent, url: string, body: Buffer, headers: Record<stri
   });
 }
 
-/** Medians per request: bare session.run, SlicedModel.run at a fixed rate, HTTP round trip. */
+/**
+ * The floor of a worker hop: a thread holding only an onnxruntime session of `file`, sent the
+ * feeds (transferred) and answering with the outputs (transferred), nothing of the runtime's.
+ */
+class BareWorker {
+  private readonly worker: Worker;
+  private waiting: ((v: unknown) => void) | null = null;
+  private constructor(file: string) {
+    const source = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const ort = require(workerData.ort);
+      ort.InferenceSession.create(workerData.file, { intraOpNumThreads: 1, interOpNumThreads: 1 }).then((s) => {
+        parentPort.postMessage('ready');
+        parentPort.on('message', async ({ dims, data }) => {
+          const out = await s.run({ [s.inputNames[0]]: new ort.Tensor('float32', data, dims) });
+          const t = out[s.outputNames[0]];
+          const copy = t.data.slice();
+          parentPort.postMessage({ dims: t.dims, data: copy }, [copy.buffer]);
+        });
+      });`;
+    const ort = createRequire(import.meta.url).resolve('onnxruntime-node');
+    this.worker = new Worker(source, { eval: true, workerData: { file, ort } });
+    this.worker.on('message', (m) => this.waiting?.(m));
+  }
+  static async start(file: string): Promise<BareWorker> {
+    const w = new BareWorker(file);
+    await w.next();
+    return w;
+  }
+  private next(): Promise<unknown> {
+    return new Promise((resolve) => (this.waiting = resolve));
+  }
+  run(dims: number[], data: Float32Array): Promise<unknown> {
+    const copy = data.slice();
+    const answer = this.next();
+    this.worker.postMessage({ dims, data: copy }, [copy.buffer]);
+    return answer;
+  }
+  close(): Promise<number> {
+    return this.worker.terminate();
+  }
+}
+
+/** Medians per request: bare session.run, a bare worker hop, SlicedModel.run at a fixed rate, HTTP round trip. */
 async function overhead(dir: string): Promise<string[]> {
   const manifest = readServedManifest(dir);
   const rows: string[][] = [];
@@ -102,9 +147,11 @@ async function overhead(dir: string): Promise<string[]> {
   const { body, headers } = binaryBody(data);
   for (const r of [manifest.rates[0]!, manifest.rates.at(-1)!]) {
     const session = await Session.create(r.file);
+    const hop = await BareWorker.start(r.file);
     const feeds = { input: { dtype: 'float32' as const, dims: [1, 3, 32, 32], data } };
     const url = `http://127.0.0.1:${port}/v2/models/${rateModelName(model.name, r.rate)}/infer`;
     const bare: number[] = [];
+    const hopped: number[] = [];
     const runtime: number[] = [];
     const messaging: number[] = [];
     const onThread: number[] = [];
@@ -113,6 +160,9 @@ async function overhead(dir: string): Promise<string[]> {
       let t = performance.now();
       await session.run(feeds);
       bare.push(performance.now() - t);
+      t = performance.now();
+      await hop.run([1, 3, 32, 32], data);
+      hopped.push(performance.now() - t);
       t = performance.now();
       const result = await model.run(feeds, { rate: r.rate });
       runtime.push(performance.now() - t);
@@ -125,8 +175,9 @@ async function overhead(dir: string): Promise<string[]> {
       viaHttp.push(performance.now() - t);
     }
     await session.release();
-    const [b, rt, h, on] = [median(bare.slice(100)), median(runtime.slice(100)), median(viaHttp.slice(100)), median(onThread.slice(100))];
-    rows.push([String(r.rate), b.toFixed(3), rt.toFixed(3), (rt - b).toFixed(3), median(messaging.slice(100)).toFixed(3), (on - b).toFixed(3), h.toFixed(3), (h - rt).toFixed(3)]);
+    await hop.close();
+    const [b, hw, rt, h, on] = [bare, hopped, runtime, viaHttp, onThread].map((v) => median(v.slice(100)));
+    rows.push([String(r.rate), b.toFixed(3), (hw - b).toFixed(3), rt.toFixed(3), (rt - b).toFixed(3), (rt - hw).toFixed(3), median(messaging.slice(100)).toFixed(3), (on - b).toFixed(3), h.toFixed(3), (h - rt).toFixed(3)]);
   }
   await inline.close();
   agent.destroy();
@@ -134,7 +185,9 @@ async function overhead(dir: string): Promise<string[]> {
   // "runtime − service": the runtime's own time per request (checks, queue, messages), its
   // worker's session.run excluded, so it does not move with how busy the cores are.
   // "workers 0 overhead": the same runtime with its sessions on this thread (no worker messages).
-  return table(['rate', 'session.run ms', 'runtime ms', 'runtime overhead', 'runtime − service', 'workers 0 overhead', 'HTTP ms', 'HTTP overhead'], rows, true);
+  // "bare hop": a worker thread holding only the session, feeds and outputs transferred, timed
+  // in the same interleaving: the floor any worker-thread runtime pays on this host.
+  return table(['rate', 'session.run ms', 'bare hop overhead', 'runtime ms', 'runtime overhead', 'runtime − bare hop', 'runtime − service', 'workers 0 overhead', 'HTTP ms', 'HTTP overhead'], rows, true);
 }
 
 interface Trace {
@@ -336,3 +389,5 @@ async function bench(): Promise<void> {
   fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify(report, null, 1));
   console.log(`wrote ${path.relative(ROOT, OUT)}/{spike,bursty}.svg and results.json`);
 }
+
+await bench();
