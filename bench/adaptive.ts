@@ -288,9 +288,9 @@ async function benchModel(name: 'fashion' | 'resnet', opts: BenchOptions): Promi
   const staticRate = manifest.rates.find((r) => r.accuracy! >= floor)!;
   const data = await loadDataset('fashion-mnist', { expect: { shape: ['N', 1, 28, 28], dtype: 'f32' } });
   const test = data.test!;
-  const odd = shuffled(Math.floor(test.x.shape[0]! / 2), 0x5eed).map((k) => 2 * k + 1).slice(0, opts.requests);
+  const odd = shuffled(Math.floor(test.x.dims[0]! / 2), 0x5eed).map((k) => 2 * k + 1).slice(0, opts.requests);
   const stream = take(test, odd);
-  const warm = take(data.train, shuffled(data.train.x.shape[0]!, 0xa11).slice(0, opts.warmup));
+  const warm = take(data.train, shuffled(data.train.x.dims[0]!, 0xa11).slice(0, opts.warmup));
   const src = manifest.sourceName;
   const rows: Row[] = [];
   const load: LoadRow[] = [];

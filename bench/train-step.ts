@@ -54,8 +54,8 @@ interface Cell {
 
 async function prepare(file: string, rng: Rng): Promise<Cell> {
   const model = readModel(file);
-  const x: NdArray = { dtype: 'float32', shape: [batch, 1, 28, 28], data: rng.uniform(batch * 784, -1, 1) };
-  const y: NdArray = { dtype: 'int64', shape: [batch], data: BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)) };
+  const x: NdArray = { dtype: 'float32', dims: [batch, 1, 28, 28], data: rng.uniform(batch * 784, -1, 1) };
+  const y: NdArray = { dtype: 'int64', dims: [batch], data: BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)) };
   const step = buildTrainStep(model, { batch, loss: { kind: 'cross-entropy' }, optimizer: { kind: 'sgd', momentum: 0, nesterov: false, weightDecay: 0 } });
   const weights = new Map(model.graph.initializers.map((v) => [v.name, v.const!]));
   const trainFeeds = new Map<string, NdArray>();
@@ -63,8 +63,8 @@ async function prepare(file: string, rng: Rng): Promise<Cell> {
     if (input.role === 'batch') trainFeeds.set(input.name, x);
     else if (input.role === 'labels') trainFeeds.set(input.name, y);
     else if (input.role === 'parameter' || input.role === 'running-stat') trainFeeds.set(input.name, tensorToArray(weights.get(input.parameter!)!));
-    else if (input.role === 'lr') trainFeeds.set(input.name, { dtype: 'float32', shape: [], data: Float32Array.of(0.01) });
-    else if (input.role === 'step') trainFeeds.set(input.name, { dtype: 'float32', shape: [], data: Float32Array.of(1) });
+    else if (input.role === 'lr') trainFeeds.set(input.name, { dtype: 'float32', dims: [], data: Float32Array.of(0.01) });
+    else if (input.role === 'step') trainFeeds.set(input.name, { dtype: 'float32', dims: [], data: Float32Array.of(1) });
   }
   const loop: [string, string][] = [];
   for (const o of step.signature.outputs) {

@@ -135,11 +135,11 @@ export async function datasetCalibration(model: Model, spec: string, samples: nu
   }
   const { loadDataset, materialize } = await import('../runtime/data.js');
   const data = await loadDataset(spec, { expect: { shape: input.shape ? [...input.shape] : [], dtype: 'f32' } });
-  const count = data.train.x.shape[0]!;
+  const count = data.train.x.dims[0]!;
   const n = Math.min(samples, count);
   const picks = Array.from({ length: n }, (_, i) => Math.floor((i * count) / n));
   const { x } = materialize(data.train, picks);
-  return { [input.name]: { dims: [...x.shape], data: x.data as Float32Array } };
+  return { [input.name]: { dims: [...x.dims], data: x.data as Float32Array } };
 }
 
 /** Seeded standard-normal inputs; symbolic batch dims become `batch`, other unknown dims 32. */

@@ -103,13 +103,13 @@ export function registerTrainCommands(program: Command, io: TrainCliIO): void {
       const norms = [...result.gradients].map(([name, g]) => {
         let s = 0;
         for (let i = 0; i < g.data.length; i++) s += Number(g.data[i]) ** 2;
-        return { name, shape: g.shape, norm: Math.sqrt(s) };
+        return { name, shape: g.dims, norm: Math.sqrt(s) };
       });
       if (opts.json) {
-        json(io, { loss: result.loss, batch: x.shape[0], model: file, gradients: norms, ...(opts.out ? { file: path.resolve(opts.out) } : {}) });
+        json(io, { loss: result.loss, batch: x.dims[0], model: file, gradients: norms, ...(opts.out ? { file: path.resolve(opts.out) } : {}) });
         return;
       }
-      io.stdout(`loss ${result.loss.toPrecision(7)} (mean cross-entropy over ${x.shape[0]} samples, training mode)\n`);
+      io.stdout(`loss ${result.loss.toPrecision(7)} (mean cross-entropy over ${x.dims[0]} samples, training mode)\n`);
       const width = Math.max(9, ...norms.map((n) => n.name.length));
       io.stdout(`${'parameter'.padEnd(width)}  ${'shape'.padEnd(16)}  L2 norm of the gradient\n`);
       for (const n of norms) io.stdout(`${n.name.padEnd(width)}  ${`[${n.shape.join(',')}]`.padEnd(16)}  ${n.norm.toPrecision(5)}\n`);

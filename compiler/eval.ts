@@ -70,11 +70,11 @@ export async function evaluateTarget(location: string, opts: EvalOptions): Promi
   let manifestFile: string | null = null;
   if (target.manifest) {
     const manifest = structuredClone(target.manifest);
-    recordAccuracy(manifest, rows.map((r) => ({ rate: r.rate, accuracy: r.accuracy, loss: r.loss, samples: split.x.shape[0]! })));
+    recordAccuracy(manifest, rows.map((r) => ({ rate: r.rate, accuracy: r.accuracy, loss: r.loss, samples: split.x.dims[0]! })));
     for (const r of manifest.rates) r.latencyMs = rows.find((x) => x.rate === r.rate)?.latencyMs;
     manifestFile = writeManifest(location, manifest);
   }
-  return { rows, split: name, samples: split.x.shape[0]!, manifestFile };
+  return { rows, split: name, samples: split.x.dims[0]!, manifestFile };
 }
 
 async function latency(bytes: Uint8Array, input: string, x: ReturnType<typeof materialize>['x'], opts: EvalOptions): Promise<number> {
@@ -123,7 +123,7 @@ async function rateStages(dir: string, manifest: Manifest, split: Split, picks: 
       for (let start = 0; start < count; start += 500) {
         const n = Math.min(500, count - start);
         const { x, y } = materialize(split, picks.subarray(start, start + n));
-        const out = await session.run({ [input]: { dtype: 'float32', dims: x.shape, data: x.data as Float32Array } });
+        const out = await session.run({ [input]: { dtype: 'float32', dims: x.dims, data: x.data as Float32Array } });
         const logits = Object.values(out)[0]!.data as Float32Array;
         const top = confidence(logits, logits.length / n);
         for (let i = 0; i < n; i++) {
@@ -147,7 +147,7 @@ export async function calibrateCascadeFolder(dir: string, opts: CascadeOptions):
   if (!(share > 0 && share <= 1)) throw userError(ErrorCodes.BAD_FLAG, `--share expects a number in (0, 1], got ${share}`, { expected: 'a number in (0, 1]', found: String(share) });
   const data = await loadData(opts.data, target, target.plan, opts.cacheDir);
   const [split, name] = data.test ? [data.test, 'test'] : data.val ? [data.val, 'validation'] : [data.train, 'train'];
-  const count = Math.max(1, Math.floor(split.x.shape[0]! * share));
+  const count = Math.max(1, Math.floor(split.x.dims[0]! * share));
   const all = await rateStages(dir, target.manifest, split, calibrationPicks(count, share), opts.device);
   const widest = all[all.length - 1]!;
   const fullAccuracy = Array.from(widest.correct as Uint8Array).reduce((a, b) => a + b, 0) / count;

@@ -8,9 +8,9 @@ import { encodeModel } from './onnx-codec.js';
 import { DataType, type Tensor } from './tensor.js';
 import { buildTrainStep, type TrainStepSignature } from './train-step.js';
 import { GraphSession } from '../runtime/graph-session.js';
-import type { NdArray, NpyDtype } from '../runtime/npz.js';
+import type { DType, NdArray } from '../runtime/ndarray.js';
 
-const NPY: Partial<Record<number, NpyDtype>> = {
+const NPY: Partial<Record<number, DType>> = {
   [DataType.FLOAT]: 'float32', [DataType.DOUBLE]: 'float64', [DataType.INT64]: 'int64',
   [DataType.INT32]: 'int32', [DataType.UINT8]: 'uint8', [DataType.BOOL]: 'bool',
 };
@@ -18,7 +18,7 @@ const NPY: Partial<Record<number, NpyDtype>> = {
 export function tensorToArray(t: Tensor): NdArray {
   const dtype = NPY[t.dtype];
   if (!dtype) throw new Error(`tensor ${t.name} has a dtype slicec does not feed`);
-  return { dtype, shape: [...t.dims], data: t.data() as NdArray['data'] };
+  return { dtype, dims: [...t.dims], data: t.data() as NdArray['data'] };
 }
 
 export interface GradResult {
@@ -33,18 +33,18 @@ export interface GradResult {
 function checkBatch(model: Model, x: NdArray, y: NdArray): void {
   const input = model.graph.inputs.find((v) => !v.const);
   const shape = input?.shape;
-  const fits = shape && shape.length === x.shape.length && shape.every((d, i) => i === 0 || typeof d !== 'number' || d === x.shape[i]);
+  const fits = shape && shape.length === x.dims.length && shape.every((d, i) => i === 0 || typeof d !== 'number' || d === x.dims[i]);
   if (!input || !fits || x.dtype !== 'float32') {
     throw userError(ErrorCodes.BAD_INPUT_FILE, 'the batch does not fit the model input', {
       expected: `x: float32 [N${(shape ?? []).slice(1).map((d) => `, ${d ?? '?'}`).join('')}] for input ${input?.name ?? '?'}`,
-      found: `x: ${x.dtype} [${x.shape.join(', ')}]`,
+      found: `x: ${x.dtype} [${x.dims.join(', ')}]`,
       hint: 'save the batch as float32 in the layout the model reads',
     });
   }
-  if (y.dtype !== 'int64' || y.shape.length !== 1 || y.shape[0] !== x.shape[0]) {
+  if (y.dtype !== 'int64' || y.dims.length !== 1 || y.dims[0] !== x.dims[0]) {
     throw userError(ErrorCodes.BAD_INPUT_FILE, 'the labels do not fit the batch', {
-      expected: `y: int64 [${x.shape[0]}] class indices`,
-      found: `y: ${y.dtype} [${y.shape.join(', ')}]`,
+      expected: `y: int64 [${x.dims[0]}] class indices`,
+      found: `y: ${y.dtype} [${y.dims.join(', ')}]`,
       hint: 'save the labels as int64 (numpy: y.astype(np.int64))',
     });
   }
@@ -52,7 +52,7 @@ function checkBatch(model: Model, x: NdArray, y: NdArray): void {
 
 export async function modelGradients(model: Model, x: NdArray, y: NdArray, opts: { output?: string } = {}): Promise<GradResult> {
   checkBatch(model, x, y);
-  const batch = x.shape[0]!;
+  const batch = x.dims[0]!;
   const step = buildTrainStep(model, { batch, loss: { kind: 'cross-entropy' }, optimizer: null, output: opts.output });
   const byName = new Map(model.graph.initializers.map((v) => [v.name, v.const!]));
   const feeds = new Map<string, NdArray>();

@@ -48,7 +48,7 @@ export interface TrainerTensors {
   rateStats: Map<number, Map<string, Float32Array>>;
 }
 
-const f32 = (data: Float32Array): NdArray => ({ dtype: 'float32', shape: [data.length], data });
+const f32 = (data: Float32Array): NdArray => ({ dtype: 'float32', dims: [data.length], data });
 
 export function saveCheckpoint(dir: string, state: Omit<CheckpointState, 'format' | 'weightsFile'>, tensors: TrainerTensors): void {
   fs.mkdirSync(dir, { recursive: true });
@@ -56,7 +56,7 @@ export function saveCheckpoint(dir: string, state: Omit<CheckpointState, 'format
   for (const [name, w] of tensors.params) arrays.set(`param/${name}`, f32(w));
   for (const [name, slots] of tensors.optimizer.slots) for (const [kind, s] of slots) arrays.set(`slot/${kind}/${name}`, f32(s));
   for (const [rate, stats] of tensors.rateStats) for (const [name, s] of stats) arrays.set(`stats/${rate}/${name}`, f32(s));
-  arrays.set('optimizer_step', { dtype: 'int64', shape: [], data: BigInt64Array.of(BigInt(tensors.optimizer.step)) });
+  arrays.set('optimizer_step', { dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(tensors.optimizer.step)) });
   const weightsFile = `weights-${state.step}.npz`;
   const previous = readState(dir)?.weightsFile;
   writeNpz(path.join(dir, weightsFile), arrays);

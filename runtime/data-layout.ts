@@ -121,7 +121,7 @@ export function convertImages(images: RawImages, layout: ImageLayout, normalize?
       }
     }
   }
-  return { dtype: 'float32', shape: modelShape(images, layout), data: out };
+  return { dtype: 'float32', dims: modelShape(images, layout), data: out };
 }
 
 /** The model-side shape of `images` in `layout`. */
@@ -139,20 +139,20 @@ export function pixelTable(normalize?: Normalize): Float32Array {
 
 /** A uint8 array (from an .npz) to float32, normalized per index along `channelAxis` (null: one channel). */
 export function normalizeUint8(x: NdArray, channelAxis: number | null, normalize?: Normalize): NdArray {
-  const channels = channelAxis === null ? 1 : x.shape[channelAxis]!;
+  const channels = channelAxis === null ? 1 : x.dims[channelAxis]!;
   const tables = lookupTables(normalize, channels);
   let inner = 1;
-  for (const d of x.shape.slice((channelAxis ?? 0) + 1)) inner *= d;
+  for (const d of x.dims.slice((channelAxis ?? 0) + 1)) inner *= d;
   const src = x.data as Uint8Array;
   const out = new Float32Array(src.length);
   for (let i = 0; i < src.length; i++) {
     const ch = channels === 1 ? 0 : Math.floor(i / inner) % channels;
     out[i] = tables[ch]![src[i]!]!;
   }
-  return { dtype: 'float32', shape: x.shape, data: out };
+  return { dtype: 'float32', dims: x.dims, data: out };
 }
 
 /** uint8 class indices to int64 labels, as cross-entropy graphs take them. */
 export function labelsOf(labels: Uint8Array): NdArray {
-  return { dtype: 'int64', shape: [labels.length], data: BigInt64Array.from(labels, (v) => BigInt(v)) };
+  return { dtype: 'int64', dims: [labels.length], data: BigInt64Array.from(labels, (v) => BigInt(v)) };
 }

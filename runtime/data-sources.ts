@@ -119,15 +119,15 @@ function parsePackage(name: PackageDatasetName, root: string): { train: RawImage
 
 function toNd(images: RawImages): { x: NdArray; y: NdArray } {
   return {
-    x: { dtype: 'uint8', shape: [images.count, images.height, images.width], data: images.pixels },
-    y: { dtype: 'uint8', shape: [images.count], data: images.labels },
+    x: { dtype: 'uint8', dims: [images.count, images.height, images.width], data: images.pixels },
+    y: { dtype: 'uint8', dims: [images.count], data: images.labels },
   };
 }
 
 function fromNd(x: NdArray | undefined, y: NdArray | undefined): RawImages | null {
-  if (!x || !y || x.dtype !== 'uint8' || y.dtype !== 'uint8' || x.shape.length !== 3) return null;
-  const [count, height, width] = x.shape as [number, number, number];
-  if (height !== SIDE || width !== SIDE || y.shape[0] !== count) return null;
+  if (!x || !y || x.dtype !== 'uint8' || y.dtype !== 'uint8' || x.dims.length !== 3) return null;
+  const [count, height, width] = x.dims as [number, number, number];
+  if (height !== SIDE || width !== SIDE || y.dims[0] !== count) return null;
   return { count, height, width, channels: 1, pixels: x.data as Uint8Array, labels: y.data as Uint8Array };
 }
 

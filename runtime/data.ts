@@ -15,7 +15,8 @@ import { ErrorCodes, userError } from '../compiler/diagnostics.js';
 import { Rng } from '../compiler/rng.js';
 import { loadImageFolder, loadPackageDataset, PACKAGE_DATASETS, type PackageDatasetName, type RawImages } from './data-sources.js';
 import { convertImages, describe, imageLayout, labelsOf, modelShape, normalizeDtype, normalizeUint8, pixelTable, type ExpectedInput, type Normalize } from './data-layout.js';
-import { allocate, readNpy, readNpz, sizeOf, type NdArray } from './npz.js';
+import { makeArray, sizeOf, type NdArray } from './ndarray.js';
+import { readNpy, readNpz } from './npz.js';
 
 export type { ExpectedInput, Normalize };
 
@@ -73,7 +74,7 @@ function fromImages(images: RawImages, opts: LoadOptions, where: string): Split 
   const layout = imageLayout(opts.expect, images, where);
   const y = labelsOf(images.labels);
   // One channel in, one out: every layout is the pixels in stored order.
-  if (layout.channels === 1) return { x: { dtype: 'uint8', shape: modelShape(images, layout), data: images.pixels }, y, levels: pixelTable(opts.normalize) };
+  if (layout.channels === 1) return { x: { dtype: 'uint8', dims: modelShape(images, layout), data: images.pixels }, y, levels: pixelTable(opts.normalize) };
   return { x: convertImages(images, layout, opts.normalize), y };
 }
 
@@ -91,12 +92,12 @@ function fromArrays(x: NdArray | undefined, y: NdArray | undefined, opts: LoadOp
 function convertArray(x: NdArray, opts: LoadOptions, where: string): { x: NdArray; levels?: Float32Array } {
   const want = normalizeDtype(opts.expect.dtype);
   if (x.dtype === want) return { x };
-  if (want === 'float32' && x.dtype === 'float64') return { x: { dtype: 'float32', shape: x.shape, data: Float32Array.from(x.data as Float64Array) } };
+  if (want === 'float32' && x.dtype === 'float64') return { x: { dtype: 'float32', dims: x.dims, data: Float32Array.from(x.data as Float64Array) } };
   if (want === 'float32' && x.dtype === 'uint8') {
     // Per-channel constants apply along the channel axis of a 4-D array (NCHW unless only NHWC fits).
-    const channelsLast = x.shape.length === 4 && (x.shape[3] === 1 || x.shape[3] === 3) && !(x.shape[1] === 1 || x.shape[1] === 3);
-    const channelAxis = x.shape.length === 4 ? (channelsLast ? 3 : 1) : null;
-    if (channelAxis === null || x.shape[channelAxis] === 1) return { x, levels: pixelTable(opts.normalize) };
+    const channelsLast = x.dims.length === 4 && (x.dims[3] === 1 || x.dims[3] === 3) && !(x.dims[1] === 1 || x.dims[1] === 3);
+    const channelAxis = x.dims.length === 4 ? (channelsLast ? 3 : 1) : null;
+    if (channelAxis === null || x.dims[channelAxis] === 1) return { x, levels: pixelTable(opts.normalize) };
     return { x: normalizeUint8(x, channelAxis, opts.normalize) };
   }
   throw userError(ErrorCodes.BAD_INPUT_FILE, `${where}: x is ${x.dtype} but the model input is ${want}`, {
@@ -108,9 +109,9 @@ function convertArray(x: NdArray, opts: LoadOptions, where: string): { x: NdArra
 /** Integer labels become int64; float targets float32. */
 function targetsOf(y: NdArray, where: string): NdArray {
   if (y.dtype === 'int64') return y;
-  if (y.dtype === 'int32' || y.dtype === 'uint8') return { dtype: 'int64', shape: y.shape, data: BigInt64Array.from(y.data as Int32Array, (v) => BigInt(v)) };
+  if (y.dtype === 'int32' || y.dtype === 'uint8') return { dtype: 'int64', dims: y.dims, data: BigInt64Array.from(y.data as Int32Array, (v) => BigInt(v)) };
   if (y.dtype === 'float32') return y;
-  if (y.dtype === 'float64') return { dtype: 'float32', shape: y.shape, data: Float32Array.from(y.data as Float64Array) };
+  if (y.dtype === 'float64') return { dtype: 'float32', dims: y.dims, data: Float32Array.from(y.data as Float64Array) };
   throw userError(ErrorCodes.BAD_INPUT_FILE, `${where}: y is ${y.dtype}`, { expected: 'integer class labels or float targets', found: y.dtype });
 }
 
@@ -118,17 +119,17 @@ function targetsOf(y: NdArray, where: string): NdArray {
 function checkSplit(split: Split, expected: ExpectedInput, where: string): Split {
   const { x, y } = split;
   const rank = expected.shape.length;
-  const mismatch = x.shape.length !== rank || expected.shape.some((d, i) => i > 0 && typeof d === 'number' && d !== x.shape[i]);
+  const mismatch = x.dims.length !== rank || expected.shape.some((d, i) => i > 0 && typeof d === 'number' && d !== x.dims[i]);
   if (mismatch) {
     throw userError(ErrorCodes.BAD_INPUT_FILE, `${where}: x does not fit the model input`, {
-      expected: `${describe(expected.shape)} (the first axis counts examples)`, found: `[${x.shape.join(', ')}]`,
+      expected: `${describe(expected.shape)} (the first axis counts examples)`, found: `[${x.dims.join(', ')}]`,
       hint: 'reshape x when saving it, e.g. x.reshape(len(x), *input_shape[1:])',
     });
   }
-  if (y.shape[0] !== x.shape[0] || (y.dtype === 'int64' && y.shape.length !== 1)) {
+  if (y.dims[0] !== x.dims[0] || (y.dtype === 'int64' && y.dims.length !== 1)) {
     throw userError(ErrorCodes.BAD_INPUT_FILE, `${where}: y does not match x`, {
-      expected: y.dtype === 'int64' ? `int labels of shape [${x.shape[0]}]` : `targets with first axis ${x.shape[0]}`,
-      found: `${y.dtype} [${y.shape.join(', ')}]`,
+      expected: y.dtype === 'int64' ? `int labels of shape [${x.dims[0]}]` : `targets with first axis ${x.dims[0]}`,
+      found: `${y.dtype} [${y.dims.join(', ')}]`,
     });
   }
   return split;
@@ -158,13 +159,13 @@ function isDir(p: string): boolean {
 
 /** Rows `indices` of an array (first axis). */
 export function takeRows(a: NdArray, indices: ArrayLike<number>): NdArray {
-  const row = a.shape.length > 1 ? sizeOf(a.shape.slice(1)) : 1;
-  const out = allocate(a.dtype, indices.length * row);
+  const row = a.dims.length > 1 ? sizeOf(a.dims.slice(1)) : 1;
+  const out = makeArray(a.dtype, indices.length * row);
   for (let k = 0; k < indices.length; k++) {
     const i = indices[k]!;
     (out as Float32Array).set((a.data as Float32Array).subarray(i * row, (i + 1) * row), k * row);
   }
-  return { dtype: a.dtype, shape: [indices.length, ...a.shape.slice(1)], data: out };
+  return { dtype: a.dtype, dims: [indices.length, ...a.dims.slice(1)], data: out };
 }
 
 function takeSplit(split: Split, indices: ArrayLike<number>): Split {
@@ -181,12 +182,12 @@ export function materialize(split: Split, indices?: ArrayLike<number>): { x: NdA
   const src = part.x.data as Uint8Array;
   const out = new Float32Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = levels[src[i]!]!;
-  return { x: { dtype: 'float32', shape: part.x.shape, data: out }, y: part.y };
+  return { x: { dtype: 'float32', dims: part.x.dims, data: out }, y: part.y };
 }
 
 /** Holds out round(n·fraction) seeded-random examples; both parts keep their original order. */
 function splitOffValidation(train: Split, fraction: number, seed: number): { train: Split; val: Split } {
-  const n = train.x.shape[0]!;
+  const n = train.x.dims[0]!;
   const valCount = Math.round(n * fraction);
   if (valCount < 1 || valCount >= n) {
     throw userError(ErrorCodes.BAD_FLAG, `--val-split ${fraction} leaves no ${valCount < 1 ? 'validation' : 'training'} examples`, {
@@ -312,7 +313,7 @@ export class BatchIterator {
 
   constructor(split: Split, opts: BatchOptions) {
     this.split = split;
-    this.count = split.x.shape[0]!;
+    this.count = split.x.dims[0]!;
     if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new Error(`batch size must be a positive integer, got ${opts.batchSize}`);
     this.opts = { batchSize: opts.batchSize, shuffle: opts.shuffle ?? true, dropLast: opts.dropLast ?? true };
     if (this.opts.dropLast && this.count < opts.batchSize) {

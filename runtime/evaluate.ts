@@ -17,7 +17,7 @@ export const EVAL_BATCH = 500;
 
 export async function evaluateRate(runner: RateRunner, split: Split, params: Map<string, Float32Array>, stats: Map<string, Float32Array>, classification: boolean): Promise<EvalRow> {
   const g = (await runner.session('eval'))!;
-  const n = split.x.shape[0]!;
+  const n = split.x.dims[0]!;
   let correct = 0;
   let lossSum = 0;
   for (let start = 0; start < n; start += EVAL_BATCH) {
@@ -50,7 +50,7 @@ export async function recalibrateRate(runner: RateRunner, split: Split, params: 
   const g = await runner.session('stats');
   if (!g) return null;
   const batch = g.signature.batch;
-  const batches = Math.max(1, Math.floor(Math.min(samples, split.x.shape[0]!) / batch));
+  const batches = Math.max(1, Math.floor(Math.min(samples, split.x.dims[0]!) / batch));
   const it = new BatchIterator(split, { batchSize: batch, seed });
   const sums = new Map<string, Float64Array>();
   for (let b = 0; b < batches; b++) {

@@ -1,22 +1,25 @@
-// A session over one graph that takes and returns NdArrays of any dtype slicec uses (float32,
-// float64, int64, int32, uint8, bool): what training, gradients and evaluation run on. One
-// thread by default so numbers do not depend on how work was split.
+// A session over one graph that takes and returns NdArrays of any dtype (runtime/ndarray.ts):
+// what training, gradients and evaluation run on. One thread by default so numbers do not depend
+// on how work was split.
 
 import * as ort from 'onnxruntime-node';
-import type { NdArray, NpyDtype } from './npz.js';
+import type { DType, NdArray } from './ndarray.js';
 
-const ORT_TYPES: Record<NpyDtype, ort.Tensor.Type> = {
-  float32: 'float32', float64: 'float64', int64: 'int64', int32: 'int32', uint8: 'uint8', bool: 'bool',
+const ORT_TYPES: Record<DType, ort.Tensor.Type> = {
+  float32: 'float32', float64: 'float64', float16: 'float16',
+  int8: 'int8', int16: 'int16', int32: 'int32', int64: 'int64',
+  uint8: 'uint8', uint16: 'uint16', uint32: 'uint32', uint64: 'uint64',
+  bool: 'bool',
 };
 
 function toOrt(a: NdArray): ort.Tensor {
-  return new ort.Tensor(ORT_TYPES[a.dtype], a.data as never, a.shape);
+  return new ort.Tensor(ORT_TYPES[a.dtype], a.data as never, a.dims);
 }
 
 function fromOrt(name: string, t: ort.Tensor): NdArray {
-  const dtype = (Object.keys(ORT_TYPES) as NpyDtype[]).find((k) => ORT_TYPES[k] === t.type);
+  const dtype = (Object.keys(ORT_TYPES) as DType[]).find((k) => ORT_TYPES[k] === t.type);
   if (!dtype) throw new Error(`output ${name} has type ${t.type}, which slicec does not read`);
-  return { dtype, shape: [...t.dims], data: t.data as NdArray['data'] };
+  return { dtype, dims: [...t.dims], data: t.data as NdArray['data'] };
 }
 
 export interface GraphSessionOptions {

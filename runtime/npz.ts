@@ -5,63 +5,45 @@
 // length (uint16 in v1, uint32 in v2/v3), then a Python dict literal
 // `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }` padded with spaces to a 64-byte
 // boundary and ended by '\n', then the raw data. We support C order, little-endian (or
-// byte-order-free) float32/float64/int64/int32/uint8/bool. An .npz file is a zip archive of
-// `<key>.npy` entries, stored (np.savez) or deflated (np.savez_compressed); the zip layer is
-// fflate's. Keys may contain '/' or '.', as NumPy allows.
+// byte-order-free) arrays of every runtime dtype (runtime/ndarray.ts: float16/32/64, signed
+// and unsigned 8–64-bit integers, bool); arrays are the runtime's NdArray. An .npz file is a
+// zip archive of `<key>.npy` entries, stored (np.savez) or deflated (np.savez_compressed); the
+// zip layer is fflate's. Keys may contain '/' or '.', as NumPy allows.
 
 import * as fs from 'node:fs';
 import { unzipSync, zipSync, type Zippable } from 'fflate';
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
+import { bytesPerElement, sizeOf, viewBytes, type DType, type NdArray, type TypedArray } from './ndarray.js';
 
-export type NpyDtype = 'float32' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
+export type { NdArray };
 
-export type NdData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
-
-/** A dense C-order array. `bool` data is a Uint8Array of 0/1. */
-export interface NdArray {
-  dtype: NpyDtype;
-  shape: number[];
-  data: NdData;
-}
-
-const DESCR: Record<NpyDtype, string> = {
-  float32: '<f4', float64: '<f8', int64: '<i8', int32: '<i4', uint8: '|u1', bool: '|b1',
+/** .npy's descr per dtype (float16 is IEEE half, carried as its bits in a Uint16Array). */
+const DESCR: Record<DType, string> = {
+  float32: '<f4', float64: '<f8', float16: '<f2',
+  int8: '|i1', int16: '<i2', int32: '<i4', int64: '<i8',
+  uint8: '|u1', uint16: '<u2', uint32: '<u4', uint64: '<u8',
+  bool: '|b1',
 };
-
-const BYTES: Record<NpyDtype, number> = { float32: 4, float64: 8, int64: 8, int32: 4, uint8: 1, bool: 1 };
 
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // \x93NUMPY
 
-/** Element count of a shape (1 for a scalar). */
-export function sizeOf(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
-/** The dtype of a typed array (Uint8Array reads as uint8; pass 'bool' explicitly for masks). */
-export function dtypeOf(data: NdData): NpyDtype {
+/** The dtype of a typed array (Uint8Array reads as uint8, Uint16Array as uint16: pass 'bool' or 'float16' explicitly). */
+export function dtypeOf(data: TypedArray): DType {
   if (data instanceof Float32Array) return 'float32';
   if (data instanceof Float64Array) return 'float64';
   if (data instanceof BigInt64Array) return 'int64';
   if (data instanceof Int32Array) return 'int32';
+  if (data instanceof Int16Array) return 'int16';
+  if (data instanceof Int8Array) return 'int8';
+  if (data instanceof Uint16Array) return 'uint16';
+  if (data instanceof Uint32Array) return 'uint32';
+  if (data instanceof BigUint64Array) return 'uint64';
   return 'uint8';
-}
-
-/** A fresh zeroed typed array for `dtype`. */
-export function allocate(dtype: NpyDtype, count: number): NdData {
-  switch (dtype) {
-    case 'float32': return new Float32Array(count);
-    case 'float64': return new Float64Array(count);
-    case 'int64': return new BigInt64Array(count);
-    case 'int32': return new Int32Array(count);
-    case 'uint8': case 'bool': return new Uint8Array(count);
-  }
 }
 
 function bad(where: string, message: string, found: string, hint?: string): Error {
   return userError(ErrorCodes.BAD_INPUT_FILE, `${where}: ${message}`, {
-    expected: 'a C-order little-endian .npy array of float32, float64, int64, int32, uint8 or bool',
+    expected: 'a C-order little-endian .npy array of a numeric dtype or bool',
     found,
     hint: hint ?? 'write it with numpy.save / numpy.savez (np.ascontiguousarray first if it is a view)',
   });
@@ -81,29 +63,13 @@ function parseHeader(text: string, where: string): NpyHeader {
   return { descr: descr[1]!, fortranOrder: fortran[1] === 'True', shape: parsed };
 }
 
-function dtypeFromDescr(descr: string, where: string): NpyDtype {
-  for (const [dtype, d] of Object.entries(DESCR) as [NpyDtype, string][]) {
+function dtypeFromDescr(descr: string, where: string): DType {
+  for (const [dtype, d] of Object.entries(DESCR) as [DType, string][]) {
     // One-byte types carry no byte order; NumPy may write '|u1' or '<u1' (rare, but legal).
-    if (descr === d || (BYTES[dtype] === 1 && descr === `<${d.slice(1)}`) || (descr === `=${d.slice(1)}`)) return dtype;
+    if (descr === d || (bytesPerElement(dtype) === 1 && descr === `<${d.slice(1)}`) || (descr === `=${d.slice(1)}`)) return dtype;
   }
   if (descr.startsWith('>')) throw bad(where, 'big-endian data is not supported', `dtype ${descr}`, "convert with a.astype(a.dtype.newbyteorder('<'))");
   throw bad(where, 'unsupported dtype', `dtype ${descr}`, 'convert with a.astype(np.float32) (or np.int64 for labels)');
-}
-
-/** Views (or, when unaligned, copies) `bytes` as a typed array of `dtype`. */
-function typedView(dtype: NpyDtype, bytes: Uint8Array, count: number): NdData {
-  const width = BYTES[dtype];
-  let src = bytes;
-  if (src.byteOffset % width !== 0) src = src.slice();
-  const buf = src.buffer;
-  const off = src.byteOffset;
-  switch (dtype) {
-    case 'float32': return new Float32Array(buf, off, count);
-    case 'float64': return new Float64Array(buf, off, count);
-    case 'int64': return new BigInt64Array(buf, off, count);
-    case 'int32': return new Int32Array(buf, off, count);
-    case 'uint8': case 'bool': return new Uint8Array(buf, off, count);
-  }
 }
 
 /** Decodes one .npy file's bytes. `where` names the file (and key) in errors. */
@@ -131,18 +97,18 @@ export function decodeNpy(bytes: Uint8Array, where = 'array'): NdArray {
     throw bad(where, 'Fortran-order arrays are not supported', 'fortran_order: True', 'save np.ascontiguousarray(a) instead');
   }
   const dataStart = start + headerLen;
-  const need = count * BYTES[dtype];
+  const need = count * bytesPerElement(dtype);
   if (bytes.length - dataStart < need) {
     throw bad(where, `data is truncated for shape [${header.shape.join(', ')}] ${dtype}`, `${bytes.length - dataStart} data bytes, need ${need}`);
   }
-  return { dtype, shape: header.shape, data: typedView(dtype, bytes.subarray(dataStart, dataStart + need), count) };
+  return { dtype, dims: header.shape, data: viewBytes(dtype, bytes.subarray(dataStart, dataStart + need)) };
 }
 
 /** Encodes an array as a version 1.0 .npy file (version 2.0 if the header needs it). */
 export function encodeNpy(array: NdArray): Uint8Array {
-  const count = sizeOf(array.shape);
-  if (array.data.length !== count) throw new Error(`array data has ${array.data.length} elements, shape [${array.shape.join(', ')}] needs ${count}`);
-  const shapeText = array.shape.length === 1 ? `(${array.shape[0]},)` : `(${array.shape.join(', ')})`;
+  const count = sizeOf(array.dims);
+  if (array.data.length !== count) throw new Error(`array data has ${array.data.length} elements, dims [${array.dims.join(', ')}] need ${count}`);
+  const shapeText = array.dims.length === 1 ? `(${array.dims[0]},)` : `(${array.dims.join(', ')})`;
   const dict = `{'descr': '${DESCR[array.dtype]}', 'fortran_order': False, 'shape': ${shapeText}, }`;
   // Pad so the data starts on a 64-byte boundary, as NumPy does.
   let prefix = 10;
@@ -155,7 +121,7 @@ export function encodeNpy(array: NdArray): Uint8Array {
   }
   const headerLen = total - prefix;
   const header = dict + ' '.repeat(headerLen - dict.length - 1) + '\n';
-  const dataBytes = count * BYTES[array.dtype];
+  const dataBytes = count * bytesPerElement(array.dtype);
   const out = new Uint8Array(total + dataBytes);
   out.set(MAGIC, 0);
   out[6] = version;

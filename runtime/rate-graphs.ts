@@ -60,7 +60,7 @@ export class RateRunner {
         const full = params.get(input.parameter!);
         const data = full ? this.part(input.parameter!, full) : stats.get(input.parameter!);
         if (!data) throw new Error(`rate ${this.rate}: nothing to feed ${input.name}`);
-        feeds.set(input.name, { dtype: 'float32', shape: input.shape, data });
+        feeds.set(input.name, { dtype: 'float32', dims: input.shape, data });
       } else if (input.role === 'batch' || input.role === 'labels' || input.role === 'teacher') {
         const a = byRole[input.role];
         if (!a) throw new Error(`rate ${this.rate}: no ${input.role} for ${input.name}`);

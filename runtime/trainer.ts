@@ -122,7 +122,7 @@ export class Trainer {
       const g = (await full.session('eval'))!;
       const out = await g.session.run(full.feeds(g.signature, { batch: x }, this.tensors.params, this.tensors.rateStats.get(full.rate)!));
       const z = out.get(g.signature.outputs[0]!.name)!;
-      teacher = softmax(z.data as Float32Array, z.shape[1]!, plan.distillation.temperature);
+      teacher = softmax(z.data as Float32Array, z.dims[1]!, plan.distillation.temperature);
     }
     const losses: number[] = [];
     let graphSeconds = 0;
@@ -132,7 +132,7 @@ export class Trainer {
       const g = (await runner.session(kind))!;
       const stats = this.tensors.rateStats.get(rate)!;
       const width = g.signature.outputs.find((o) => o.role === 'logits')!.shape[1]!;
-      const teacherArray = teacher ? { dtype: 'float32' as const, shape: [x.shape[0]!, width], data: teacher } : undefined;
+      const teacherArray = teacher ? { dtype: 'float32' as const, dims: [x.dims[0]!, width], data: teacher } : undefined;
       const feeds = runner.feeds(g.signature, { batch: x, labels: y, teacher: teacherArray }, this.tensors.params, stats);
       const t0 = performance.now();
       const out = await g.session.run(feeds);

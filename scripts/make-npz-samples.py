@@ -47,6 +47,7 @@ def main():
     np.save(os.path.join(OUT, 'fortran.npy'), np.asfortranarray(arr['f32'][0]))
     np.save(os.path.join(OUT, 'bigendian.npy'), arr['f32'].astype('>f4'))
     np.save(os.path.join(OUT, 'float16.npy'), arr['f32'].astype(np.float16))
+    np.save(os.path.join(OUT, 'complex.npy'), arr['f32'].astype(np.complex64))
     expected = {name: {'dtype': str(a.dtype), 'shape': list(a.shape), 'values': listed(a)} for name, a in arr.items()}
     with open(os.path.join(OUT, 'expected.json'), 'w') as f:
         json.dump(expected, f, indent=1)

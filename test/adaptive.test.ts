@@ -289,8 +289,8 @@ describe('cascade across rates', () => {
     const x: Float32Array = new Float32Array(inputs.length * PIXELS);
     inputs.forEach((v, i) => x.set(v, i * PIXELS));
     const data = path.join(tmp, 'stream.npz');
-    const arrays = { dtype: 'float32' as const, shape: [inputs.length, 1, 28, 28], data: x };
-    writeNpz(data, { x: arrays, y: { dtype: 'int64', shape: [inputs.length], data: labels }, x_test: arrays, y_test: { dtype: 'int64', shape: [inputs.length], data: labels } });
+    const arrays = { dtype: 'float32' as const, dims: [inputs.length, 1, 28, 28], data: x };
+    writeNpz(data, { x: arrays, y: { dtype: 'int64', dims: [inputs.length], data: labels }, x_test: arrays, y_test: { dtype: 'int64', dims: [inputs.length], data: labels } });
     await evaluateTarget(dir, { data, latencyRuns: 1 });
     const target = 0.8;
     const { cascade, fullAccuracy } = await calibrateCascadeFolder(dir, { data, target, share: 0.5 });

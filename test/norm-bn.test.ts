@@ -227,8 +227,8 @@ describe('--norm bn', () => {
     const half = readModel(path.join(outDir, 'slices/rate-0.500.onnx'));
     inferShapes(half);
     const input = randomFeeds(readModel(fixture('conv-flatten-gemm')), 4, 8)!['input']!;
-    const x = { dtype: 'float32' as const, shape: [...input.dims], data: input.data as Float32Array };
-    const y = { dtype: 'int64' as const, shape: [8], data: BigInt64Array.from({ length: 8 }, (_, i) => BigInt(i % 10)) };
+    const x = { dtype: 'float32' as const, dims: [...input.dims], data: input.data as Float32Array };
+    const y = { dtype: 'int64' as const, dims: [8], data: BigInt64Array.from({ length: 8 }, (_, i) => BigInt(i % 10)) };
     const result = await modelGradients(half, x, y);
     expect(Number.isFinite(result.loss)).toBe(true);
     for (const bn of manifest.normalization.batchNorms!) {

@@ -21,7 +21,7 @@ function values(a: NdArray): (number | string)[] {
 function checkAgainstNumpy(name: string, a: NdArray): void {
   const e = expected[name]!;
   expect(NUMPY_DTYPE[a.dtype]).toBe(e.dtype);
-  expect(a.shape).toEqual(e.shape);
+  expect(a.dims).toEqual(e.shape);
   if (a.dtype === 'float32') {
     expect(values(a)).toEqual([...new Float32Array(e.values as number[])]);
   } else {
@@ -55,24 +55,41 @@ describe('npy', () => {
   });
 
   it('keeps int64 exact beyond 2^53', () => {
-    const a: NdArray = { dtype: 'int64', shape: [2], data: new BigInt64Array([9223372036854775807n, -9223372036854775808n]) };
+    const a: NdArray = { dtype: 'int64', dims: [2], data: new BigInt64Array([9223372036854775807n, -9223372036854775808n]) };
     expect([...decodeNpy(encodeNpy(a)).data]).toEqual([9223372036854775807n, -9223372036854775808n]);
   });
 
   it('reads unaligned data (copying it)', () => {
-    const bytes = encodeNpy({ dtype: 'float64', shape: [3], data: new Float64Array([1, 2, 3]) });
+    const bytes = encodeNpy({ dtype: 'float64', dims: [3], data: new Float64Array([1, 2, 3]) });
     const shifted = new Uint8Array(bytes.length + 1);
     shifted.set(bytes, 1);
     expect([...decodeNpy(shifted.subarray(1)).data]).toEqual([1, 2, 3]);
   });
 
-  it('rejects Fortran order, big-endian, float16 and garbage with clear errors', () => {
+  it('reads float16 as its bits (a Uint16Array), the values NumPy wrote', () => {
+    const half = readNpy(path.join(DIR, 'float16.npy'));
+    expect(half.dtype).toBe('float16');
+    expect(half.dims).toEqual([2, 3, 4]);
+    const want = expected.f32!.values as number[];
+    const value = (bits: number): number => {
+      const sign = bits >> 15 ? -1 : 1;
+      const exp = (bits >> 10) & 31;
+      const frac = bits & 1023;
+      return sign * (exp === 0 ? frac * 2 ** -24 : (1 + frac / 1024) * 2 ** (exp - 15));
+    };
+    expect([...(half.data as Uint16Array)].map(value)).toEqual(want);
+    const back = decodeNpy(encodeNpy({ dtype: 'float16', dims: half.dims, data: half.data }));
+    expect(back.dtype).toBe('float16');
+    expect([...back.data]).toEqual([...half.data]);
+  });
+
+  it('rejects Fortran order, big-endian, complex and garbage with clear errors', () => {
     const fortran = userErrorOf(() => readNpy(path.join(DIR, 'fortran.npy')));
     expect(fortran.code).toBe('SLC010');
     expect(fortran.text).toMatch(/Fortran-order/);
     expect(fortran.text).toMatch(/ascontiguousarray/);
     expect(userErrorOf(() => readNpy(path.join(DIR, 'bigendian.npy'))).text).toMatch(/big-endian.*\n.*\n.*found: +dtype >f4/s);
-    expect(userErrorOf(() => readNpy(path.join(DIR, 'float16.npy'))).text).toMatch(/unsupported dtype[\s\S]*<f2/);
+    expect(userErrorOf(() => readNpy(path.join(DIR, 'complex.npy'))).text).toMatch(/unsupported dtype[\s\S]*<c8/);
     expect(userErrorOf(() => decodeNpy(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]))).text).toMatch(/not a \.npy file/);
     const truncated = fs.readFileSync(path.join(DIR, 'f32.npy')).subarray(0, 150);
     expect(userErrorOf(() => decodeNpy(truncated, 'cut.npy')).text).toMatch(/cut\.npy: data is truncated/);
@@ -97,14 +114,14 @@ describe('npz', () => {
 
   it('round-trips stored and compressed, names included', () => {
     const source = readNpz(path.join(DIR, 'stored.npz'));
-    source.set('layer.0/conv.weight', { dtype: 'float32', shape: [2, 2], data: new Float32Array([1, -2, 3.5, 1e-30]) });
+    source.set('layer.0/conv.weight', { dtype: 'float32', dims: [2, 2], data: new Float32Array([1, -2, 3.5, 1e-30]) });
     for (const compress of [false, true]) {
       const back = decodeNpz(encodeNpz(source, { compress }));
       expect([...back.keys()].sort()).toEqual([...source.keys()].sort());
       for (const [name, a] of source) {
         const b = back.get(name)!;
         expect(b.dtype).toBe(a.dtype);
-        expect(b.shape).toEqual(a.shape);
+        expect(b.dims).toEqual(a.dims);
         expect(values(b)).toEqual(values(a));
       }
     }
@@ -120,9 +137,9 @@ describe('npz', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-npz-'));
     try {
       const arrays: Record<string, NdArray> = {
-        'conv1/w.grad': { dtype: 'float32', shape: [2, 3], data: new Float32Array([0.5, -1, 2, 3, 4, 1e-7]) },
-        y: { dtype: 'int64', shape: [3], data: new BigInt64Array([7n, -1n, 1n << 60n]) },
-        mask: { dtype: 'bool', shape: [2], data: new Uint8Array([1, 0]) },
+        'conv1/w.grad': { dtype: 'float32', dims: [2, 3], data: new Float32Array([0.5, -1, 2, 3, 4, 1e-7]) },
+        y: { dtype: 'int64', dims: [3], data: new BigInt64Array([7n, -1n, 1n << 60n]) },
+        mask: { dtype: 'bool', dims: [2], data: new Uint8Array([1, 0]) },
       };
       for (const compress of [false, true]) {
         const file = path.join(dir, `out-${compress}.npz`);

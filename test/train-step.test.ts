@@ -67,13 +67,13 @@ describe('one SGD step lowers the loss at every rate', () => {
             expect(input.shape, input.name).toEqual(t.dims);
             feeds.set(input.name, tensorToArray(t));
           } else if (input.role === 'batch') {
-            feeds.set(input.name, { dtype: 'float32', shape: input.shape, data: rng.uniform(count, -1, 1) });
+            feeds.set(input.name, { dtype: 'float32', dims: input.shape, data: rng.uniform(count, -1, 1) });
           } else if (input.role === 'labels') {
-            feeds.set(input.name, { dtype: 'int64', shape: input.shape, data: BigInt64Array.from({ length: count }, (_, i) => BigInt(i % classes)) });
+            feeds.set(input.name, { dtype: 'int64', dims: input.shape, data: BigInt64Array.from({ length: count }, (_, i) => BigInt(i % classes)) });
           } else if (input.role === 'lr') {
-            feeds.set(input.name, { dtype: 'float32', shape: [], data: Float32Array.of(LR) });
+            feeds.set(input.name, { dtype: 'float32', dims: [], data: Float32Array.of(LR) });
           } else if (input.role === 'step') {
-            feeds.set(input.name, { dtype: 'float32', shape: [], data: Float32Array.of(1) });
+            feeds.set(input.name, { dtype: 'float32', dims: [], data: Float32Array.of(1) });
           } else {
             throw new Error(`unexpected input ${input.name} (${input.role})`);
           }
@@ -84,7 +84,7 @@ describe('one SGD step lowers the loss at every rate', () => {
         expect(updated.length).toBeGreaterThan(0);
         for (const o of updated) {
           const input = step.signature.inputs.find((i) => i.role === 'parameter' && i.parameter === o.parameter)!;
-          expect(first.get(o.name)!.shape).toEqual(input.shape);
+          expect(first.get(o.name)!.dims).toEqual(input.shape);
           feeds.set(input.name, first.get(o.name)!);
         }
         const second = await session.run(feeds);

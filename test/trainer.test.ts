@@ -32,7 +32,7 @@ function syntheticData(file: string, shape: number[], train: number, test: numbe
       y[i] = BigInt(c);
       for (let k = 0; k < size; k++) x[i * size + k] = templates[c * size + k]! + 1.5 * rng.normal();
     }
-    return { x: { dtype: 'float32' as const, shape: [n, ...shape], data: x }, y: { dtype: 'int64' as const, shape: [n], data: y } };
+    return { x: { dtype: 'float32' as const, dims: [n, ...shape], data: x }, y: { dtype: 'int64' as const, dims: [n], data: y } };
   };
   const a = make(train);
   const b = make(test);
@@ -107,7 +107,7 @@ describe('slicec finetune', () => {
     // the trained weights reach every graph: elastic.onnx at each rate computes that rate's file
     expect(manifest.elastic.form).toBe('fast');
     const batch = readNpz(mlpData).get('x')!;
-    const x = new ort.Tensor('float32', (batch.data as Float32Array).slice(0, 8 * batch.shape[1]!), [8, batch.shape[1]!]);
+    const x = new ort.Tensor('float32', (batch.data as Float32Array).slice(0, 8 * batch.dims[1]!), [8, batch.dims[1]!]);
     await expectElasticEqualsRates(dir, manifest, x, 1e-5);
   }, 60_000);
 
