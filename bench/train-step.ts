@@ -22,7 +22,7 @@ import { cloneModel } from '../compiler/clone.js';
 import { buildTrainStep, TRAIN_OPSET } from '../compiler/train-step.js';
 import { toTrainingMode } from '../passes/training-mode.js';
 import { upgradeOpset } from '../passes/upgrade-opset.js';
-import { GraphSession } from '../runtime/graph-session.js';
+import { GraphSession, WEIGHTS_AS_INPUTS } from '../runtime/graph-session.js';
 import type { NdArray } from '../runtime/npz.js';
 import { argValue, median, nowMs, table } from './common.js';
 
@@ -87,8 +87,9 @@ async function prepare(file: string, rng: Rng): Promise<Cell> {
     withInputs.graph.inputs.push(v);
   }
   withInputs.graph.initializers = withInputs.graph.initializers.filter((v) => v.const);
-  const inputForward = await GraphSession.create(encodeModel(withInputs));
-  const train = await GraphSession.create(encodeModel(step.model));
+  // both as the trainer runs them (no NCHWc layout: it needs constant weights)
+  const inputForward = await GraphSession.create(encodeModel(withInputs), WEIGHTS_AS_INPUTS);
+  const train = await GraphSession.create(encodeModel(step.model), WEIGHTS_AS_INPUTS);
   return { forward, forwardFeeds, trainingForward, trainingForwardMs: [], inputForward, inputForwardFeeds, inputForwardMs: [], train, trainFeeds, loop, forwardMs: [], trainMs: [] };
 }
 

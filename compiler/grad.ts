@@ -7,7 +7,7 @@ import { ErrorCodes, userError } from './diagnostics.js';
 import { encodeModel } from './onnx-codec.js';
 import { DataType, type Tensor } from './tensor.js';
 import { buildTrainStep, type TrainStepSignature } from './train-step.js';
-import { GraphSession } from '../runtime/graph-session.js';
+import { GraphSession, WEIGHTS_AS_INPUTS } from '../runtime/graph-session.js';
 import type { DType, NdArray } from '../runtime/ndarray.js';
 
 const NPY: Partial<Record<number, DType>> = {
@@ -62,7 +62,7 @@ export async function modelGradients(model: Model, x: NdArray, y: NdArray, opts:
     else if (input.role === 'parameter' || input.role === 'running-stat') feeds.set(input.name, tensorToArray(byName.get(input.parameter!)!));
     else throw new Error(`grad: unexpected train-step input ${input.name} (${input.role})`);
   }
-  const session = await GraphSession.create(encodeModel(step.model));
+  const session = await GraphSession.create(encodeModel(step.model), WEIGHTS_AS_INPUTS);
   try {
     const out = await session.run(feeds);
     const gradients = new Map<string, NdArray>();

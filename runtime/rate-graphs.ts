@@ -4,7 +4,7 @@
 // full-size weights the trainer holds and the rate's own BatchNorm statistics.
 
 import type { TrainStepSignature } from '../compiler/train-step.js';
-import { GraphSession, type GraphSessionOptions } from './graph-session.js';
+import { GraphSession, WEIGHTS_AS_INPUTS, type GraphSessionOptions } from './graph-session.js';
 import type { NdArray } from './npz.js';
 import { gather } from './parameters.js';
 
@@ -39,7 +39,7 @@ export class RateRunner {
     if (!this.sessions.has(kind)) {
       const t0 = performance.now();
       const g = this.spec.build(kind);
-      this.sessions.set(kind, g ? { session: await GraphSession.create(g.bytes, this.opts), signature: g.signature } : null);
+      this.sessions.set(kind, g ? { session: await GraphSession.create(g.bytes, { ...WEIGHTS_AS_INPUTS, ...this.opts }), signature: g.signature } : null);
       this.setupSeconds += (performance.now() - t0) / 1000;
     }
     return this.sessions.get(kind)!;
