@@ -2,6 +2,11 @@
 // upstream server). The queue is the load signal: a new request's predicted wait is the predicted
 // work ahead of it (queued jobs plus what is left of running ones) spread over the runners. Just
 // before a runner takes a job, the job may revise its rate with the wait it actually had.
+// At that revision the head also sees the deadlines of everything queued behind it: the longest
+// service time at which every queued job would still finish in time if all ran at one rate caps
+// the head's rate. Without it the first request of a burst takes the widest rate and the ones
+// behind it drop to the narrowest; with a concave accuracy curve the mix is worse than one
+// middle rate for all (bench/load.ts, bursty trace).
 // Optional dynamic batching joins queued jobs of one rate and matching trailing dims along axis
 // 0, up to `maxBatch` rows, waiting at most `maxQueueDelayMs` for a batch to fill.
 
@@ -18,8 +23,14 @@ export interface Job {
   feeds: Record<string, NdArray>;
   rows: number;
   predictedMs: number;
-  /** At dispatch: the rate to run with after `waitedMs` in the queue, or -1 to shed. */
-  revise?: (waitedMs: number, rateIndex: number) => { rateIndex: number; predictedMs: number } | -1;
+  /**
+   * At dispatch: the rate to run with after `waitedMs` in the queue, or -1 to shed. `capMs`, when
+   * given, is the longest service time that keeps every queued job with a deadline in time if all
+   * ran at the same rate (see uniformServiceCap).
+   */
+  revise?: (waitedMs: number, rateIndex: number, capMs?: number) => { rateIndex: number; predictedMs: number } | -1;
+  /** When the answer is due (performance.now() ms); jobs without one do not cap the head's rate. */
+  deadlineAt?: number;
 }
 
 export interface JobResult {
@@ -135,7 +146,7 @@ export class Scheduler {
     const now = performance.now();
     const head = this.queue[0]!;
     if (head.revise) {
-      const revised = head.revise(now - head.enqueuedAt, head.rateIndex);
+      const revised = head.revise(now - head.enqueuedAt, head.rateIndex, uniformServiceCap(this.queue, now, this.slots.length));
       if (revised === -1) {
         this.queue.shift();
         head.reject(new ShedError(head.predictedMs));
@@ -199,6 +210,24 @@ export class Scheduler {
       this.pump();
     }
   }
+}
+
+/**
+ * The longest service time per job at which every job in `queue` that has a deadline still
+ * finishes by it, if all run at one rate on `runners` runners from `now`: job j (0 = the head)
+ * finishes after (j + 1) services ÷ runners, so the cap is the least (deadline_j − now) ×
+ * runners ÷ (j + 1). Jobs already past their deadline are left out (they are late whatever the
+ * head does). Undefined when no queued job has a deadline.
+ */
+export function uniformServiceCap(queue: readonly Pick<Job, 'deadlineAt'>[], now: number, runners: number): number | undefined {
+  let cap: number | undefined;
+  for (let j = 0; j < queue.length; j++) {
+    const due = queue[j]!.deadlineAt;
+    if (due === undefined || due <= now) continue;
+    const c = ((due - now) * runners) / (j + 1);
+    if (cap === undefined || c < cap) cap = c;
+  }
+  return cap;
 }
 
 function sameTrailingDims(a: Record<string, NdArray>, b: Record<string, NdArray>): boolean {

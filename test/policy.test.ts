@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { chooseRate, rankAccuracy, type RateOption } from '../runtime/policy.js';
 import { LatencyProfile, fitLine } from '../runtime/profile.js';
-import { Scheduler, ShedError, type Runner } from '../runtime/scheduler.js';
+import { Scheduler, ShedError, uniformServiceCap, type Runner } from '../runtime/scheduler.js';
 import type { NdArray } from '../runtime/ndarray.js';
 
 const OPTIONS: RateOption[] = [
@@ -139,6 +139,34 @@ describe('Scheduler', () => {
     expect(waited[0]).toBeGreaterThan(20);
     await expect(third).rejects.toBeInstanceOf(ShedError);
     expect(runner.calls.map((c) => c.rateIndex)).toEqual([1, 0]);
+    await scheduler.close();
+  });
+
+  it('caps the head by the deadlines queued behind it: one service time that keeps them all in time', () => {
+    // job j finishes after (j + 1) services ÷ runners: caps 100, 60 / 2 = 30, 90 / 3 = 30; the least wins
+    expect(uniformServiceCap([{ deadlineAt: 1100 }, { deadlineAt: 1060 }, { deadlineAt: 1090 }], 1000, 1)).toBe(30);
+    expect(uniformServiceCap([{ deadlineAt: 1100 }, { deadlineAt: 1060 }, { deadlineAt: 1090 }], 1000, 2)).toBe(60);
+    // no deadline, or already past it: no say
+    expect(uniformServiceCap([{ deadlineAt: 1100 }, {}, { deadlineAt: 900 }], 1000, 1)).toBe(100);
+    expect(uniformServiceCap([{}, {}], 1000, 1)).toBeUndefined();
+    expect(uniformServiceCap([], 1000, 1)).toBeUndefined();
+  });
+
+  it("passes the queue's cap to the head's revision", async () => {
+    const runner = new FakeRunner([5, 30]);
+    const scheduler = new Scheduler([runner]);
+    const first = scheduler.submit({ rateIndex: 1, feeds: row(1), rows: 1, predictedMs: 30 });
+    const caps: (number | undefined)[] = [];
+    const now = performance.now();
+    const head = scheduler.submit({
+      rateIndex: 1, feeds: row(2), rows: 1, predictedMs: 30, deadlineAt: now + 10_000,
+      revise: (_w, _r, capMs) => (caps.push(capMs), { rateIndex: 0, predictedMs: 5 }),
+    });
+    // behind the head: two jobs due 1 s from now, so at most ~1000 / 3 ms each for the three to be in time
+    const behind = [3, 4].map((v) => scheduler.submit({ rateIndex: 0, feeds: row(v), rows: 1, predictedMs: 5, deadlineAt: now + 1000 }));
+    await Promise.all([first, head, ...behind]);
+    expect(caps[0]).toBeGreaterThan(250);
+    expect(caps[0]).toBeLessThanOrEqual(1000 / 3);
     await scheduler.close();
   });
 
