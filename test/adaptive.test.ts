@@ -155,6 +155,21 @@ describe('serving with exits', () => {
     }
   });
 
+  it('reports the buffer and trainer counters between measurements (what /metrics reads)', async () => {
+    const model = await SlicedModel.load(dir, { workers: 1, exits: knobs });
+    try {
+      const exits = model.exitServing!;
+      expect(exits.stats).toBeNull();
+      for (const x of stream(60, 11, 0.2)) await model.run(feed(x), { rate: 1 });
+      // no measurement asked for: the counters still arrive within a few report periods
+      for (let tries = 0; tries < 40 && !(exits.stats && exits.stats.offered > 0); tries++) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(exits.stats!.offered).toBeGreaterThan(0);
+      expect(exits.stats!.bytes).toBeGreaterThan(0);
+    } finally {
+      await model.close();
+    }
+  });
+
   it('heads learn from unlabeled traffic: agreement with the final model rises over the stream; buffer and trainer keep their bounds', async () => {
     const model = await SlicedModel.load(dir, { workers: 1, exits: { ...knobs, agreement: 0.95, trainerShare: 0.5, heldBackShare: 0.5 } });
     const exits = model.exitServing!;

@@ -74,7 +74,12 @@ export type CacheWorkerReply =
   | { kind: 'ready' }
   | { kind: 'init-failed'; message: string }
   | { kind: 'state'; heads: HeadState[]; rates: RateEstimate[]; stats: CacheStats }
+  /** The buffer and trainer counters alone, every STATS_EVERY_MS (measurements are rarer). */
+  | { kind: 'stats'; stats: CacheStats }
   | { kind: 'closed' };
+
+/** How often the trainer reports its counters between measurements, ms. */
+export const STATS_EVERY_MS = 250;
 
 const port = parentPort;
 if (!port) throw new Error('runtime/adaptive/cache-worker.ts runs only as a worker thread');
@@ -256,8 +261,14 @@ async function main(): Promise<void> {
   });
   port!.postMessage({ kind: 'ready' } satisfies CacheWorkerReply);
   let lastCheckpoint = performance.now();
+  let lastStats = performance.now();
   let turn = 0;
   while (!closing) {
+    // /metrics reads these: without them the buffer would read empty until the first measurement
+    if (performance.now() - lastStats >= STATS_EVERY_MS) {
+      port!.postMessage({ kind: 'stats', stats: stats() } satisfies CacheWorkerReply);
+      lastStats = performance.now();
+    }
     if (paused && !measureAsked) {
       await sleep(50);
       continue;

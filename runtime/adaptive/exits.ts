@@ -181,6 +181,7 @@ export class ExitServing {
       for (const w of this.stateWaiters.splice(0)) w();
     });
     trainer.on('message', (msg: CacheWorkerReply) => {
+      if (msg.kind === 'stats') this.latestStats = msg.stats;
       if (msg.kind !== 'state') return;
       this.heads = msg.heads;
       this.estimates = msg.rates;
