@@ -3,23 +3,16 @@
 // on how work was split.
 
 import * as ort from 'onnxruntime-node';
-import type { DType, NdArray } from './ndarray.js';
+import { isDType, type NdArray } from './ndarray.js';
 
-const ORT_TYPES: Record<DType, ort.Tensor.Type> = {
-  float32: 'float32', float64: 'float64', float16: 'float16',
-  int8: 'int8', int16: 'int16', int32: 'int32', int64: 'int64',
-  uint8: 'uint8', uint16: 'uint16', uint32: 'uint32', uint64: 'uint64',
-  bool: 'bool',
-};
-
+// The runtime's dtype names are onnxruntime's tensor type names.
 function toOrt(a: NdArray): ort.Tensor {
-  return new ort.Tensor(ORT_TYPES[a.dtype], a.data as never, a.dims);
+  return new ort.Tensor(a.dtype, a.data as never, a.dims);
 }
 
 function fromOrt(name: string, t: ort.Tensor): NdArray {
-  const dtype = (Object.keys(ORT_TYPES) as DType[]).find((k) => ORT_TYPES[k] === t.type);
-  if (!dtype) throw new Error(`output ${name} has type ${t.type}, which slicec does not read`);
-  return { dtype, dims: [...t.dims], data: t.data as NdArray['data'] };
+  if (!isDType(t.type)) throw new Error(`output ${name} has type ${t.type}, which slicec does not read`);
+  return { dtype: t.type, dims: [...t.dims], data: t.data as NdArray['data'] };
 }
 
 export interface GraphSessionOptions {
@@ -29,7 +22,7 @@ export interface GraphSessionOptions {
    * onnxruntime's graph optimization level (default 'all'). Graphs that take their weights as
    * inputs (train steps, the trainer's eval and statistics graphs) run faster at 'extended':
    * 'all' adds the NCHWc layout, which needs constant weights to pay off; without them it only
-   * reorders activations around the pools (4–7 % of a train step, bench/README.md).
+   * reorders activations around the pools (up to 7 % of a train step, bench/README.md).
    */
   optimizationLevel?: 'all' | 'extended';
 }

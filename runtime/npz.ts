@@ -13,7 +13,7 @@
 import * as fs from 'node:fs';
 import { unzipSync, zipSync, type Zippable } from 'fflate';
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
-import { bytesPerElement, sizeOf, viewBytes, type DType, type NdArray, type TypedArray } from './ndarray.js';
+import { bytesPerElement, sizeOf, viewBytes, type DType, type NdArray } from './ndarray.js';
 
 export type { NdArray };
 
@@ -26,20 +26,6 @@ const DESCR: Record<DType, string> = {
 };
 
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // \x93NUMPY
-
-/** The dtype of a typed array (Uint8Array reads as uint8, Uint16Array as uint16: pass 'bool' or 'float16' explicitly). */
-export function dtypeOf(data: TypedArray): DType {
-  if (data instanceof Float32Array) return 'float32';
-  if (data instanceof Float64Array) return 'float64';
-  if (data instanceof BigInt64Array) return 'int64';
-  if (data instanceof Int32Array) return 'int32';
-  if (data instanceof Int16Array) return 'int16';
-  if (data instanceof Int8Array) return 'int8';
-  if (data instanceof Uint16Array) return 'uint16';
-  if (data instanceof Uint32Array) return 'uint32';
-  if (data instanceof BigUint64Array) return 'uint64';
-  return 'uint8';
-}
 
 function bad(where: string, message: string, found: string, hint?: string): Error {
   return userError(ErrorCodes.BAD_INPUT_FILE, `${where}: ${message}`, {
