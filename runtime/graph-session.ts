@@ -20,9 +20,10 @@ export interface GraphSessionOptions {
   device?: 'cpu' | 'cuda';
   /**
    * onnxruntime's graph optimization level (default 'all'). Graphs that take their weights as
-   * inputs (train steps, the trainer's eval and statistics graphs) run faster at 'extended':
-   * 'all' adds the NCHWc layout, which needs constant weights to pay off; without them it only
-   * reorders activations around the pools (up to 7 % of a train step, bench/README.md).
+   * inputs (train steps, the trainer's eval and statistics graphs) run at 'extended': 'all' adds
+   * the NCHWc layout, which needs constant weights to pay off; without them it only reorders
+   * activations around the pools (about 5 % of a train step at the widest rate, within ±3 % at the
+   * narrow ones; bench/train-step.ts prints both).
    */
   optimizationLevel?: 'all' | 'extended';
 }
