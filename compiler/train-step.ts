@@ -237,7 +237,7 @@ export function buildForwardGraph(source: Model, opts: ForwardOptions): { model:
   const originalInputs = graph.inputs.filter((v) => !v.const);
   const inputs: TrainValue<TrainInputRole>[] = [];
   const outputs: TrainValue<TrainOutputRole>[] = [];
-  let stats: { input: Value; updated: Value }[] = [];
+  let stats: { input: Value; batch: Value; updated: Value }[] = [];
   if (opts.mode === 'stats') {
     upgradeOpset(model, TRAIN_OPSET);
     fixInputShapes(model, opts.batch ?? 1, {});
@@ -245,7 +245,6 @@ export function buildForwardGraph(source: Model, opts: ForwardOptions): { model:
     refreshShapes(model);
     foldShapeChains(model);
     stats = toTrainingMode(model, { dropout: 'off' }).runningStats;
-    for (const node of graph.nodes) if (node.op === 'BatchNormalization') node.setFloat('momentum', 0);
   }
   const statInputs = new Set(stats.map((s) => s.input));
   const lifted = graph.initializers.filter((v) => v.elemType === DataType.FLOAT && v.uses.length > 0 && opts.lift(v.name));
@@ -260,7 +259,7 @@ export function buildForwardGraph(source: Model, opts: ForwardOptions): { model:
   const entry = <R>(v: Value, role: R, parameter?: string): TrainValue<R> => ({
     name: v.name, role, ...(parameter ? { parameter } : {}), dtype: dtypeShortName[v.elemType ?? 0] ?? String(v.elemType), shape: shapeOf(v),
   });
-  graph.outputs = opts.mode === 'stats' ? stats.map((s) => s.updated) : [logits];
+  graph.outputs = opts.mode === 'stats' ? stats.map((s) => s.batch) : [logits];
   graph.removeDeadNodes();
   graph.removeUnusedInitializers();
   // a stats graph ends at the last BatchNorm: parameters after it are no longer read
@@ -268,7 +267,7 @@ export function buildForwardGraph(source: Model, opts: ForwardOptions): { model:
   refreshShapes(model);
   for (const v of originalInputs) inputs.push(entry(v, 'batch' as TrainInputRole));
   for (const v of graph.inputs) if (liftedSet.has(v)) inputs.push(entry(v, statInputs.has(v) ? 'running-stat' : 'parameter', v.name));
-  if (opts.mode === 'stats') for (const s of stats) outputs.push(entry(s.updated, 'running-stat', s.input.name));
+  if (opts.mode === 'stats') for (const s of stats) outputs.push(entry(s.batch, 'running-stat', s.input.name));
   else outputs.push(entry(logits, 'logits'));
   verifyModel(model, { mode: 'pass', step: opts.mode === 'stats' ? 'stats-graph' : 'eval-graph' });
   return { model, signature: { batch: opts.batch ?? -1, opset: model.opset(), inputs, outputs } };

@@ -52,6 +52,12 @@ export interface GradContext {
   ints(values: readonly (number | bigint)[]): Value;
   /** A constant integer input as numbers (a user error when it is computed at run time). */
   constInts(v: Value | null, node: Node, what: string): number[] | null;
+  /**
+   * ReduceSum or ReduceMean of a rank-`rank` value over `axes`. When the axes hold a trailing run
+   * and others ([0, 2, 3] of NCHW) the run goes first: onnxruntime reduces [2, 3] then [0] of a
+   * [64, 32, 28, 28] tensor 2.6× as fast as [0, 2, 3] at once (bench/README.md).
+   */
+  reduce(op: 'ReduceSum' | 'ReduceMean', x: Value, axes: readonly number[], rank: number, keepdims: boolean): Value;
   /** Zeros of the given dims and `like`'s type (ConstantOfShape). */
   zeros(dims: readonly number[], like: Value): Value;
   /**
@@ -114,6 +120,14 @@ function makeContext(model: Model, b: OpBuilder, reached: Set<Value>, current: (
     return b.floatConst(values, shape, `${b.namePrefix}/const`);
   };
   const ints = (values: readonly (number | bigint)[]): Value => b.int64Const(values, `${b.namePrefix}/const`);
+  const reduce = (op: 'ReduceSum' | 'ReduceMean', x: Value, axes: readonly number[], rank: number, keepdims: boolean): Value => {
+    const sorted = axes.map((a) => (a + rank) % rank).sort((p, q) => p - q);
+    let first = sorted.length;
+    while (first > 0 && sorted[first - 1] === rank - sorted.length + first - 1) first--;
+    if (first === 0 || first === sorted.length) return b.reduce(op, x, ints(sorted), keepdims);
+    const inner = b.reduce(op, x, ints(sorted.slice(first)), true);
+    return b.reduce(op, inner, ints(keepdims ? sorted.slice(0, first) : sorted), keepdims);
+  };
   const unbroadcast = (g: Value, from: readonly number[], to: readonly number[]): Value => {
     if (from.length === to.length && from.every((d, i) => d === to[i])) return g;
     const lead = from.length - to.length;
@@ -122,7 +136,7 @@ function makeContext(model: Model, b: OpBuilder, reached: Set<Value>, current: (
       if (i < lead || (to[i - lead] === 1 && from[i] !== 1)) axes.push(i);
     }
     // an empty axes input would reduce everything: emit no ReduceSum when nothing is broadcast
-    let out = axes.length > 0 ? b.reduce('ReduceSum', g, ints(axes), true) : g;
+    let out = axes.length > 0 ? reduce('ReduceSum', g, axes, from.length, true) : g;
     if (lead !== 0) out = b.reshape(out, ints(to));
     return out;
   };
@@ -132,6 +146,7 @@ function makeContext(model: Model, b: OpBuilder, reached: Set<Value>, current: (
     dims,
     unbroadcast,
     sumTo: (g, output, input) => unbroadcast(g, dims(output), dims(input)),
+    reduce,
     scalar: (value, like) => floats([value], [], like),
     floats,
     ints,

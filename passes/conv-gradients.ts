@@ -154,7 +154,7 @@ function unpad(c: GradContext, full: Value, win: Window, spatial: number[], outS
 }
 
 function biasGrad(c: GradContext, g: Value, rank: number): Value {
-  return c.b.reduce('ReduceSum', g, [0, ...range(2, rank)], false);
+  return c.reduce('ReduceSum', g, [0, ...range(2, rank)], rank, false);
 }
 
 export function convGrad(c: GradContext, node: Node, dY: (Value | null)[]): (Value | null)[] {
@@ -318,8 +318,9 @@ export function globalAveragePoolGrad(c: GradContext, node: Node, dY: (Value | n
 /** Batch statistics over `axes`: the centred input x − mean and isd = 1/√(var + ε), so x̂ = centred·isd. */
 function standardize(c: GradContext, x: Value, axes: number[], epsilon: number): { centered: Value; isd: Value } {
   const b = c.b;
-  const centered = b.sub(x, b.reduce('ReduceMean', x, axes, true));
-  const variance = b.reduce('ReduceMean', b.mul(centered, centered), axes, true);
+  const rank = c.dims(x).length;
+  const centered = b.sub(x, c.reduce('ReduceMean', x, axes, rank, true));
+  const variance = c.reduce('ReduceMean', b.mul(centered, centered), axes, rank, true);
   const isd = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]);
   return { centered, isd };
 }
@@ -347,12 +348,16 @@ function channelNormGrad(kind: 'batch' | 'instance', c: GradContext, node: Node,
   const epsilon = node.attrFloat('epsilon', 1e-5);
   const sumAxes = [0, ...range(2, xd.length)];
   const batchStats = kind === 'instance' || node.attrInt('training_mode', 0) === 1;
-  if (batchStats) return batchStatisticsGrad(c, g, x, scale, bias, kind === 'batch' ? sumAxes : range(2, xd.length), sumAxes, epsilon);
+  // the training-mode rewrite sets momentum 0, so the node's extra outputs are the batch statistics
+  const own = kind === 'batch' && node.attrFloat('momentum', 0.9) === 0 && node.outputs[1] && node.outputs[2]
+    ? { mean: perChannel(node.outputs[1]), variance: perChannel(node.outputs[2]) }
+    : null;
+  if (batchStats) return batchStatisticsGrad(c, g, x, scale, bias, kind === 'batch' ? sumAxes : range(2, xd.length), sumAxes, epsilon, own);
   // running statistics: a fixed per-channel affine map
   const isd = perChannel(b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]));
   const dX = c.needs(x) ? b.mul(g, b.mul(perChannel(scale), isd)) : null;
-  const dScale = c.needs(scale) ? b.reduce('ReduceSum', b.mul(g, b.mul(b.sub(x, perChannel(mean)), isd)), sumAxes, false) : null;
-  const dBias = c.needs(bias) ? b.reduce('ReduceSum', g, sumAxes, false) : null;
+  const dScale = c.needs(scale) ? c.reduce('ReduceSum', b.mul(g, b.mul(b.sub(x, perChannel(mean)), isd)), sumAxes, xd.length, false) : null;
+  const dBias = c.needs(bias) ? c.reduce('ReduceSum', g, sumAxes, xd.length, false) : null;
   return [dX, dScale, dBias, null, null];
 }
 
@@ -366,15 +371,22 @@ function onChannelAxis(c: GradContext, v: Value, xd: number[]): Value {
  * c = x − mean, isd = 1/√(mean(c²) + ε), m₁ = mean(dY) and m₂ = mean(dY·c) (per statistic), the
  * input gradient isd·γ·(dY − m₁ − x̂·mean(dY·x̂)) is a·dY + k·c + β' with per-statistic a = γ·isd,
  * k = −a·isd²·m₂ and β' = −a·m₁; dγ = Σ isd·m₂·count and dβ = Σ m₁·count, summed over the
- * statistics. Ten passes where the textbook form takes sixteen (x̂ and γ·dY never materialized).
+ * statistics. With `stats` (the forward node's own batch mean and variance, per channel) the
+ * backward does not reduce the activation for them again: seven passes over the activation,
+ * eleven without them, sixteen in the textbook form (x̂ and γ·dY are never materialized).
  */
-function batchStatisticsGrad(c: GradContext, g: Value, x: Value, scale: Value, bias: Value, statAxes: number[], sumAxes: number[], epsilon: number): (Value | null)[] {
+function batchStatisticsGrad(
+  c: GradContext, g: Value, x: Value, scale: Value, bias: Value, statAxes: number[], sumAxes: number[], epsilon: number,
+  stats: { mean: Value; variance: Value } | null,
+): (Value | null)[] {
   const b = c.b;
   const xd = c.dims(x);
   const count = product(statAxes.map((a) => xd[a]!));
-  const { centered, isd } = standardize(c, x, statAxes, epsilon);
-  const meanDY = b.reduce('ReduceMean', g, statAxes, true);
-  const meanDYC = b.reduce('ReduceMean', b.mul(g, centered), statAxes, true);
+  const { centered, isd } = stats
+    ? { centered: b.sub(x, stats.mean), isd: b.op1('Reciprocal', [b.op1('Sqrt', [b.add(stats.variance, c.scalar(epsilon, x))])]) }
+    : standardize(c, x, statAxes, epsilon);
+  const meanDY = c.reduce('ReduceMean', g, statAxes, xd.length, true);
+  const meanDYC = c.reduce('ReduceMean', b.mul(g, centered), statAxes, xd.length, true);
   // the statistics' own axes reduced away: [C] from [1, C, 1…] (batch) or [N, C, 1…] (instance)
   const toChannels = (v: Value): Value => {
     const rest = sumAxes.filter((a) => !statAxes.includes(a));
@@ -385,7 +397,16 @@ function batchStatisticsGrad(c: GradContext, g: Value, x: Value, scale: Value, b
     const a = b.mul(onChannelAxis(c, scale, xd), isd);
     const k = b.op1('Neg', [b.mul(b.mul(a, b.mul(isd, isd)), meanDYC)]);
     const shift = b.op1('Neg', [b.mul(a, meanDY)]);
-    dX = b.add(b.add(b.mul(g, a), b.mul(centered, k)), shift);
+    if (statAxes.length === sumAxes.length) {
+      // per-channel factors: a·dY + β' is one inference-mode BatchNormalization (mean 0, variance
+      // 1, ε 0), one pass where a Mul and an Add take two
+      const vec = (v: Value): Value => b.reshape(v, c.ints([xd[1]!]));
+      const zeros = c.floats(new Float64Array(xd[1]!), [xd[1]!], x);
+      const ones = c.floats(new Float64Array(xd[1]!).fill(1), [xd[1]!], x);
+      dX = b.add(b.batchNorm(g, vec(a), vec(shift), zeros, ones, 0), b.mul(centered, k));
+    } else {
+      dX = b.add(b.add(b.mul(g, a), b.mul(centered, k)), shift);
+    }
   }
   const dScale = c.needs(scale) ? toChannels(b.mul(b.mul(isd, meanDYC), c.scalar(count, x))) : null;
   const dBias = c.needs(bias) ? toChannels(b.mul(meanDY, c.scalar(count, x))) : null;

@@ -1,9 +1,12 @@
 // training-mode: the forward rewrites a train step needs before autodiff.
 //
 // - BatchNormalization switches to training_mode = 1: it normalizes with the batch statistics
-//   (mean and biased variance over N and the spatial axes) and also outputs the updated running
-//   statistics with the ONNX momentum, running = input·momentum + batch·(1 − momentum). The
-//   caller writes those back after each step.
+//   (mean and biased variance over N and the spatial axes). Its momentum becomes 0, so its extra
+//   outputs are those batch statistics themselves (the backward reads them instead of reducing
+//   the activation again), and per-channel nodes after it make the updated running statistics
+//   with the model's ONNX momentum, running = input·momentum + batch·(1 − momentum). The caller
+//   writes those back after each step. (Its statistics inputs become zeros of their own: see
+//   batchNormToTraining.)
 // - Dropout is either removed ('off', the identity) or made deterministic ('mask'): it becomes
 //   x · mask / (1 − ratio) with the keep mask (0/1 floats) a new graph input, so the trainer feeds
 //   a seeded mask and the backward pass is the same product (no random op in the graph).
@@ -13,9 +16,10 @@ import { tensorType, Value, type Model, type Node } from '../compiler/ir.js';
 import { OpBuilder } from '../compiler/op-builder.js';
 
 export interface TrainingModeResult {
-  /** BatchNormalization running statistics: the input initializer/value and the new
-   *  updated-statistic output value the node now produces (training_mode=1, ONNX momentum). */
-  runningStats: { input: Value; updated: Value }[];
+  /** BatchNormalization running statistics: the input initializer/value, the batch statistic
+   *  the node now outputs (training_mode=1, momentum 0) and the updated running statistic made
+   *  from both with the model's ONNX momentum. */
+  runningStats: { input: Value; batch: Value; updated: Value }[];
   /** Dropout nodes given a mask: the new float/bool mask graph input per Dropout, or removed. */
   dropoutMasks: Value[];
 }
@@ -26,15 +30,38 @@ function refuse(node: Node, why: string, hint: string): Error {
   });
 }
 
-function batchNormToTraining(node: Node, result: TrainingModeResult, model: Model): void {
+function batchNormToTraining(node: Node, result: TrainingModeResult, model: Model, b: OpBuilder): void {
   const graph = model.graph;
+  const momentum = node.attrFloat('momentum', 0.9);
   node.setInt('training_mode', 1);
+  node.setFloat('momentum', 0);
   const y = node.outputs[0]!;
   const stats = [node.inputs[3]!, node.inputs[4]!];
+  const next = graph.nodes[graph.nodes.indexOf(node) + 1];
+  b.namePrefix = `${node.name || y.name}.train`;
+  // With momentum 0 the node reads its statistics inputs only times 0, so it gets zeros of its own.
+  // onnxruntime's BatchNormalization aliases inputs 3 and 4 to outputs 1 and 2: it writes the new
+  // statistics into their buffers. Fed the running statistics, it would overwrite them before the
+  // updates below read them (and overwrite the caller's arrays); fed a constant, it would overwrite
+  // every use of that constant once onnxruntime shares equal initializers. So each input is a
+  // value computed at run time, read by nothing else: Where(IsNaN(s), 0, 0), zeros of s's shape.
+  const zero = b.floatConst([0], [], `${b.namePrefix}/zero`);
+  stats.forEach((input, k) => {
+    const fresh = b.op1('Where', [b.op1('IsNaN', [input], {}, { before: node }), zero, zero], {}, { before: node, outputTypes: [input.type] });
+    node.setInput(3 + k, fresh);
+  });
   stats.forEach((input, k) => {
     const role = k === 0 ? 'running_mean' : 'running_var';
-    const updated = node.outputs[k + 1] ?? node.addOutput(graph.uniqueName(`${y.name}.${role}`), input.type);
-    result.runningStats.push({ input, updated });
+    const batch = node.outputs[k + 1] ?? node.addOutput(graph.uniqueName(`${y.name}.batch_${k === 0 ? 'mean' : 'var'}`), input.type);
+    // what read the node's running-statistic output before now reads the updated statistic
+    const readers = [...batch.uses];
+    const wasOutput = graph.outputs.includes(batch);
+    const kept = b.mul(input, b.floatConst([momentum], [], `${b.namePrefix}/momentum`), { before: next });
+    const added = b.mul(batch, b.floatConst([1 - momentum], [], `${b.namePrefix}/one_minus_momentum`), { before: next });
+    const updated = b.add(kept, added, { before: next, outputNames: [`${y.name}.${role}`], outputTypes: [input.type] });
+    for (const use of readers) use.node.setInput(use.index, updated);
+    if (wasOutput) graph.outputs = graph.outputs.map((o) => (o === batch ? updated : o));
+    result.runningStats.push({ input, batch, updated });
   });
 }
 
@@ -74,7 +101,7 @@ export function toTrainingMode(model: Model, opts: { dropout: 'off' | 'mask' }):
   const b = new OpBuilder(model.graph, opset);
   for (const node of [...model.graph.nodes]) {
     if (node.domain !== '' && node.domain !== 'ai.onnx') continue;
-    if (node.op === 'BatchNormalization') batchNormToTraining(node, result, model);
+    if (node.op === 'BatchNormalization') batchNormToTraining(node, result, model, b);
     else if (node.op === 'Dropout') dropoutToTraining(node, opts.dropout, result, model, b);
   }
   return result;

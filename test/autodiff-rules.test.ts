@@ -638,9 +638,11 @@ function trainable(model: Model): { model: Model; params: Value[] } {
   }
   for (const output of model.graph.outputs) output.type = null;
   refreshShapes(model);
+  // the model's own initializers: the training-mode rewrite adds constants (its momentum factors)
+  const own = new Set(model.graph.initializers);
   const training = toTrainingMode(model, { dropout: 'off' });
   const stats = new Set(training.runningStats.map((s) => s.input));
-  const params = model.graph.initializers.filter((v) => v.elemType === DataType.FLOAT && !stats.has(v) && v.uses.length > 0);
+  const params = model.graph.initializers.filter((v) => own.has(v) && v.elemType === DataType.FLOAT && !stats.has(v) && v.uses.length > 0);
   return { model, params };
 }
 

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../compiler/artifacts.js';
 import { encodeModel, readModel } from '../compiler/onnx-codec.js';
@@ -13,7 +14,8 @@ import { compile } from '../compiler/pipeline.js';
 import { tensorToArray } from '../compiler/grad.js';
 import { buildTrainStep } from '../compiler/train-step.js';
 import { Rng } from '../compiler/rng.js';
-import { GraphSession } from '../runtime/graph-session.js';
+import { GraphSession, WEIGHTS_AS_INPUTS } from '../runtime/graph-session.js';
+import { Exporter } from '../fixtures/exporter.js';
 import type { NdArray } from '../runtime/npz.js';
 import { fixtureModels, REPO_ROOT } from './helpers/models.js';
 import { runBin } from './helpers/cli.js';
@@ -95,6 +97,53 @@ describe('one SGD step lowers the loss at every rate', () => {
       }
     });
   }
+});
+
+describe('BatchNormalization in a train step', () => {
+  // onnxruntime's BatchNormalization writes its statistics outputs into the buffers of its
+  // statistics inputs, and its optimizer merges equal small initializers: a step must feed that
+  // node buffers nothing else reads. Two norms of the same width 4 give it equal constants to merge.
+  // (The running statistics' values are checked against PyTorch in grad-oracle.test.ts.)
+  it('leaves the fed arrays as they were and gives the same numbers at every optimization level', async () => {
+    const e = new Exporter({ opset: 18, irVersion: 8, seed: 3 });
+    let h = e.relu('r1', e.batchNorm('bn1', e.conv('c1', e.input('x', [2, 6, 6]), 2, 4, { kernel: 3, pad: 1, bias: true }), 4));
+    h = e.relu('r2', e.batchNorm('bn2', e.conv('c2', h, 4, 4, { kernel: 3, pad: 1 }), 4));
+    const model = e.output(e.linear('fc', e.flatten(e.b.op1('GlobalAveragePool', [h])), 4, 3), 'logits', [3]);
+    const step = buildTrainStep(model, { batch: BATCH, loss: { kind: 'cross-entropy' }, optimizer: { kind: 'sgd', momentum: 0.9, nesterov: false, weightDecay: 0 } });
+    const initial = new Map(model.graph.initializers.map((v) => [v.name, v.const!]));
+    const rng = new Rng(11);
+    const feeds = new Map<string, NdArray>();
+    for (const input of step.signature.inputs) {
+      const count = input.shape.reduce((a, d) => a * d, 1);
+      if (input.role === 'parameter' || input.role === 'running-stat') feeds.set(input.name, { dtype: 'float32', dims: input.shape, data: Float32Array.from(initial.get(input.parameter!)!.numbers()) });
+      else if (input.role === 'batch' || input.role === 'optimizer-state') feeds.set(input.name, { dtype: 'float32', dims: input.shape, data: rng.uniform(count, -1, 1) });
+      else if (input.role === 'labels') feeds.set(input.name, { dtype: 'int64', dims: input.shape, data: BigInt64Array.from({ length: count }, (_, i) => BigInt(i % 3)) });
+      else feeds.set(input.name, { dtype: 'float32', dims: [], data: Float32Array.of(input.role === 'lr' ? 0.1 : 1) });
+    }
+    const copies = new Map([...feeds].map(([name, a]) => [name, Array.from(a.data as Float32Array)]));
+    const bytes = encodeModel(step.model);
+    const results: Map<string, number[]>[] = [];
+    for (const opts of [WEIGHTS_AS_INPUTS, {}]) {
+      const session = await GraphSession.create(bytes, opts);
+      const out = await session.run(feeds);
+      await session.release();
+      results.push(new Map([...out].map(([name, a]) => [name, Array.from(a.data as Float32Array)])));
+    }
+    // the reference: no graph optimizations at all
+    const plain = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'disabled' });
+    const out = await plain.run(Object.fromEntries([...feeds].map(([name, a]) => [name, new ort.Tensor(a.dtype as 'float32', a.data as Float32Array, a.dims)])));
+    await plain.release();
+    for (const [name, data] of copies) expect(Array.from(feeds.get(name)!.data as Float32Array), name).toEqual(data);
+    const stats = step.signature.outputs.filter((o) => o.role === 'running-stat');
+    expect(stats.length).toBe(4);
+    for (const o of step.signature.outputs.filter((o) => o.role !== 'logits')) {
+      const want = Array.from(out[o.name]!.data as Float32Array);
+      for (const got of results) {
+        const worst = Math.max(...want.map((v, i) => Math.abs(v - got.get(o.name)![i]!) / (Math.abs(v) + 1e-3)));
+        expect(worst, o.name).toBeLessThan(1e-4);
+      }
+    }
+  });
 });
 
 describe('slicec train-graphs', () => {
