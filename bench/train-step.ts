@@ -6,7 +6,8 @@
 // graph holds), exported by bench/torch-train-speed.py, which also times PyTorch on them. The
 // PyTorch timing runs between two halves of slicec's runs, so a change of machine load hits both.
 // Targets: train step ≤ 3× the forward time (backward is about 2× forward FLOPs); train samples/s
-// at least PyTorch's.
+// at least PyTorch's. A second table splits the step's onnxruntime kernel profile into the
+// products (convs, their gradients, GEMMs) and the rest, against the forwards' kernel time.
 //
 //   npx tsx bench/train-step.ts [--runs 7] [--iters 10] [--batch 64]
 
@@ -14,6 +15,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { tensorToArray } from '../compiler/grad.js';
 import { encodeModel, readModel } from '../compiler/onnx-codec.js';
 import { Rng } from '../compiler/rng.js';
@@ -32,6 +34,8 @@ const iters = Number(argValue('--iters') ?? 10);
 const batch = Number(argValue('--batch') ?? 64);
 
 interface Cell {
+  /** The graphs as bytes, for the kernel profiles. */
+  bytes: { forward: Uint8Array; inputForward: Uint8Array; train: Uint8Array };
   forward: GraphSession;
   forwardFeeds: Map<string, NdArray>;
   /** The same network's forward with batch statistics (BatchNorm in training mode), as a train step runs it. */
@@ -75,7 +79,8 @@ async function prepare(file: string, rng: Rng): Promise<Cell> {
     const input = step.signature.inputs.find((i) => i.role === o.role && i.parameter === o.parameter)!;
     loop.push([o.name, input.name]);
   }
-  const forward = await GraphSession.create(file);
+  const forwardBytes = fs.readFileSync(file);
+  const forward = await GraphSession.create(forwardBytes);
   const { model: inTraining } = cloneModel(model);
   upgradeOpset(inTraining, TRAIN_OPSET);
   toTrainingMode(inTraining, { dropout: 'off' });
@@ -91,10 +96,11 @@ async function prepare(file: string, rng: Rng): Promise<Cell> {
   }
   withInputs.graph.initializers = withInputs.graph.initializers.filter((v) => v.const);
   // both as the trainer runs them (no NCHWc layout: it needs constant weights)
-  const inputForward = await GraphSession.create(encodeModel(withInputs), WEIGHTS_AS_INPUTS);
-  const train = await GraphSession.create(encodeModel(step.model), WEIGHTS_AS_INPUTS);
-  const trainAllLevel = await GraphSession.create(encodeModel(step.model));
-  return { forward, forwardFeeds, trainingForward, trainingForwardMs: [], inputForward, inputForwardFeeds, inputForwardMs: [], train, trainAllLevel, trainAllLevelMs: [], trainFeeds, loop, forwardMs: [], trainMs: [] };
+  const bytes = { forward: forwardBytes, inputForward: encodeModel(withInputs), train: encodeModel(step.model) };
+  const inputForward = await GraphSession.create(bytes.inputForward, WEIGHTS_AS_INPUTS);
+  const train = await GraphSession.create(bytes.train, WEIGHTS_AS_INPUTS);
+  const trainAllLevel = await GraphSession.create(bytes.train);
+  return { bytes, forward, forwardFeeds, trainingForward, trainingForwardMs: [], inputForward, inputForwardFeeds, inputForwardMs: [], train, trainAllLevel, trainAllLevelMs: [], trainFeeds, loop, forwardMs: [], trainMs: [] };
 }
 
 async function timeRun(cell: Cell): Promise<void> {
@@ -116,6 +122,40 @@ async function timeRun(cell: Cell): Promise<void> {
   start = nowMs();
   for (let i = 0; i < iters; i++) await cell.trainAllLevel.run(cell.trainFeeds);
   cell.trainAllLevelMs.push((nowMs() - start) / iters);
+}
+
+/** The products: what FLOPs count (the convs, their input gradients and the GEMMs). */
+const PRODUCTS = new Set(['Conv', 'ConvTranspose', 'MatMul', 'Gemm']);
+
+/**
+ * Kernel time per run (ms) from an onnxruntime profile of `count` runs after two warm-up runs
+ * (profiled too, then left out), split into the products and everything else; same session
+ * options as the timed sessions (one thread, the given level).
+ */
+async function kernelTimes(bytes: Uint8Array, level: 'all' | 'extended', feeds: Map<string, NdArray>, dir: string, tag: string, count = 10): Promise<{ products: number; rest: number }> {
+  const prefix = path.join(dir, `profile-${tag}`);
+  const session = await ort.InferenceSession.create(bytes, {
+    intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 3, graphOptimizationLevel: level, enableProfiling: true, profileFilePrefix: prefix,
+  });
+  const ortFeeds = Object.fromEntries([...feeds].map(([name, a]) => [name, new ort.Tensor(a.dtype, a.data as never, a.dims)]));
+  for (let i = 0; i < 2 + count; i++) await session.run(ortFeeds);
+  session.endProfiling();
+  await session.release();
+  const file = fs.readdirSync(dir).find((f) => f.startsWith(`profile-${tag}`) && f.endsWith('.json'));
+  if (!file) throw new Error(`no onnxruntime profile for ${tag} in ${dir}`);
+  const events = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as { cat: string; name: string; dur: number; args?: { op_name?: string } }[];
+  fs.rmSync(path.join(dir, file));
+  const kernels = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
+  // the first two runs' kernels are the warm-up: keep the last `count` runs' share
+  const perRun = kernels.length / (2 + count);
+  const timed = kernels.slice(Math.round(2 * perRun));
+  let products = 0;
+  let rest = 0;
+  for (const e of timed) {
+    if (PRODUCTS.has(e.args?.op_name ?? '')) products += e.dur;
+    else rest += e.dur;
+  }
+  return { products: products / count / 1000, rest: rest / count / 1000 };
 }
 
 async function main(): Promise<void> {
@@ -173,6 +213,28 @@ async function main(): Promise<void> {
     // beside it (the trainer uses 'extended', WEIGHTS_AS_INPUTS).
     const header = ['rate', 'fwd/s', 'batch-stat fwd/s', 'input-weight fwd/s', 'train/s', 'train÷fwd time', 'train÷batch-stat fwd', 'train÷input-weight fwd', "'all' ÷ 'extended'", 'torch fwd/s', 'torch train/s', 'train vs torch'];
     for (const line of table(header, rows)) console.log(line);
+
+    // Where the train step's time goes, from onnxruntime's per-kernel profile: the products alone
+    // (what a train step cannot skip: forward conv, input gradient, weight gradient, the GEMMs)
+    // against the forwards' whole kernel time. Their ratio is the floor of train ÷ fwd for any
+    // train step built on onnxruntime's kernels, however cheap everything else became.
+    const floorRows: string[][] = [];
+    for (const r of RATES) {
+      const cell = cells.get(r)!;
+      const train = await kernelTimes(cell.bytes.train, 'extended', cell.trainFeeds, dir, `train-${r}`);
+      const fwd = await kernelTimes(cell.bytes.forward, 'all', cell.forwardFeeds, dir, `fwd-${r}`);
+      const inputFwd = await kernelTimes(cell.bytes.inputForward, 'extended', cell.inputForwardFeeds, dir, `input-fwd-${r}`);
+      const fwdAll = fwd.products + fwd.rest;
+      const inputAll = inputFwd.products + inputFwd.rest;
+      floorRows.push([
+        String(r), (train.products + train.rest).toFixed(2), train.products.toFixed(2), train.rest.toFixed(2), fwdAll.toFixed(2), inputAll.toFixed(2),
+        ((train.products + train.rest) / fwdAll).toFixed(2), (train.products / fwdAll).toFixed(2), (train.products / inputAll).toFixed(2), (train.rest / inputAll).toFixed(2),
+      ]);
+    }
+    console.log('');
+    console.log('kernel time per step (ms, onnxruntime profile, 10 runs): the products (Conv, ConvTranspose, MatMul, Gemm) and the rest');
+    const floorHeader = ['rate', 'train', 'train products', 'train rest', 'fwd', 'input-weight fwd', 'train÷fwd', 'products÷fwd (floor)', 'products÷input-weight fwd', 'rest÷input-weight fwd'];
+    for (const line of table(floorHeader, floorRows)) console.log(line);
     for (const cell of cells.values()) {
       await cell.forward.release();
       await cell.trainingForward.release();

@@ -22,7 +22,7 @@ export interface GraphSessionOptions {
    * onnxruntime's graph optimization level (default 'all'). Graphs that take their weights as
    * inputs (train steps, the trainer's eval and statistics graphs) run at 'extended': 'all' adds
    * the NCHWc layout, which needs constant weights to pay off; without them it only reorders
-   * activations around the pools (about 5 % of a train step at the widest rate, within ±3 % at the
+   * activations around the pools (1–5 % of a train step at the widest rate, within ±3 % at the
    * narrow ones; bench/train-step.ts prints both).
    */
   optimizationLevel?: 'all' | 'extended';
