@@ -1,7 +1,8 @@
 // `slicec eval DIR|MODEL --data SPEC`: per rate, accuracy (or loss) on the data's test split
 // (validation, or the training examples when the source has neither), MACs, parameters and the
-// median latency of one example, measured on the rate's own inference graph on one thread. For a
-// compiled folder the results go into manifest.json (rates[i].accuracy, loss, latencyMs).
+// median latency of one example, measured on the rate's own inference graph on one thread (the
+// rates take turns, one run each per round). For a compiled folder the results go into
+// manifest.json (rates[i].accuracy, loss, latencyMs).
 //
 // `slicec calibrate-cascade DIR --data SPEC`: every rate's top softmax probability and whether
 // its answer is right, on the first share of the same split, then the cascade across rates
@@ -41,7 +42,7 @@ export interface EvalRowOut {
 export interface EvalOptions {
   data: string;
   device?: 'cpu' | 'cuda';
-  /** Timed runs per rate for the latency (after 3 warm-up runs). */
+  /** Timed runs per rate for the latency (after 3 warm-up rounds; the rates take turns). */
   latencyRuns?: number;
   cacheDir?: string;
 }
@@ -54,6 +55,7 @@ export async function evaluateTarget(location: string, opts: EvalOptions): Promi
   const classification = plan.loss.kind === 'cross-entropy';
   const rows: EvalRowOut[] = [];
   const one = materialize(split, [0]).x;
+  const timed: { bytes: Uint8Array; input: string }[] = [];
   for (const { rate, model } of target.rates) {
     // the graph as it is on disk: its own weights and (per-rate) statistics, nothing fed
     const graph = buildForwardGraph(model, { lift: () => false, output: plan.loss.output });
@@ -62,11 +64,14 @@ export async function evaluateTarget(location: string, opts: EvalOptions): Promi
       const row = await evaluateRate(runner, split, new Map(), new Map(), classification);
       const entry = target.manifest?.rates.find((r) => r.rate === rate);
       const cost = entry ? { macs: entry.macs, parameters: entry.parameters } : modelCost(model);
-      rows.push({ rate, accuracy: row.accuracy, loss: row.loss, macs: cost.macs, parameters: cost.parameters, latencyMs: await latency(encodeModel(model), model.graph.inputs.find((v) => !v.const)!.name, one, opts) });
+      rows.push({ rate, accuracy: row.accuracy, loss: row.loss, macs: cost.macs, parameters: cost.parameters, latencyMs: NaN });
+      timed.push({ bytes: encodeModel(model), input: model.graph.inputs.find((v) => !v.const)!.name });
     } finally {
       await runner.release();
     }
   }
+  const latencyMs = await latencies(timed, one, opts);
+  rows.forEach((row, i) => { row.latencyMs = latencyMs[i]!; });
   let manifestFile: string | null = null;
   if (target.manifest) {
     const manifest = structuredClone(target.manifest);
@@ -77,20 +82,28 @@ export async function evaluateTarget(location: string, opts: EvalOptions): Promi
   return { rows, split: name, samples: split.x.dims[0]!, manifestFile };
 }
 
-async function latency(bytes: Uint8Array, input: string, x: ReturnType<typeof materialize>['x'], opts: EvalOptions): Promise<number> {
-  const session = await GraphSession.create(bytes, { device: opts.device });
+/**
+ * Batch-1 latency of each graph (ms, median of `latencyRuns` runs after 3 warm-up rounds), all
+ * sessions open at once and timed in turns, one run of each graph per round: a pause of the
+ * process (a collection after a fine-tune, another thread's work) then slows every rate alike
+ * instead of one rate's whole series, which made narrow rates read slower than wide ones.
+ */
+async function latencies(graphs: { bytes: Uint8Array; input: string }[], x: ReturnType<typeof materialize>['x'], opts: EvalOptions): Promise<number[]> {
+  const sessions: GraphSession[] = [];
   try {
-    const times: number[] = [];
+    for (const g of graphs) sessions.push(await GraphSession.create(g.bytes, { device: opts.device }));
+    const times = graphs.map((): number[] => []);
     const runs = opts.latencyRuns ?? 30;
     for (let i = 0; i < runs + 3; i++) {
-      const t0 = performance.now();
-      await session.run({ [input]: x });
-      if (i >= 3) times.push(performance.now() - t0);
+      for (let k = 0; k < graphs.length; k++) {
+        const t0 = performance.now();
+        await sessions[k]!.run({ [graphs[k]!.input]: x });
+        if (i >= 3) times[k]!.push(performance.now() - t0);
+      }
     }
-    times.sort((a, b) => a - b);
-    return times[Math.floor(times.length / 2)]!;
+    return times.map((t) => [...t].sort((a, b) => a - b)[Math.floor(t.length / 2)]!);
   } finally {
-    await session.release();
+    for (const s of sessions) await s.release();
   }
 }
 

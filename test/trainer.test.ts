@@ -100,6 +100,7 @@ describe('slicec finetune', () => {
     expect(rows.map((x) => x.rate)).toEqual([1, 0.5, 0.25]);
     for (const row of rows) {
       for (const key of ['rate', 'accuracy', 'macs', 'parameters', 'latencyMs']) expect(typeof row[key], key).toBe('number');
+      expect(row.latencyMs).toBeGreaterThan(0);
       expect(row.accuracy).toBeCloseTo(manifest.rates.find((m) => m.rate === row.rate)!.accuracy!, 6);
     }
     expect(rows[0]!.macs).toBeGreaterThan(rows[2]!.macs!);
