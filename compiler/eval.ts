@@ -84,9 +84,10 @@ export async function evaluateTarget(location: string, opts: EvalOptions): Promi
 
 /**
  * Batch-1 latency of each graph (ms, median of `latencyRuns` runs after 3 warm-up rounds), all
- * sessions open at once and timed in turns, one run of each graph per round: a pause of the
- * process (a collection after a fine-tune, another thread's work) then slows every rate alike
- * instead of one rate's whole series, which made narrow rates read slower than wide ones.
+ * sessions open at once and timed in turns, one run of each graph per round: whatever slows the
+ * process for a stretch of time then slows every rate alike. Timed one rate after the other, right
+ * after the demo's fine-tune a whole rate's series ran 2–6× slow, and narrow rates read slower
+ * than wide ones.
  */
 async function latencies(graphs: { bytes: Uint8Array; input: string }[], x: ReturnType<typeof materialize>['x'], opts: EvalOptions): Promise<number[]> {
   const sessions: GraphSession[] = [];
