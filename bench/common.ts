@@ -1,7 +1,9 @@
 // Pieces every benchmark script shares: flags, clocks, medians, aligned tables, the PaddleOCR
-// model paths, float feeds built from a manifest's input signatures, and a `slicec serve` child.
+// model paths, float feeds built from a manifest's input signatures, onnxruntime's per-kernel
+// profile of a session, and a `slicec serve` child.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
@@ -45,6 +47,73 @@ export function table(header: string[], rows: string[][], allRight = false): str
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 && !allRight ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   return [line(header), ...rows.map(line)];
+}
+
+/** Per op type: ms per run and node count, from one profiled session; plus the whole run. */
+export interface KernelProfile {
+  runs: number;
+  runMs: number;
+  kernelMs: number;
+  ops: Map<string, { ms: number; nodes: Set<string> }>;
+}
+
+interface TraceEvent {
+  cat?: string;
+  name?: string;
+  dur?: number;
+  args?: { op_name?: string };
+}
+
+/**
+ * onnxruntime's profile of a session over `model` with `options`: 3 warm-up runs, then at least
+ * `minRuns` runs and at least `seconds` (0 by default) of them, read back per op type (kernel time
+ * per run) with the warm-up runs left out. The profile file is written under `dir`.
+ */
+export async function profileKernels(
+  model: string | Uint8Array, feeds: Record<string, ort.Tensor>, options: ort.InferenceSession.SessionOptions, dir: string, tag: string,
+  opts: { minRuns: number; seconds?: number },
+): Promise<KernelProfile> {
+  const prefix = path.join(dir, `profile-${tag}`);
+  const session = await ort.InferenceSession.create(model as Uint8Array, { ...options, enableProfiling: true, profileFilePrefix: prefix });
+  for (let i = 0; i < 3; i++) await session.run(feeds);
+  let runs = 0;
+  const t0 = nowMs();
+  while (runs < opts.minRuns || nowMs() - t0 < (opts.seconds ?? 0) * 1000) {
+    await session.run(feeds);
+    runs++;
+  }
+  session.endProfiling();
+  await session.release();
+  const written = fs.readdirSync(dir).filter((f) => f.startsWith(path.basename(prefix)) && f.endsWith('.json'));
+  if (written.length !== 1) throw new Error(`profile ${tag}: expected one file with prefix ${prefix}, found ${written.length}`);
+  const events = JSON.parse(fs.readFileSync(path.join(dir, written[0]!), 'utf8')) as TraceEvent[];
+  // The first 3 model_run events are the warm-up runs: drop them and their kernels.
+  const runEvents = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
+  const skip = runEvents.length - runs;
+  let seenRuns = 0;
+  const ops = new Map<string, { ms: number; nodes: Set<string> }>();
+  let runUs = 0;
+  let kernelUs = 0;
+  // Events are in completion order: kernels of a run precede its model_run event.
+  for (const e of events) {
+    if (e.cat === 'Session' && e.name === 'model_run') {
+      if (seenRuns >= skip) runUs += e.dur ?? 0;
+      seenRuns++;
+      continue;
+    }
+    if (seenRuns < skip || e.cat !== 'Node' || !e.name?.endsWith('_kernel_time')) continue;
+    const op = e.args?.op_name ?? '?';
+    // an If's time is that of its branch, whose kernels are reported themselves; the rest of it
+    // (choosing and entering the branch) shows under "outside kernels"
+    if (op === 'If') continue;
+    const slot = ops.get(op) ?? { ms: 0, nodes: new Set<string>() };
+    slot.ms += (e.dur ?? 0) / 1000;
+    slot.nodes.add(e.name);
+    ops.set(op, slot);
+    kernelUs += e.dur ?? 0;
+  }
+  for (const slot of ops.values()) slot.ms /= runs;
+  return { runs, runMs: runUs / 1000 / runs, kernelMs: kernelUs / 1000 / runs, ops };
 }
 
 /**

@@ -32,7 +32,7 @@ import { compile } from '../compiler/pipeline.js';
 import { buildBigModel } from '../fixtures/big.js';
 import { fixtureByName } from '../fixtures/index.js';
 import { Rng } from '../compiler/rng.js';
-import { CLS_DIMS, CLS_MODEL, argValue, feedsFor, median, nowMs, table } from './common.js';
+import { CLS_DIMS, CLS_MODEL, argValue, feedsFor, median, nowMs, profileKernels, table, type KernelProfile } from './common.js';
 
 const QUICK = process.argv.includes('--quick');
 const ONLY = argValue('--only');
@@ -245,65 +245,8 @@ async function memoryChild(jobFile: string): Promise<void> {
   process.stdout.write(`${(process.memoryUsage().rss - before) / 1e6}\n`);
 }
 
-/** Per op type: ms per run and node count, from one profiled session; plus the whole run. */
-interface Profile {
-  runs: number;
-  runMs: number;
-  kernelMs: number;
-  ops: Map<string, { ms: number; nodes: Set<string> }>;
-}
-
-interface TraceEvent {
-  cat?: string;
-  name?: string;
-  dur?: number;
-  args?: { op_name?: string };
-}
-
-async function profileOne(file: string, feeds: Feeds, dir: string, tag: string): Promise<Profile> {
-  const prefix = path.join(dir, `profile-${tag}`);
-  const session = await ort.InferenceSession.create(file, { ...SESSION_OPTIONS, enableProfiling: true, profileFilePrefix: prefix });
-  for (let i = 0; i < 3; i++) await session.run(feeds);
-  let runs = 0;
-  const t0 = nowMs();
-  while (runs < 20 || nowMs() - t0 < PROFILE_S * 1000) {
-    await session.run(feeds);
-    runs++;
-  }
-  session.endProfiling();
-  await session.release();
-  const written = fs.readdirSync(dir).filter((f) => f.startsWith(path.basename(prefix)) && f.endsWith('.json'));
-  if (written.length !== 1) throw new Error(`profile of ${file}: expected one file with prefix ${prefix}, found ${written.length}`);
-  const events = JSON.parse(fs.readFileSync(path.join(dir, written[0]!), 'utf8')) as TraceEvent[];
-  // The first 3 model_run events are the warm-up runs: drop them and their kernels.
-  const runEvents = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
-  const total = runEvents.length;
-  const skip = total - runs;
-  let seenRuns = 0;
-  const ops = new Map<string, { ms: number; nodes: Set<string> }>();
-  let runUs = 0;
-  let kernelUs = 0;
-  // Events are in completion order: kernels of a run precede its model_run event.
-  for (const e of events) {
-    if (e.cat === 'Session' && e.name === 'model_run') {
-      if (seenRuns >= skip) runUs += e.dur ?? 0;
-      seenRuns++;
-      continue;
-    }
-    if (seenRuns < skip || e.cat !== 'Node' || !e.name?.endsWith('_kernel_time')) continue;
-    const op = e.args?.op_name ?? '?';
-    // an If's time is that of its branch, whose kernels are reported themselves; the rest of it
-    // (choosing and entering the branch) shows under "outside kernels"
-    if (op === 'If') continue;
-    const slot = ops.get(op) ?? { ms: 0, nodes: new Set<string>() };
-    slot.ms += (e.dur ?? 0) / 1000;
-    slot.nodes.add(e.name);
-    ops.set(op, slot);
-    kernelUs += e.dur ?? 0;
-  }
-  for (const slot of ops.values()) slot.ms /= runs;
-  return { runs, runMs: runUs / 1000 / runs, kernelMs: kernelUs / 1000 / runs, ops };
-}
+const profileOne = (file: string, feeds: Feeds, dir: string, tag: string): Promise<KernelProfile> =>
+  profileKernels(file, feeds, SESSION_OPTIONS, dir, tag, { minRuns: 20, seconds: PROFILE_S });
 
 let profiles = 0;
 

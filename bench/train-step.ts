@@ -26,7 +26,7 @@ import { toTrainingMode } from '../passes/training-mode.js';
 import { upgradeOpset } from '../passes/upgrade-opset.js';
 import { GraphSession, WEIGHTS_AS_INPUTS } from '../runtime/graph-session.js';
 import type { NdArray } from '../runtime/npz.js';
-import { argValue, median, nowMs, table } from './common.js';
+import { argValue, median, nowMs, profileKernels, table } from './common.js';
 
 const RATES = [1, 0.75, 0.5, 0.25];
 const runs = Number(argValue('--runs') ?? 7);
@@ -127,35 +127,14 @@ async function timeRun(cell: Cell): Promise<void> {
 /** The products: what FLOPs count (the convs, their input gradients and the GEMMs). */
 const PRODUCTS = new Set(['Conv', 'ConvTranspose', 'MatMul', 'Gemm']);
 
-/**
- * Kernel time per run (ms) from an onnxruntime profile of `count` runs after two warm-up runs
- * (profiled too, then left out), split into the products and everything else; same session
- * options as the timed sessions (one thread, the given level).
- */
-async function kernelTimes(bytes: Uint8Array, level: 'all' | 'extended', feeds: Map<string, NdArray>, dir: string, tag: string, count = 10): Promise<{ products: number; rest: number }> {
-  const prefix = path.join(dir, `profile-${tag}`);
-  const session = await ort.InferenceSession.create(bytes, {
-    intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 3, graphOptimizationLevel: level, enableProfiling: true, profileFilePrefix: prefix,
-  });
+/** Kernel time per run (ms) of the products and of everything else, from onnxruntime's profile (10 runs). */
+async function kernelTimes(bytes: Uint8Array, level: 'all' | 'extended', feeds: Map<string, NdArray>, dir: string, tag: string): Promise<{ products: number; rest: number }> {
   const ortFeeds = Object.fromEntries([...feeds].map(([name, a]) => [name, new ort.Tensor(a.dtype, a.data as never, a.dims)]));
-  for (let i = 0; i < 2 + count; i++) await session.run(ortFeeds);
-  session.endProfiling();
-  await session.release();
-  const file = fs.readdirSync(dir).find((f) => f.startsWith(`profile-${tag}`) && f.endsWith('.json'));
-  if (!file) throw new Error(`no onnxruntime profile for ${tag} in ${dir}`);
-  const events = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as { cat: string; name: string; dur: number; args?: { op_name?: string } }[];
-  fs.rmSync(path.join(dir, file));
-  const kernels = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
-  // the first two runs' kernels are the warm-up: keep the last `count` runs' share
-  const perRun = kernels.length / (2 + count);
-  const timed = kernels.slice(Math.round(2 * perRun));
+  const options = { intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 3 as const, graphOptimizationLevel: level };
+  const profile = await profileKernels(bytes, ortFeeds, options, dir, tag, { minRuns: 10 });
   let products = 0;
-  let rest = 0;
-  for (const e of timed) {
-    if (PRODUCTS.has(e.args?.op_name ?? '')) products += e.dur;
-    else rest += e.dur;
-  }
-  return { products: products / count / 1000, rest: rest / count / 1000 };
+  for (const [op, slot] of profile.ops) if (PRODUCTS.has(op)) products += slot.ms;
+  return { products, rest: profile.kernelMs - products };
 }
 
 async function main(): Promise<void> {

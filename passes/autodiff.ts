@@ -55,7 +55,7 @@ export interface GradContext {
   /**
    * ReduceSum or ReduceMean of a rank-`rank` value over `axes`. When the axes hold a trailing run
    * and others ([0, 2, 3] of NCHW) the run goes first: onnxruntime reduces [2, 3] then [0] of a
-   * [64, 32, 28, 28] tensor 2.6× as fast as [0, 2, 3] at once (bench/README.md).
+   * [64, 32, 28, 28] tensor 2.6× as fast as [0, 2, 3] at once (a one-off timing, bench/README.md).
    */
   reduce(op: 'ReduceSum' | 'ReduceMean', x: Value, axes: readonly number[], rank: number, keepdims: boolean): Value;
   /** Zeros of the given dims and `like`'s type (ConstantOfShape). */

@@ -321,8 +321,12 @@ function standardize(c: GradContext, x: Value, axes: number[], epsilon: number):
   const rank = c.dims(x).length;
   const centered = b.sub(x, c.reduce('ReduceMean', x, axes, rank, true));
   const variance = c.reduce('ReduceMean', b.mul(centered, centered), axes, rank, true);
-  const isd = b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]);
-  return { centered, isd };
+  return { centered, isd: inverseStd(c, variance, epsilon, x) };
+}
+
+/** 1/√(variance + ε), in `like`'s float type. */
+function inverseStd(c: GradContext, variance: Value, epsilon: number, like: Value): Value {
+  return c.b.op1('Reciprocal', [c.b.op1('Sqrt', [c.b.add(variance, c.scalar(epsilon, like))])]);
 }
 
 /** dX = isd·(g − mean(g) − x̂·mean(g·x̂)), g the gradient of x̂, means over `axes`. */
@@ -348,13 +352,14 @@ function channelNormGrad(kind: 'batch' | 'instance', c: GradContext, node: Node,
   const epsilon = node.attrFloat('epsilon', 1e-5);
   const sumAxes = [0, ...range(2, xd.length)];
   const batchStats = kind === 'instance' || node.attrInt('training_mode', 0) === 1;
-  // the training-mode rewrite sets momentum 0, so the node's extra outputs are the batch statistics
+  // with momentum 0 the node's extra outputs are, by ONNX's definition, its batch statistics (the
+  // training-mode rewrite sets it)
   const own = kind === 'batch' && node.attrFloat('momentum', 0.9) === 0 && node.outputs[1] && node.outputs[2]
     ? { mean: perChannel(node.outputs[1]), variance: perChannel(node.outputs[2]) }
     : null;
   if (batchStats) return batchStatisticsGrad(c, g, x, scale, bias, kind === 'batch' ? sumAxes : range(2, xd.length), sumAxes, epsilon, own);
   // running statistics: a fixed per-channel affine map
-  const isd = perChannel(b.op1('Reciprocal', [b.op1('Sqrt', [b.add(variance, c.scalar(epsilon, x))])]));
+  const isd = perChannel(inverseStd(c, variance, epsilon, x));
   const dX = c.needs(x) ? b.mul(g, b.mul(perChannel(scale), isd)) : null;
   const dScale = c.needs(scale) ? c.reduce('ReduceSum', b.mul(g, b.mul(b.sub(x, perChannel(mean)), isd)), sumAxes, xd.length, false) : null;
   const dBias = c.needs(bias) ? c.reduce('ReduceSum', g, sumAxes, xd.length, false) : null;
@@ -383,7 +388,7 @@ function batchStatisticsGrad(
   const xd = c.dims(x);
   const count = product(statAxes.map((a) => xd[a]!));
   const { centered, isd } = stats
-    ? { centered: b.sub(x, stats.mean), isd: b.op1('Reciprocal', [b.op1('Sqrt', [b.add(stats.variance, c.scalar(epsilon, x))])]) }
+    ? { centered: b.sub(x, stats.mean), isd: inverseStd(c, stats.variance, epsilon, x) }
     : standardize(c, x, statAxes, epsilon);
   const meanDY = c.reduce('ReduceMean', g, statAxes, xd.length, true);
   const meanDYC = c.reduce('ReduceMean', b.mul(g, centered), statAxes, xd.length, true);

@@ -47,10 +47,7 @@ function batchNormToTraining(node: Node, result: TrainingModeResult, model: Mode
   // value computed at run time, read by nothing else: Where(IsNaN(s), 0, 0), zeros of s's shape.
   const zero = b.floatConst([0], [], `${b.namePrefix}/zero`);
   stats.forEach((input, k) => {
-    const fresh = b.op1('Where', [b.op1('IsNaN', [input], {}, { before: node }), zero, zero], {}, { before: node, outputTypes: [input.type] });
-    node.setInput(3 + k, fresh);
-  });
-  stats.forEach((input, k) => {
+    node.setInput(3 + k, b.op1('Where', [b.op1('IsNaN', [input], {}, { before: node }), zero, zero], {}, { before: node, outputTypes: [input.type] }));
     const role = k === 0 ? 'running_mean' : 'running_var';
     const batch = node.outputs[k + 1] ?? node.addOutput(graph.uniqueName(`${y.name}.batch_${k === 0 ? 'mean' : 'var'}`), input.type);
     // what read the node's running-statistic output before now reads the updated statistic
