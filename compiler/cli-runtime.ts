@@ -159,7 +159,7 @@ export function registerRuntimeCommands(program: Command): void {
     .requiredOption('--data <spec>', 'fashion-mnist | mnist | file.npz | x.npy,y.npy | a folder of class sub-folders of images')
     .option('--target <accuracy>', 'accuracy the cascade must reach on the calibration samples (default: the widest rate\'s)', fraction('--target'))
     .option('--share <fraction>', 'share of the test split used, spread evenly over it (the rest is left for measuring)', fraction('--share'), 0.5)
-    .option('--device <cpu|cuda>', 'where to run', oneOf('--device', ['cpu', 'cuda'] as const), 'cpu')
+    .option('--device <cpu|cuda>', 'where to run; cuda falls back to cpu with a warning', oneOf('--device', ['cpu', 'cuda'] as const), 'cpu')
     .action(async (dir: string, flags: { data: string; target?: number; share: number; device: 'cpu' | 'cuda' }) => {
       const { calibrateCascadeFolder } = await import('./eval.js');
       const { cascade, fullAccuracy, manifestFile } = await calibrateCascadeFolder(dir, flags);

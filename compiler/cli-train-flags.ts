@@ -77,7 +77,7 @@ export function addTrainFlags(cmd: Command): Command {
     .option('--no-recalibrate', 'keep the BatchNorm statistics tracked during training')
     .option('--no-shuffle', 'visit the examples in stored order every epoch')
     .option('--resume', 'continue from the last checkpoint')
-    .option('--device <d>', 'cpu or cuda', choice('--device', ['cpu', 'cuda'] as const))
+    .option('--device <d>', 'cpu or cuda (cuda falls back to cpu with a warning)', choice('--device', ['cpu', 'cuda'] as const))
     .option('--threads <n>', 'onnxruntime threads per graph (default 1)', integer('--threads', 1))
     .option('--log <file>', 'JSON-lines log of every step and evaluation')
     .option('--checkpoint-every <steps>', 'also checkpoint every N steps (always at each epoch\'s end)', integer('--checkpoint-every', 1))

@@ -159,7 +159,7 @@ export function registerTrainCommands(program: Command, io: TrainCliIO): void {
     .description('per rate: accuracy (or loss), MACs, parameters and latency on the data; written into the manifest of a compiled folder')
     .argument('<target>', 'a folder written by slicec compile, or an ONNX model (one row, rate 1)')
     .requiredOption('--data <spec>', 'fashion-mnist | mnist | file.npz | x.npy,y.npy | a folder of class sub-folders of images')
-    .option('--device <d>', 'cpu or cuda')
+    .option('--device <d>', 'cpu or cuda (cuda falls back to cpu with a warning)')
     .option('--json', 'print {"rates": [{"rate", "accuracy", "macs", "parameters", "latencyMs"}]}')
     .action(async (target: string, opts: { data: string; device?: string; json?: boolean }) => {
       if (opts.device !== undefined && opts.device !== 'cpu' && opts.device !== 'cuda') {

@@ -25,7 +25,7 @@ import { materialize, type Split } from '../runtime/data.js';
 import { calibrateCascade, type CascadeStage } from '../runtime/cascade.js';
 import type { ManifestCascade } from '../runtime/adaptive/cascade-spec.js';
 import { confidence } from '../runtime/adaptive/math.js';
-import { Session } from '../runtime/session.js';
+import { Session, warnCudaFallback } from '../runtime/session.js';
 import type { Manifest } from './artifacts.js';
 import { ErrorCodes, userError } from './diagnostics.js';
 import * as path from 'node:path';
@@ -130,6 +130,7 @@ async function rateStages(dir: string, manifest: Manifest, split: Split, picks: 
   const stages: CascadeStage[] = [];
   for (const rate of rates) {
     const session = await Session.create(path.join(dir, rate.file), { device });
+    warnCudaFallback(session.fallback);
     const count = picks.length;
     const conf = new Float32Array(count);
     const correct = new Uint8Array(count);

@@ -4,6 +4,7 @@
 
 import * as ort from 'onnxruntime-node';
 import { isDType, type NdArray } from './ndarray.js';
+import { createOnDevice, warnCudaFallback, type Device } from './session.js';
 
 // The runtime's dtype names are onnxruntime's tensor type names.
 function toOrt(a: NdArray): ort.Tensor {
@@ -32,17 +33,22 @@ export interface GraphSessionOptions {
 export const WEIGHTS_AS_INPUTS: GraphSessionOptions = { optimizationLevel: 'extended' };
 
 export class GraphSession {
-  private constructor(private readonly session: ort.InferenceSession) {}
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    /** Where it runs: CPU when CUDA was asked for but cannot be used (said once on stderr). */
+    readonly device: Device,
+  ) {}
 
   static async create(model: Uint8Array | string, opts: GraphSessionOptions = {}): Promise<GraphSession> {
-    const session = await ort.InferenceSession.create(model as Uint8Array, {
+    const base: ort.InferenceSession.SessionOptions = {
       intraOpNumThreads: opts.threads ?? 1,
       interOpNumThreads: 1,
       logSeverityLevel: 3,
       graphOptimizationLevel: opts.optimizationLevel ?? 'all',
-      executionProviders: opts.device === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
-    });
-    return new GraphSession(session);
+    };
+    const { session, device, fallback } = await createOnDevice(model, base, opts.device);
+    warnCudaFallback(fallback);
+    return new GraphSession(session, device);
   }
 
   get inputNames(): readonly string[] {

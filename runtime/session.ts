@@ -1,10 +1,11 @@
-// The only module that talks to onnxruntime-node. Two layers:
+// Sessions of onnxruntime-node (runtime/graph-session.ts is the other module that opens them, through
+// `createOnDevice` here). Two layers:
 // - `runFloat`: load a model, run it once on float feeds, release it (compile-time uses:
 //   calibration, checks). Single-threaded by default so results do not depend on how work was split.
 // - `Session`: a long-lived session for serving, any dtype in and out, on CPU or CUDA. ORT does not
 //   fall back by itself: `['cuda', 'cpu']` rejects when the CUDA provider or its libraries are
-//   missing, so a CUDA request that fails to create is retried on CPU and the reason is returned
-//   for the caller to report once.
+//   missing, so a CUDA request that fails to create is retried on CPU (`createOnDevice`) and the
+//   reason is returned for the caller to report once (`warnCudaFallback`).
 
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -103,25 +104,8 @@ export class Session {
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
     };
-    if (opts.device === 'cuda') {
-      const missing = missingCudaProvider();
-      if (missing) {
-        const session = await ort.InferenceSession.create(model as Uint8Array, { ...base, executionProviders: ['cpu'] });
-        return new Session(session, 'cpu', missing);
-      }
-      try {
-        const providers = [{ name: 'cuda', deviceId: opts.deviceId ?? 0 }, 'cpu'];
-        // Severity 4 (fatal only) keeps ORT's own log of the failed provider load out of the output.
-        const session = await ort.InferenceSession.create(model as Uint8Array, { ...base, logSeverityLevel: 4, executionProviders: providers });
-        return new Session(session, 'cuda', null);
-      } catch (e) {
-        const reason = (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
-        const session = await ort.InferenceSession.create(model as Uint8Array, { ...base, executionProviders: ['cpu'] });
-        return new Session(session, 'cpu', reason);
-      }
-    }
-    const session = await ort.InferenceSession.create(model as Uint8Array, { ...base, executionProviders: ['cpu'] });
-    return new Session(session, 'cpu', null);
+    const { session, device, fallback } = await createOnDevice(model, base, opts.device, opts.deviceId);
+    return new Session(session, device, fallback);
   }
 
   get inputNames(): readonly string[] {
@@ -162,6 +146,30 @@ export function missingCudaProvider(): string | null {
   const dir = path.join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
   const file = path.join(dir, 'libonnxruntime_providers_cuda.so');
   return fs.existsSync(file) ? null : `the CUDA provider library ${file} is not installed`;
+}
+
+/**
+ * An onnxruntime session on `device`: CUDA when asked and usable, else CPU with the reason in
+ * `fallback` (null when nothing fell back) for the caller to report.
+ */
+export async function createOnDevice(model: string | Uint8Array, base: ort.InferenceSession.SessionOptions, device: Device | undefined, deviceId = 0): Promise<{ session: ort.InferenceSession; device: Device; fallback: string | null }> {
+  const onCpu = async (fallback: string | null) => ({ session: await ort.InferenceSession.create(model as Uint8Array, { ...base, executionProviders: ['cpu'] }), device: 'cpu' as const, fallback });
+  if (device !== 'cuda') return onCpu(null);
+  const missing = missingCudaProvider();
+  if (missing) return onCpu(missing);
+  try {
+    const providers = [{ name: 'cuda', deviceId }, 'cpu'];
+    // Severity 4 (fatal only) keeps ORT's own log of the failed provider load out of the output.
+    const session = await ort.InferenceSession.create(model as Uint8Array, { ...base, logSeverityLevel: 4, executionProviders: providers });
+    return { session, device: 'cuda', fallback: null };
+  } catch (e) {
+    return onCpu((e instanceof Error ? e.message : String(e)).split('\n')[0]!);
+  }
+}
+
+/** Say once per process that a CUDA request runs on CPU, and why. */
+export function warnCudaFallback(fallback: string | null, write?: (text: string) => void): void {
+  if (fallback) warnOnce(`CUDA was asked for but cannot be used (${fallback}); running on CPU. See docs/runtime.md, "CUDA".`, write);
 }
 
 const sessionCache = new Map<string, Promise<Session>>();

@@ -22,7 +22,7 @@ import { ArrivalRate, LatencyProfile, type LatencySample, type RateProfileSnapsh
 import { InlineRunner, startWorkers } from './pool.js';
 import { Scheduler, ShedError, type Job, type Runner } from './scheduler.js';
 import { readServedManifest, type ServedManifest, type ServedRate, type ServedTensor } from './manifest.js';
-import { warnOnce, type Device } from './session.js';
+import { warnCudaFallback, type Device } from './session.js';
 import { requireCascade, type ManifestCascade } from './adaptive/cascade-spec.js';
 import { MODE_FEED } from './adaptive/protocol.js';
 import { startExitServing, type ExitOptions, type ExitServing } from './adaptive/exits.js';
@@ -170,7 +170,7 @@ export class SlicedModel {
     const inline = options.workers === 0;
     const workers = Math.max(1, options.workers ?? Math.floor(os.availableParallelism() / threads));
     const warnFallback = (fallback: string | null): void => {
-      if (options.device === 'cuda' && fallback) warnOnce(`CUDA was asked for but cannot be used (${fallback}); running on CPU. See docs/runtime.md, "CUDA".`, options.warn);
+      if (options.device === 'cuda') warnCudaFallback(fallback, options.warn);
     };
     if (options.exits) {
       if (inline) throw userError(ErrorCodes.BAD_FLAG, 'exits are served from worker threads (their heads train beside them)', { expected: 'workers ≥ 1', found: 'workers 0', hint: 'leave workers out, or give 1 or more' });

@@ -6,12 +6,13 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Manifest } from '../compiler/artifacts.js';
 import { runTraining } from '../compiler/finetune.js';
 import { Rng } from '../compiler/rng.js';
 import * as ort from 'onnxruntime-node';
 import { readNpz, writeNpz } from '../runtime/npz.js';
+import { missingCudaProvider } from '../runtime/session.js';
 import { relativeError, withRate } from './helpers/compare.js';
 import { runCli } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/models.js';
@@ -104,6 +105,21 @@ describe('slicec finetune', () => {
       expect(row.accuracy).toBeCloseTo(manifest.rates.find((m) => m.rate === row.rate)!.accuracy!, 6);
     }
     expect(rows[0]!.macs).toBeGreaterThan(rows[2]!.macs!);
+
+    // --device cuda without onnxruntime's CUDA provider (the README's install): one warning, then
+    // the CPU's numbers, no crash
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((text) => (written.push(String(text)), true));
+    let onCuda: Awaited<ReturnType<typeof runCli>>;
+    try {
+      onCuda = await runCli(['eval', dir, '--data', mlpData, '--device', 'cuda', '--json']);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(onCuda.code, onCuda.stderr).toBe(0);
+    const cudaRows = JSON.parse(onCuda.stdout).rates as Record<string, number>[];
+    cudaRows.forEach((row, i) => expect(row.accuracy).toBeCloseTo(rows[i]!.accuracy!, 3));
+    if (missingCudaProvider()) expect(written.filter((t) => /CUDA was asked for but cannot be used .*running on CPU/.test(t))).toHaveLength(1);
 
     // the trained weights reach every graph: elastic.onnx at each rate computes that rate's file
     expect(manifest.elastic.form).toBe('fast');
