@@ -7,7 +7,7 @@ import { ErrorCodes, userError, type UserError } from './diagnostics.js';
 import { exportTriton } from './export-triton.js';
 
 function badFlag(flag: string, expected: string, value: string): UserError {
-  return userError(ErrorCodes.BAD_FLAG, `${flag} expects ${expected}, got "${value}"`, { expected, found: `"${value}"`, hint: 'see slicec serve --help' });
+  return userError(ErrorCodes.BAD_FLAG, `${flag} expects ${expected}, got "${value}"`, { expected, found: `"${value}"`, hint: 'see the command\'s --help' });
 }
 
 function integer(flag: string, min: number): (value: string) => number {

@@ -7,7 +7,7 @@ import { ErrorCodes, userError } from './diagnostics.js';
 import type { PlanOverrides } from './plan.js';
 
 function bad(flag: string, expected: string, value: string): Error {
-  return userError(ErrorCodes.BAD_FLAG, `${flag} expects ${expected}, got "${value}"`, { expected, found: `"${value}"`, hint: 'see slicec finetune --help' });
+  return userError(ErrorCodes.BAD_FLAG, `${flag} expects ${expected}, got "${value}"`, { expected, found: `"${value}"`, hint: 'see the command\'s --help' });
 }
 
 const number = (flag: string, check: (n: number) => boolean, expected: string) => (value: string): number => {
@@ -29,6 +29,17 @@ function rates(value: string): number[] {
   return list.sort((a, b) => b - a);
 }
 
+export type Resize = { height: number; width: number; fit: 'cover' | 'fill' | 'contain' };
+
+/** `--resize HxW[:fit]`: every image of a folder to H×W, fit cover (default), fill or contain. */
+export function parseResize(value: string): Resize {
+  const m = /^(\d+)x(\d+)(?::(cover|fill|contain))?$/.exec(value.trim());
+  if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw bad('--resize', 'HxW or HxW:fit (fit cover, fill or contain), e.g. 32x32', value);
+  return { height: Number(m[1]), width: Number(m[2]), fit: (m[3] ?? 'cover') as Resize['fit'] };
+}
+
+export const RESIZE_HELP = 'image folders: resize every image to H×W (fit cover, fill or contain; default cover)';
+
 export interface TrainFlags {
   data: string;
   epochs?: number;
@@ -45,6 +56,7 @@ export interface TrainFlags {
   sampling?: 'sandwich' | 'uniform' | 'round-robin';
   distill?: boolean;
   valSplit?: number;
+  resize?: Resize;
   recalibrate?: boolean;
   shuffle: boolean;
   resume?: boolean;
@@ -56,8 +68,9 @@ export interface TrainFlags {
   json?: boolean;
 }
 
-export function addTrainFlags(cmd: Command): Command {
-  return cmd
+/** The plan and run flags; the rate flags only where there are rates to pick (finetune, not train). */
+export function addTrainFlags(cmd: Command, opts: { rates: boolean }): Command {
+  cmd
     .requiredOption('--data <spec>', 'fashion-mnist | mnist | file.npz | x.npy,y.npy | a folder of class sub-folders of images')
     .option('--epochs <n>', 'passes over the training set', integer('--epochs', 1))
     .option('--batch-size <n>', 'examples per batch', integer('--batch-size', 1))
@@ -69,11 +82,16 @@ export function addTrainFlags(cmd: Command): Command {
     .option('--weight-decay <x>', 'weight decay ≥ 0', number('--weight-decay', (n) => n >= 0, 'a number ≥ 0'))
     .option('--schedule <kind>', 'cosine, step or constant', choice('--schedule', ['cosine', 'step', 'constant'] as const))
     .option('--warmup <epochs>', 'linear warm-up epochs', number('--warmup', (n) => n >= 0, 'a number ≥ 0'))
-    .option('--seed <n>', 'seed of shuffles, rate draws and the validation split', integer('--seed', 0))
-    .option('--rates <list>', 'rates trained (compiled ones)', rates)
-    .option('--sampling <mode>', 'sandwich, uniform or round-robin', choice('--sampling', ['sandwich', 'uniform', 'round-robin'] as const))
-    .option('--no-distill', 'no in-place distillation from the full rate')
+    .option('--seed <n>', 'seed of shuffles, rate draws and the validation split', integer('--seed', 0));
+  if (opts.rates) {
+    cmd
+      .option('--rates <list>', 'rates trained (compiled ones)', rates)
+      .option('--sampling <mode>', 'sandwich, uniform or round-robin', choice('--sampling', ['sandwich', 'uniform', 'round-robin'] as const))
+      .option('--no-distill', 'no in-place distillation from the full rate');
+  }
+  return cmd
     .option('--val-split <f>', 'fraction of the training examples held out', number('--val-split', (n) => n >= 0 && n < 1, 'a fraction in [0, 1)'))
+    .option('--resize <HxW[:fit]>', RESIZE_HELP, parseResize)
     .option('--no-recalibrate', 'keep the BatchNorm statistics tracked during training')
     .option('--no-shuffle', 'visit the examples in stored order every epoch')
     .option('--resume', 'continue from the last checkpoint')
@@ -105,7 +123,7 @@ export function planOverrides(f: TrainFlags): PlanOverrides {
   if (Object.keys(schedule).length > 0) o.schedule = schedule;
   if (f.sampling) o.sampling = { mode: f.sampling };
   if (f.distill === false) o.distillation = { enabled: false };
-  if (f.valSplit !== undefined) o.data = { valSplit: f.valSplit };
+  if (f.valSplit !== undefined || f.resize) o.data = { ...(f.valSplit !== undefined ? { valSplit: f.valSplit } : {}), ...(f.resize ? { resize: f.resize } : {}) };
   if (f.recalibrate === false) o.normalization = { recalibrate: { enabled: false } };
   return o;
 }

@@ -11,7 +11,7 @@ import { readModel } from './onnx-codec.js';
 import { inferShapes } from './shape-inference.js';
 import { verifyModel } from './verifier.js';
 import { readNpz, writeNpz, type NdArray } from '../runtime/npz.js';
-import { addTrainFlags, planOverrides, type TrainFlags } from './cli-train-flags.js';
+import { addTrainFlags, parseResize, planOverrides, RESIZE_HELP, type Resize, type TrainFlags } from './cli-train-flags.js';
 
 export interface TrainCliIO {
   stdout: (text: string) => void;
@@ -126,10 +126,10 @@ export function registerTrainCommands(program: Command, io: TrainCliIO): void {
         .argument('<model>', 'ONNX model file')
         .requiredOption('-o, --out <file>', 'where the trained model goes');
     }
-    addTrainFlags(cmd).action(async (target: string, flags: TrainFlags) => {
+    addTrainFlags(cmd, { rates: name === 'finetune' }).action(async (target: string, flags: TrainFlags) => {
       const { runTraining } = await import('./finetune.js');
       const outcome = await runTraining(target, {
-        data: flags.data, overrides: planOverrides(flags), device: flags.device, threads: flags.threads, resume: flags.resume,
+        command: name, data: flags.data, overrides: planOverrides(flags), device: flags.device, threads: flags.threads, resume: flags.resume,
         shuffle: flags.shuffle, log: flags.log, checkpointEvery: flags.checkpointEvery, out: flags.out,
         progress: !flags.json,
       });
@@ -160,13 +160,14 @@ export function registerTrainCommands(program: Command, io: TrainCliIO): void {
     .argument('<target>', 'a folder written by slicec compile, or an ONNX model (one row, rate 1)')
     .requiredOption('--data <spec>', 'fashion-mnist | mnist | file.npz | x.npy,y.npy | a folder of class sub-folders of images')
     .option('--device <d>', 'cpu or cuda (cuda falls back to cpu with a warning)')
-    .option('--json', 'print {"rates": [{"rate", "accuracy", "macs", "parameters", "latencyMs"}]}')
-    .action(async (target: string, opts: { data: string; device?: string; json?: boolean }) => {
+    .option('--resize <HxW[:fit]>', RESIZE_HELP, parseResize)
+    .option('--json', 'print {"rates": [{"rate", "accuracy", "macs", "parameters", "latencyMs", "loss"}], "split", "samples"}')
+    .action(async (target: string, opts: { data: string; device?: string; resize?: Resize; json?: boolean }) => {
       if (opts.device !== undefined && opts.device !== 'cpu' && opts.device !== 'cuda') {
         throw userError(ErrorCodes.BAD_FLAG, `--device expects cpu or cuda, got "${opts.device}"`, { expected: 'cpu or cuda', found: opts.device });
       }
       const { evaluateTarget } = await import('./eval.js');
-      const out = await evaluateTarget(target, { data: opts.data, device: opts.device as 'cpu' | 'cuda' | undefined });
+      const out = await evaluateTarget(target, { data: opts.data, device: opts.device as 'cpu' | 'cuda' | undefined, resize: opts.resize });
       if (opts.json) {
         json(io, { rates: out.rows.map((r) => ({ rate: r.rate, accuracy: r.accuracy, macs: r.macs, parameters: r.parameters, latencyMs: r.latencyMs, loss: r.loss })), split: out.split, samples: out.samples });
         return;

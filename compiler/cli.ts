@@ -70,6 +70,7 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
     return EXIT_USAGE;
   }
   try {
+    refuseUnknownCommand(program, argv[0]!);
     await program.parseAsync(argv, { from: 'user' });
     return state.exitCode;
   } catch (e) {
@@ -87,6 +88,32 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
     if (json) writeJson(io, { error: { code: 'INTERNAL', message: e instanceof Error ? e.message : String(e) } });
     return EXIT_INTERNAL;
   }
+}
+
+/**
+ * Compile is the default command, so a mistyped command would be read as a model path: a first
+ * word that is neither a command nor a file, and has no dot or slash a path would, is refused.
+ */
+function refuseUnknownCommand(program: Command, first: string): void {
+  if (first.startsWith('-') || /[./\\]/.test(first) || fs.existsSync(first)) return;
+  const commands = program.commands.map((c) => c.name());
+  if (commands.includes(first) || first === 'help') return;
+  const nearest = commands.map((c) => ({ c, d: editDistance(first, c) })).sort((a, b) => a.d - b.d)[0];
+  throw userError(ErrorCodes.BAD_FLAG, `unknown command "${first}"`, {
+    expected: `a command (${commands.join(', ')}) or a model file`,
+    found: `"${first}", neither a command nor a file`,
+    hint: nearest && nearest.d <= Math.max(2, first.length / 3) ? `did you mean slicec ${nearest.c}?` : 'run slicec --help',
+  });
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row.push(Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    prev = row;
+  }
+  return prev[b.length]!;
 }
 
 export interface RunState {

@@ -11,7 +11,7 @@
 // widest. The calibration samples are spread evenly over the split (indices ⌊k ÷ share⌋; splits
 // are often sorted by class); the others are left for measuring. Recorded as manifest.cascade.
 
-import type { Plan } from './plan.js';
+import { applyOverrides, type Plan } from './plan.js';
 import { modelCost } from './cost.js';
 import { encodeModel } from './onnx-codec.js';
 import { loadData } from './finetune.js';
@@ -45,11 +45,13 @@ export interface EvalOptions {
   /** Timed runs per rate for the latency (after 3 warm-up rounds; the rates take turns). */
   latencyRuns?: number;
   cacheDir?: string;
+  /** Image folders: resize every image (plan.json's data.resize, for this run). */
+  resize?: NonNullable<Plan['data']['resize']>;
 }
 
 export async function evaluateTarget(location: string, opts: EvalOptions): Promise<{ rows: EvalRowOut[]; split: string; samples: number; manifestFile: string | null }> {
   const target = loadTarget(location);
-  const plan: Plan = target.plan;
+  const plan: Plan = opts.resize ? applyOverrides(target.plan, { data: { resize: opts.resize } }, '--resize') : target.plan;
   const data = await loadData(opts.data, target, plan, opts.cacheDir);
   const [split, name] = data.test ? [data.test, 'test'] : data.val ? [data.val, 'validation'] : [data.train, 'train'];
   const classification = plan.loss.kind === 'cross-entropy';

@@ -12,6 +12,8 @@ import { loadDataset, type Dataset } from '../runtime/data.js';
 import { Trainer, type TrainerResult } from '../runtime/trainer.js';
 
 export interface FinetuneOptions {
+  /** The command that asked (its errors name it); without one, `out` decides model or folder. */
+  command?: 'finetune' | 'train';
   data: string;
   overrides?: PlanOverrides;
   device?: 'cpu' | 'cuda';
@@ -54,6 +56,17 @@ export async function loadData(spec: string, target: TrainTarget, plan: Plan, ca
 
 export async function runTraining(location: string, opts: FinetuneOptions): Promise<FinetuneOutcome> {
   const target = loadTarget(location);
+  if (opts.command === 'finetune' && target.kind === 'model') {
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `slicec finetune takes a folder written by slicec compile; ${location} is a plain model`, {
+      expected: 'a compiled folder (with manifest.json)', found: 'an ONNX model file',
+      hint: `compile it first (slicec ${location} --groups 8), or train it as it is: slicec train ${location} -o trained.onnx`,
+    });
+  }
+  if (opts.command === 'train' && target.kind === 'compiled') {
+    throw userError(ErrorCodes.BAD_INPUT_FILE, `slicec train takes a plain ONNX model; ${location} is a compiled folder`, {
+      expected: 'an ONNX model file', found: 'a folder written by slicec compile', hint: `fine-tune its rates: slicec finetune ${location}`,
+    });
+  }
   if (target.kind === 'model' && !opts.out) {
     throw userError(ErrorCodes.BAD_FLAG, 'slicec train needs -o, the file the trained model goes to', { expected: '-o trained.onnx', found: 'no -o' });
   }

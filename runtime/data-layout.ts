@@ -77,7 +77,7 @@ export function imageLayout(expected: ExpectedInput, images: RawImages | null, w
   }
   if (images) {
     if ((layout.height !== undefined && layout.height !== images.height) || (layout.width !== undefined && layout.width !== images.width)) {
-      throw misfit(where, expected, `${images.width}×${images.height} images`, 'resize the images to the model\'s size (--resize HxW; folders only)');
+      throw misfit(where, expected, `${images.width}×${images.height} images`, `the model takes ${layout.height ?? images.height}×${layout.width ?? images.width}: a folder of images is resized to that unless --resize asks for another size; fashion-mnist and mnist are 28×28 and .npz/.npy data is used as stored`);
     }
     if (images.channels !== layout.channels && !(images.channels === 1 && layout.channels === 3)) {
       throw misfit(where, expected, `${images.channels}-channel images`);

@@ -223,7 +223,7 @@ export async function loadImageFolder(dir: string, opts: ImageFolderOptions): Pr
     if (info.height !== first.height || info.width !== first.width) {
       throw userError(ErrorCodes.BAD_INPUT_FILE, `images in ${dir} differ in size`, {
         expected: `${first.width}×${first.height} (as ${files[0]!.file})`, found: `${info.width}×${info.height} in ${files[i]!.file}`,
-        hint: 'resize them to one size with the resize option (--resize HxW)',
+        hint: 'resize them to one size: --resize HxW (finetune, train, eval) or data.resize in plan.json',
       });
     }
     if (info.channels !== opts.channels) throw new Error(`${files[i]!.file} decoded to ${info.channels} channels, asked for ${opts.channels}`);

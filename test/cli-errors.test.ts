@@ -223,6 +223,22 @@ describe('usage', () => {
     expect(g.stderr).toContain('--groups is required');
   });
 
+  it('a mistyped command is named as one, not read as a model path; a bare word that is a file still compiles', () => {
+    const typo = runBuilt(['finetun', 'cnn.sliced', '--data', 'fashion-mnist']);
+    expectUserError(typo, ErrorCodes.BAD_FLAG, 2);
+    expect(typo.stderr).toMatch(/unknown command "finetun"[\s\S]*did you mean slicec finetune\?/);
+    const word = runBuilt(['nosuchcmd']);
+    expectUserError(word, ErrorCodes.BAD_FLAG, 2);
+    expect(word.stderr).toContain('run slicec --help');
+    expect(runBuilt(['help']).code).toBe(0);
+    const bare = path.join(tmp, 'bare');
+    fs.mkdirSync(bare);
+    fs.copyFileSync(CFG, path.join(bare, 'model'));
+    const r = runShell('$SLICEC model --groups 2 --quiet', bare);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.existsSync(path.join(bare, 'model.sliced', 'manifest.json'))).toBe(true);
+  });
+
   it('compile --help lists the step names --print-before takes', async () => {
     const { STEPS } = await import('../compiler/pipeline.js');
     const run = runBuilt(['compile', '--help']);

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { isUserError } from '../compiler/diagnostics.js';
 import { applyOverrides, defaultPlan, formatPlan, learningRate, parsePlan, sampleRates, validatePlan, type Plan } from '../compiler/plan.js';
 import { Rng } from '../compiler/rng.js';
+import { parseResize, planOverrides } from '../compiler/cli-train-flags.js';
 
 const classifier = { rates: [0.25, 0.5, 0.75, 1], inputs: [{ name: 'x' }], outputs: [{ name: 'logits' }], isClassifier: true };
 const base = () => defaultPlan(classifier);
@@ -135,6 +136,14 @@ describe('overrides', () => {
     expect(applyOverrides(base(), { sampling: { mode: 'uniform' } }).sampling).toEqual({ mode: 'uniform', perBatch: 1 });
     expect(applyOverrides(base(), { rates: [1, 0.5] }).sampling).toEqual({ mode: 'sandwich', random: 0 });
     expect(errorOf(() => applyOverrides(base(), { rates: [1, 0.5], sampling: { random: 1 } }))).toMatch(/invalid sampling\.random/);
+  });
+
+  it('--resize and --val-split reach data; --resize takes HxW with an optional fit', () => {
+    const p = applyOverrides(base(), planOverrides({ data: 'x', shuffle: true, resize: parseResize('32x24'), valSplit: 0.1 }));
+    expect(p.data.resize).toEqual({ height: 32, width: 24, fit: 'cover' });
+    expect(p.data.valSplit).toBe(0.1);
+    expect(parseResize('8x6:fill')).toEqual({ height: 8, width: 6, fit: 'fill' });
+    for (const bad of ['32', '0x4', '4x4:stretch', '4 x 4']) expect(errorOf(() => parseResize(bad)), bad).toMatch(/SLC007.*--resize expects HxW/);
   });
 
   it('checks the result and names the flags as its origin', () => {

@@ -258,5 +258,13 @@ describe('slicec finetune', () => {
     expect(rate.stderr).toContain('compiled rates');
     const noOut = await runCli(['train', SMALL, '--data', smallData]);
     expect(noOut.code).toBe(2);
+    // each command names itself and points to the other
+    const plain = await runCli(['finetune', SMALL, '--data', smallData]);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toMatch(/slicec finetune takes a folder written by slicec compile[\s\S]*slicec train /);
+    const folder = await runCli(['train', dir, '--data', smallData, '-o', path.join(tmp, 'never.onnx')]);
+    expect(folder.code).toBe(1);
+    expect(folder.stderr).toMatch(/slicec train takes a plain ONNX model[\s\S]*slicec finetune /);
+    expect(fs.existsSync(path.join(tmp, 'never.onnx'))).toBe(false);
   }, 30_000);
 });
