@@ -32,7 +32,11 @@ function cause(reason: string): string {
 }
 
 async function main(): Promise<void> {
-  if (!fs.existsSync(CACHE)) throw new Error(`no exports in ${CACHE}: run /usr/bin/python3 scripts/make-torch-exports.py first`);
+  if (!fs.existsSync(CACHE)) {
+    process.stderr.write(`no exports in ${CACHE}: run /usr/bin/python3 scripts/make-torch-exports.py first\n`);
+    process.exitCode = 1;
+    return;
+  }
   const files = fs.readdirSync(CACHE).filter((f) => f.endsWith('.onnx') && (ONLY.length === 0 || ONLY.some((o) => f.startsWith(o)))).sort();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-coverage-'));
   const rows: string[][] = [];
