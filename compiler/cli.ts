@@ -10,7 +10,6 @@
 import { Command, CommanderError } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ErrorCodes, UserError, formatInternalError, isUserError, userError } from './diagnostics.js';
 import type { Manifest } from './artifacts.js';
 import { registerRuntimeCommands } from './cli-runtime.js';
@@ -26,6 +25,7 @@ import { verifyModel, verifyShapes } from './verifier.js';
 import { isStepName, STEPS } from './steps.js';
 import { registerTrainCommands } from './cli-train.js';
 import { registerDayOneCommands } from './cli-dayone.js';
+import { packageVersion } from '../runtime/version.js';
 
 export const EXIT_OK = 0;
 export const EXIT_USER_ERROR = 1;
@@ -456,17 +456,3 @@ function withNewline(text: string): string {
   return text.endsWith('\n') ? text : `${text}\n`;
 }
 
-/** Version from package.json, found by walking up from this file (src and dist/ layouts differ). */
-function packageVersion(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const file = path.join(dir, 'package.json');
-    if (fs.existsSync(file)) {
-      const pkg = JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'slicec' && pkg.version) return pkg.version;
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) return 'unknown';
-    dir = parent;
-  }
-}

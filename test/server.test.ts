@@ -110,7 +110,7 @@ describe('v2 protocol', () => {
     expect(json(await request(`${base}/v2/health/live`, 'GET'))).toEqual({ live: true });
     expect((await request(`${base}/v2/health/ready`, 'GET')).status).toBe(200);
     const meta = json(await request(`${base}/v2`, 'GET'));
-    expect(meta).toMatchObject({ name: 'slicec' });
+    expect(meta).toMatchObject({ name: 'slicec', version: JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')).version });
     expect(meta.extensions).toContain('binary_tensor_data');
     for (const name of ['resnet-small', 'resnet-small_r025', 'resnet-small_r100']) {
       const m = json(await request(`${base}/v2/models/${name}`, 'GET'));
@@ -216,6 +216,8 @@ describe('v2 protocol', () => {
       second().catch(reject);
     });
     expect(await first).toBe(200);
+    // the refused request is an inference request too: counted by its status
+    expect((await request(`${busyBase}/metrics`, 'GET')).body.toString('utf8')).toMatch(/slicec_requests_total\{model="resnet-small",code="503"\} 1/);
     const slowBase = `http://127.0.0.1:${(await slow.listen(0)).port}`;
     const late = await Promise.all(Array.from({ length: 20 }, () => request(`${slowBase}/v2/models/resnet-small/infer`, 'POST', inferBody(image(5))).then((r) => r.status)));
     expect(late).toContain(504);

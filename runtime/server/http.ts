@@ -13,6 +13,7 @@ import { isUserError } from '../../compiler/diagnostics.js';
 import { rateModelName } from '../manifest.js';
 import { ShedError, type InferOptions, type SlicedModel } from '../sliced-model.js';
 import { ServerMetrics } from './metrics.js';
+import { packageVersion } from '../version.js';
 import { V2Error, decodeInferRequest, encodeInferResponse, tensorMetadata } from './v2.js';
 
 export interface ServerOptions {
@@ -27,6 +28,7 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   maxConcurrency?: number;
   timeoutMs?: number;
+  /** Server version in `GET /v2` (default: slicec's). */
   version?: string;
 }
 
@@ -63,7 +65,7 @@ export class V2Server {
       maxBodyBytes: options.maxBodyBytes ?? 64 * 1024 * 1024,
       maxConcurrency: options.maxConcurrency ?? 4096,
       timeoutMs: options.timeoutMs ?? 30_000,
-      version: options.version ?? '0',
+      version: options.version ?? packageVersion(),
     };
     this.models.set(this.name, undefined);
     for (const r of model.rates) this.models.set(rateModelName(this.name, r.rate), r.rate);
@@ -174,7 +176,8 @@ export class V2Server {
   private async infer(name: string, route: Route, req: http.IncomingMessage, res: http.ServerResponse, arrivedAt: number): Promise<void> {
     if (this.active >= this.opts.maxConcurrency) {
       req.resume();
-      throw new V2Error(503, `server busy: ${this.active} requests in flight (limit ${this.opts.maxConcurrency})`);
+      this.fail(res, new V2Error(503, `server busy: ${this.active} requests in flight (limit ${this.opts.maxConcurrency})`), arrivedAt);
+      return;
     }
     this.active++;
     try {
