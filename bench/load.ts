@@ -338,7 +338,7 @@ async function bench(): Promise<void> {
   if (process.argv.includes('--build-only')) return;
   const { accuracy, source } = accuracyPerRate(dir, argValue('--accuracy'));
   console.log(`host: ${os.availableParallelism()} cores, 1-minute load average ${os.loadavg()[0]!.toFixed(1)} at start (other work shares the cores)`);
-  console.log(`model: ResNet width ${width} (${path.relative(ROOT, modelFile)}), G=8, rates ${RATES.join(', ')}, norm gn; SLO ${sloMs} ms; 1 worker, 1 thread`);
+  console.log(`model: ResNet width ${width} (${path.relative(ROOT, modelFile)}), G=8, rates ${RATES.join(', ')}, norm ${(JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as { normalization: { mode: string } }).normalization.mode}; SLO ${sloMs} ms; 1 worker, 1 thread`);
   console.log(`accuracy per rate, ${source}: ${[...accuracy].map(([r, a]) => `${r}: ${a}`).join(', ')}\n`);
   console.log('overhead per request (median of 500, batch 1, sequential):');
   for (const line of await overhead(dir)) console.log(`  ${line}`);

@@ -13,7 +13,7 @@ export interface DayOneCliIO {
 export function registerDayOneCommands(program: Command, io: DayOneCliIO): void {
   program
     .command('codegen')
-    .description('write the typed TypeScript module of a compiled folder: model.ts, model.js and model.d.ts')
+    .description('write the typed TypeScript module of a compiled folder: model.ts, model.js, model.d.ts and a package.json that marks model.js as an ES module')
     .argument('<dir>', 'a folder written by slicec compile')
     .option('--json', 'print the files written as JSON')
     .action(async (dir: string, opts: { json?: boolean }) => {

@@ -92,7 +92,7 @@ export function registerRuntimeCommands(program: Command): void {
     .option('--device <cpu|cuda>', 'where to run; cuda falls back to cpu with a warning', oneOf('--device', ['cpu', 'cuda'] as const), 'cpu')
     .option('--workers <n>', 'inference worker threads (default: cores ÷ threads)', integer('--workers', 1))
     .option('--threads <n>', 'intra-op threads per worker', integer('--threads', 1), 1)
-    .option('--mode <mode>', 'per-rate: one session per rate graph; elastic: elastic.onnx only (less memory)', oneOf('--mode', ['per-rate', 'elastic'] as const), 'per-rate')
+    .option('--mode <mode>', 'per-rate: one session per rate graph; elastic: elastic.onnx only (one session; least memory when compiled with --elastic lean)', oneOf('--mode', ['per-rate', 'elastic'] as const), 'per-rate')
     .option('--name <name>', 'model name (default: the source model file base name)')
     .option('--shed', 'refuse (503) requests no rate can answer within the objective')
     .option('--max-batch <n>', 'dynamic batching: rows per batch (1: off)', integer('--max-batch', 1), 1)
