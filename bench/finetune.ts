@@ -5,7 +5,8 @@
 // - after 1 and 2 epochs of the default plan (sandwich + in-place distillation, SGD Nesterov lr
 //   .01 cosine, batch 64; warm-up only with gn) per normalization: bn (switchable BatchNorm,
 //   inserted where a sliced layer has none), keep (the model's BatchNorms, statistics per rate),
-//   gn (group norms), all with activation order; and keep with weight order;
+//   gn (group norms), all with activation order; keep with weight order; and bn compiled without
+//   data (weight order, the inserted BatchNorm set from training examples before the first step);
 // - with --alone, each width .75/.5/.25 trained alone from scratch for the pretraining budget
 //   (8 epochs of the pretraining recipe on the untrained model's narrow graph, BatchNorm kept);
 // then train samples/s per rate (slicec, one thread) beside Debian's PyTorch on the same widths,
@@ -88,6 +89,11 @@ async function accuracy(): Promise<void> {
   for (const norm of norms) bases.set(norm, await untuned(`${norm}, activation order, no fine-tuning`, norm, 'activation'));
   for (const norm of norms) await tuned(bases.get(norm)!, `${norm}, activation order`);
   await tuned(weight, 'keep, weight-L1 order');
+  if (norms.includes('bn')) {
+    // the tutorial's path: compiled without data (weight order, the inserted BatchNorm calibrated on
+    // synthetic inputs and set from training examples by the fine-tune before its first step)
+    await tuned(await untuned('bn, compiled without data (weight-L1 order), no fine-tuning', 'bn', 'weight'), 'bn, compiled without data');
+  }
   if (process.argv.includes('--alone')) await alone();
   printTable();
 }

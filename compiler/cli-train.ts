@@ -129,7 +129,7 @@ export function registerTrainCommands(program: Command, io: TrainCliIO): void {
     addTrainFlags(cmd, { rates: name === 'finetune' }).action(async (target: string, flags: TrainFlags) => {
       const { runTraining } = await import('./finetune.js');
       const outcome = await runTraining(target, {
-        command: name, data: flags.data, overrides: planOverrides(flags), device: flags.device, threads: flags.threads, resume: flags.resume,
+        command: name, note: (text) => io.stderr(`note: ${text}\n`), data: flags.data, overrides: planOverrides(flags), device: flags.device, threads: flags.threads, resume: flags.resume,
         shuffle: flags.shuffle, log: flags.log, checkpointEvery: flags.checkpointEvery, out: flags.out,
         progress: !flags.json,
       });

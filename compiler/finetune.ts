@@ -8,10 +8,55 @@ import { ErrorCodes, userError } from './diagnostics.js';
 import { applyOverrides, validatePlan, type Plan, type PlanOverrides } from './plan.js';
 import { reemitCompiled, writeTrainedModel } from './reemit.js';
 import { loadTarget, rateSpecs, type TrainTarget } from './train-target.js';
-import { loadDataset, type Dataset } from '../runtime/data.js';
+import { loadDataset, materialize, type Dataset, type Split } from '../runtime/data.js';
+import { withOutputs } from '../passes/calibrate-group-norm.js';
+import { channelStatistics } from '../passes/insert-batch-norm.js';
+import { runFloat } from '../runtime/session.js';
+import { encodeModel } from './onnx-codec.js';
 import { Trainer, type TrainerResult } from '../runtime/trainer.js';
 
+/** Training examples the inserted BatchNorms of a synthetic-calibrated compile are set from. */
+export const INSERTED_CALIBRATION_SAMPLES = 512;
+
+/**
+ * An inserted BatchNorm starts as the identity on its calibration batch: statistics μ, σ² of its
+ * input there, scale √(σ² + ε), bias μ + b (b, the layer bias it absorbed). Compiled without data
+ * that batch is synthetic, so in training mode, which normalizes with the real batches' statistics,
+ * it is no longer the identity and the first steps unlearn the model (rate 1 of the bundled CNN
+ * fell from 93.05 to 90.64 % in one epoch). Before a first fine-tune of such a folder, each one is
+ * set the same way from evenly spaced training examples at rate 1, keeping its b = bias − μ.
+ * Returns how many were set (0: calibrated on data, fine-tuned before, or no rate 1).
+ */
+export async function calibrateInsertedOnData(target: TrainTarget, train: Split): Promise<number> {
+  const m = target.manifest;
+  const inserted = m?.normalization.batchNorms?.filter((b) => b.kind === 'inserted') ?? [];
+  if (!m || m.training || m.normalization.calibration?.source !== 'synthetic' || inserted.length === 0) return 0;
+  const widest = target.rates[0]!;
+  if (widest.rate !== 1) return 0;
+  const count = train.x.dims[0]!;
+  const n = Math.min(INSERTED_CALIBRATION_SAMPLES, count);
+  const { x } = materialize(train, Int32Array.from({ length: n }, (_, k) => Math.floor((k * count) / n)));
+  if (x.dtype !== 'float32') return 0;
+  const inputOf = new Map(widest.model.graph.nodes.filter((node) => node.op === 'BatchNormalization').map((node) => [node.inputs[1]!.name, node.inputs[0]!.name]));
+  const sites = inserted.map((b) => ({ ...b, input: inputOf.get(b.scale)! }));
+  const observed = withOutputs(encodeModel(widest.model), sites.map((s) => s.input));
+  const out = await runFloat(observed.bytes, { [target.input.name]: { dims: x.dims, data: x.data as Float32Array } }, observed.names);
+  for (const site of sites) {
+    const { mean, variance } = channelStatistics(out[site.input]!);
+    const [scale, bias, mu, v] = [site.scale, site.bias, site.mean, site.variance].map((name) => target.full.get(name)!);
+    for (let c = 0; c < mean.length; c++) {
+      bias![c] = mean[c]! + (bias![c]! - mu![c]!);
+      scale![c] = Math.sqrt(variance[c]! + site.epsilon);
+    }
+    mu!.set(mean);
+    v!.set(variance);
+  }
+  return sites.length;
+}
+
 export interface FinetuneOptions {
+  /** Where a note to the user goes (stderr in the CLI). */
+  note?: (text: string) => void;
   /** The command that asked (its errors name it); without one, `out` decides model or folder. */
   command?: 'finetune' | 'train';
   data: string;
@@ -81,6 +126,8 @@ export async function runTraining(location: string, opts: FinetuneOptions): Prom
   const data = await loadData(opts.data, target, plan, opts.cacheDir);
   const params = new Map<string, Float32Array>();
   const runningStats = new Map<string, Float32Array>();
+  const recalibrated = opts.resume ? 0 : await calibrateInsertedOnData(target, data.train);
+  if (recalibrated > 0) opts.note?.(`the ${recalibrated} inserted BatchNorm${recalibrated > 1 ? 's were' : ' was'} compiled with synthetic inputs: set from ${INSERTED_CALIBRATION_SAMPLES} training examples before the first step`);
   const specs = rateSpecs(target, plan);
   for (const [name, full] of target.full) {
     const role = target.roles.get(name);

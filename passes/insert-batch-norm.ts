@@ -195,7 +195,7 @@ export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partiti
 }
 
 /** Per-channel mean and biased variance of x over every axis but 1. */
-function channelStatistics(x: FloatTensor): { mean: Float32Array; variance: Float32Array } {
+export function channelStatistics(x: FloatTensor): { mean: Float32Array; variance: Float32Array } {
   const channels = x.dims[1]!;
   const outer = x.dims[0]!;
   const inner = x.data.length / (outer * channels);

@@ -8,11 +8,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Manifest } from '../compiler/artifacts.js';
-import { runTraining } from '../compiler/finetune.js';
+import { calibrateInsertedOnData, INSERTED_CALIBRATION_SAMPLES, loadData, runTraining } from '../compiler/finetune.js';
+import { encodeModel } from '../compiler/onnx-codec.js';
+import { Tensor } from '../compiler/tensor.js';
+import { loadTarget } from '../compiler/train-target.js';
+import { withOutputs } from '../passes/calibrate-group-norm.js';
+import { materialize } from '../runtime/data.js';
 import { Rng } from '../compiler/rng.js';
 import * as ort from 'onnxruntime-node';
 import { readNpz, writeNpz } from '../runtime/npz.js';
-import { missingCudaProvider } from '../runtime/session.js';
+import { missingCudaProvider, runFloat } from '../runtime/session.js';
 import { relativeError, withRate } from './helpers/compare.js';
 import { runCli } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/models.js';
@@ -222,6 +227,53 @@ describe('slicec finetune', () => {
     expect(step).toBeLessThan(3200);
     const weights = fs.readdirSync(path.dirname(state)).filter((f) => f.endsWith('.npz'));
     expect(weights).toEqual([`weights-${step}.npz`]);
+  }, 30_000);
+
+  it('inserted BatchNorms compiled with synthetic inputs are set from training examples before the first fine-tune', async () => {
+    const dir = path.join(tmp, 'synthetic-bn');
+    await compileTo(MLP, dir);
+    const target = loadTarget(dir);
+    const inserted = target.manifest!.normalization.batchNorms!.filter((b) => b.kind === 'inserted');
+    expect(target.manifest!.normalization.calibration?.source).toBe('synthetic');
+    expect(inserted.length).toBe(2);
+    const old = new Map([...target.full].map(([k, v]) => [k, Float32Array.from(v)]));
+    const data = await loadData(mlpData, target, target.plan);
+    expect(await calibrateInsertedOnData(target, data.train)).toBe(2);
+    // what each BatchNorm reads, on the same evenly spaced examples, from the untouched rate-1 file
+    const count = data.train.x.dims[0]!;
+    const n = Math.min(INSERTED_CALIBRATION_SAMPLES, count);
+    const { x } = materialize(data.train, Int32Array.from({ length: n }, (_, k) => Math.floor((k * count) / n)));
+    const model = target.rates[0]!.model;
+    const inputs = inserted.map((b) => model.graph.nodes.find((node) => node.op === 'BatchNormalization' && node.inputs[1]!.name === b.scale)!.inputs[0]!.name);
+    const observed = withOutputs(encodeModel(model), [...model.graph.outputs.map((o) => o.name), ...inputs]);
+    const feeds = { [target.input.name]: { dims: x.dims, data: x.data as Float32Array } };
+    const seen = await runFloat(observed.bytes, feeds, observed.names);
+    inserted.forEach((b, i) => {
+      const a = seen[inputs[i]!]!;
+      const channels = a.dims[1]!;
+      for (let c = 0; c < channels; c++) {
+        let sum = 0;
+        for (let r = 0; r < n; r++) sum += a.data[r * channels + c]!;
+        const mean = sum / n;
+        let sq = 0;
+        for (let r = 0; r < n; r++) sq += (a.data[r * channels + c]! - mean) ** 2;
+        expect(target.full.get(b.mean)![c]).toBeCloseTo(mean, 4);
+        expect(target.full.get(b.variance)![c]! / (sq / n)).toBeCloseTo(1, 4);
+        expect(target.full.get(b.scale)![c]).toBeCloseTo(Math.sqrt(target.full.get(b.variance)![c]! + b.epsilon), 6);
+        // the absorbed layer bias stays: bias − mean as compiled
+        expect(target.full.get(b.bias)![c]! - target.full.get(b.mean)![c]!).toBeCloseTo(old.get(b.bias)![c]! - old.get(b.mean)![c]!, 4);
+      }
+    });
+    // still the identity in inference mode: the rate-1 graph with the new values computes what it did
+    for (const v of model.graph.initializers) if (target.full.has(v.name)) model.graph.setConstant(v, Tensor.float32([...v.const!.dims], target.full.get(v.name)!));
+    const after = await runFloat(encodeModel(model), feeds, [model.graph.outputs[0]!.name]);
+    expect(relativeError(seen[model.graph.outputs[0]!.name]!.data, after[model.graph.outputs[0]!.name]!.data)).toBeLessThan(1e-4);
+    // the CLI says so once; a fine-tuned folder is left as it is
+    const r = await runCli(['finetune', dir, '--data', mlpData, '--epochs', '1', '--batch-size', '64', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/note: the 2 inserted BatchNorms were compiled with synthetic inputs: set from 512 training examples/);
+    const again = loadTarget(dir);
+    expect(await calibrateInsertedOnData(again, (await loadData(mlpData, again, again.plan)).train)).toBe(0);
   }, 30_000);
 
   it('flags override the plan', async () => {
