@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { BatchCursor } from './data.js';
+import { ErrorCodes, isUserError, userError } from '../compiler/diagnostics.js';
 import { readNpz, writeFileAtomic, writeNpz, type NdArray } from './npz.js';
 import type { OptimizerState } from './optimizer.js';
 
@@ -58,31 +59,54 @@ export function saveCheckpoint(dir: string, state: Omit<CheckpointState, 'format
   for (const [rate, stats] of tensors.rateStats) for (const [name, s] of stats) arrays.set(`stats/${rate}/${name}`, f32(s));
   arrays.set('optimizer_step', { dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(tensors.optimizer.step)) });
   const weightsFile = `weights-${state.step}.npz`;
-  const previous = readState(dir)?.weightsFile;
   writeNpz(path.join(dir, weightsFile), arrays);
   const full: CheckpointState = { format: CHECKPOINT_FORMAT, ...state, weightsFile };
   writeFileAtomic(path.join(dir, 'state.json'), new TextEncoder().encode(`${JSON.stringify(full, null, 2)}\n`));
-  if (previous && previous !== weightsFile) fs.rmSync(path.join(dir, previous), { force: true });
+  // every other weights file belongs to an earlier state (or to a broken one a fresh run replaced)
+  for (const f of fs.readdirSync(dir)) if (/^weights-\d+\.npz$/.test(f) && f !== weightsFile) fs.rmSync(path.join(dir, f), { force: true });
+}
+
+function unusable(file: string, found: string): Error {
+  return userError(ErrorCodes.BAD_INPUT_FILE, `cannot resume from ${file}`, {
+    expected: `a ${CHECKPOINT_FORMAT} checkpoint written by slicec`, found,
+    hint: 'start again without --resume (the checkpoint is replaced), or put back the checkpoint folder as the run left it',
+  });
 }
 
 export function readState(dir: string): CheckpointState | null {
   const file = path.join(dir, 'state.json');
   if (!fs.existsSync(file)) return null;
-  const state = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointState;
-  if (state.format !== CHECKPOINT_FORMAT) throw new Error(`${file}: not a ${CHECKPOINT_FORMAT} checkpoint`);
+  let state: CheckpointState;
+  try {
+    state = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointState;
+  } catch (e) {
+    throw unusable(file, `unreadable JSON (${e instanceof Error ? e.message : String(e)})`);
+  }
+  if (state?.format !== CHECKPOINT_FORMAT) throw unusable(file, `format ${JSON.stringify(state?.format ?? null)}`);
+  if (typeof state.weightsFile !== 'string' || !/^weights-\d+\.npz$/.test(state.weightsFile)) throw unusable(file, `weights file ${JSON.stringify(state.weightsFile ?? null)}`);
   return state;
 }
 
 /** Loads a checkpoint's tensors into `into` (same names and sizes as the run being resumed). */
 export function loadTensors(dir: string, state: CheckpointState, into: TrainerTensors): void {
-  const arrays = readNpz(path.join(dir, state.weightsFile));
+  const file = path.join(dir, state.weightsFile);
+  if (!fs.existsSync(file)) throw unusable(file, 'no such file (state.json names it)');
+  let arrays: Map<string, NdArray>;
+  try {
+    arrays = readNpz(file);
+  } catch (e) {
+    if (!isUserError(e)) throw e;
+    throw unusable(file, e.message);
+  }
   const copy = (key: string, target: Float32Array) => {
     const a = arrays.get(key);
-    if (!a || a.data.length !== target.length) throw new Error(`checkpoint ${state.weightsFile}: ${key} is missing or has another size`);
+    if (!a || a.dtype !== 'float32' || a.data.length !== target.length) throw unusable(file, `${key} missing or of another size or type`);
     target.set(a.data as Float32Array);
   };
   for (const [name, w] of into.params) copy(`param/${name}`, w);
   for (const [name, slots] of into.optimizer.slots) for (const [kind, s] of slots) copy(`slot/${kind}/${name}`, s);
   for (const [rate, stats] of into.rateStats) for (const [name, s] of stats) copy(`stats/${rate}/${name}`, s);
-  into.optimizer.step = Number((arrays.get('optimizer_step')!.data as BigInt64Array)[0]);
+  const step = arrays.get('optimizer_step');
+  if (!step || step.dtype !== 'int64' || step.data.length !== 1) throw unusable(file, 'optimizer_step missing');
+  into.optimizer.step = Number((step.data as BigInt64Array)[0]);
 }

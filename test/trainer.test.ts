@@ -293,6 +293,30 @@ describe('slicec finetune', () => {
     }
   }, 30_000);
 
+  it('a broken checkpoint is a user error on --resume, and a fresh start replaces it', async () => {
+    const dir = path.join(tmp, 'broken-checkpoint');
+    await compileTo(SMALL, dir);
+    const flags = ['--data', smallData, '--epochs', '1', '--batch-size', '64', '--json'];
+    expect((await runCli(['finetune', dir, ...flags])).code).toBe(0);
+    const ckpt = path.join(dir, 'training', 'checkpoint');
+    const weights = () => fs.readdirSync(ckpt).filter((f) => f.startsWith('weights-'));
+    const [file] = weights();
+    fs.writeFileSync(path.join(ckpt, file!), fs.readFileSync(path.join(ckpt, file!)).subarray(0, 1000));
+    const truncated = await runCli(['finetune', dir, ...flags, '--resume']);
+    expect(truncated.code).toBe(1);
+    expect(truncated.stdout).toMatch(/"code": "SLC010"[\s\S]*cannot resume from .*weights-/);
+    fs.writeFileSync(path.join(ckpt, 'state.json'), '{broken');
+    const garbled = await runCli(['finetune', dir, ...flags.slice(0, -1), '--resume']);
+    expect(garbled.code).toBe(1);
+    expect(garbled.stderr).toMatch(/error SLC010: cannot resume from .*state\.json[\s\S]*unreadable JSON[\s\S]*hint: +start again without --resume/);
+    expect(garbled.stderr).not.toContain('internal error');
+    // without --resume the run starts over and leaves one consistent pair
+    fs.writeFileSync(path.join(ckpt, 'weights-999.npz'), 'left by a broken run');
+    expect((await runCli(['finetune', dir, ...flags])).code).toBe(0);
+    expect(weights()).toHaveLength(1);
+    expect(JSON.parse(fs.readFileSync(path.join(ckpt, 'state.json'), 'utf8')).weightsFile).toBe(weights()[0]);
+  }, 30_000);
+
   it('refuses bad input with stable codes', async () => {
     const dir = path.join(tmp, 'errors');
     await compileTo(SMALL, dir);
