@@ -33,10 +33,12 @@ export const ErrorCodes = {
   CANNOT_RUN: 'SLC014',
   /** An earlier output folder holds files slicec did not write. */
   OUTPUT_HAS_USER_FILES: 'SLC015',
-  /** Calibration data holds NaN or infinite values. */
+  /** Calibration or training data holds NaN or infinite values. */
   NON_FINITE_DATA: 'SLC016',
   /** An inference request does not fit the model (input names, dtypes, shapes, rate, options). */
   BAD_REQUEST: 'SLC017',
+  /** Training diverged: a step's loss is NaN or infinite. */
+  DIVERGED: 'SLC018',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { ErrorCodes, userError } from './diagnostics.js';
 import { applyOverrides, validatePlan, type Plan, type PlanOverrides } from './plan.js';
 import { reemitCompiled, writeTrainedModel } from './reemit.js';
-import { loadTarget, rateSpecs, type TrainTarget } from './train-target.js';
+import { loadTarget, rateSpecs, STATS_BATCH, type TrainTarget } from './train-target.js';
 import { loadDataset, materialize, type Dataset, type Split } from '../runtime/data.js';
 import { withOutputs } from '../passes/calibrate-group-norm.js';
 import { channelStatistics } from '../passes/insert-batch-norm.js';
@@ -127,8 +127,8 @@ export async function runTraining(location: string, opts: FinetuneOptions): Prom
   const params = new Map<string, Float32Array>();
   const runningStats = new Map<string, Float32Array>();
   const recalibrated = opts.resume ? 0 : await calibrateInsertedOnData(target, data.train);
-  if (recalibrated > 0) opts.note?.(`the ${recalibrated} inserted BatchNorm${recalibrated > 1 ? 's were' : ' was'} compiled with synthetic inputs: set from ${INSERTED_CALIBRATION_SAMPLES} training examples before the first step`);
-  const specs = rateSpecs(target, plan);
+  if (recalibrated > 0) opts.note?.(`the ${recalibrated} inserted BatchNorm${recalibrated > 1 ? 's were' : ' was'} compiled with synthetic inputs: set from ${Math.min(INSERTED_CALIBRATION_SAMPLES, data.train.x.dims[0]!)} training examples before the first step`);
+  const specs = rateSpecs(target, plan, Math.min(STATS_BATCH, data.train.x.dims[0]!));
   for (const [name, full] of target.full) {
     const role = target.roles.get(name);
     if (role === 'running-stat') runningStats.set(name, full);

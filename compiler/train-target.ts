@@ -143,8 +143,11 @@ function positionsAt(target: TrainTarget, rate: number): Map<string, Int32Array 
   return out;
 }
 
-/** The trainer's view of every rate: positions and an on-demand graph builder. */
-export function rateSpecs(target: TrainTarget, plan: Plan): RateSpec[] {
+/**
+ * The trainer's view of every rate: positions and an on-demand graph builder. `statsBatch` is the
+ * statistics graphs' batch (STATS_BATCH, or fewer when the training set is smaller).
+ */
+export function rateSpecs(target: TrainTarget, plan: Plan, statsBatch = STATS_BATCH): RateSpec[] {
   const trainable = trainablePredicate(target, plan);
   const lift = (name: string) => trainable(name) || target.roles.get(name) === 'running-stat';
   const loss = { kind: plan.loss.kind } as const;
@@ -160,7 +163,7 @@ export function rateSpecs(target: TrainTarget, plan: Plan): RateSpec[] {
         built = buildForwardGraph(model, { lift, output: plan.loss.output });
       } else {
         if (!model.graph.nodes.some((n) => n.op === 'BatchNormalization')) return null;
-        built = buildForwardGraph(model, { lift, output: plan.loss.output, mode: 'stats', batch: STATS_BATCH });
+        built = buildForwardGraph(model, { lift, output: plan.loss.output, mode: 'stats', batch: statsBatch });
       }
       return { bytes: encodeModel(built.model), signature: built.signature };
     },

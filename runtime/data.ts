@@ -136,6 +136,19 @@ function checkSplit(split: Split, expected: ExpectedInput, where: string): Split
 }
 
 /** Integer labels must index the model's classes (cross-entropy would read past its logits). */
+/** Float examples must be finite: one NaN is enough to turn every weight into NaN. */
+function checkFinite(a: NdArray, where: string): void {
+  if (a.dtype !== 'float32' && a.dtype !== 'float64') return;
+  const data = a.data as Float32Array | Float64Array;
+  const perExample = data.length / Math.max(1, a.dims[0] ?? 1);
+  for (let i = 0; i < data.length; i++) {
+    if (Number.isFinite(data[i]!)) continue;
+    throw userError(ErrorCodes.NON_FINITE_DATA, `${where}: example ${Math.floor(i / perExample)} holds ${data[i]}`, {
+      expected: 'finite values', found: `${data[i]} at flat index ${i}`, hint: 'repair or drop the examples with NaN or infinite values',
+    });
+  }
+}
+
 function checkLabels(y: NdArray, classes: number, where: string): void {
   if (y.dtype !== 'int64') return;
   const data = y.data as BigInt64Array;
@@ -209,6 +222,9 @@ export async function loadDataset(spec: string, opts: LoadOptions): Promise<Data
     throw userError(ErrorCodes.BAD_FLAG, `--val-split must be a fraction in [0, 1)`, { expected: 'a number in [0, 1), e.g. 0.1 (0: none)', found: String(opts.valSplit) });
   }
   const dataset = await loadSource(spec, opts);
+  for (const [name, split] of [['train', dataset.train], ['val', dataset.val], ['test', dataset.test]] as const) {
+    if (split) for (const [array, a] of [['x', split.x], ['y', split.y]] as const) checkFinite(a, `${spec} (${name}, ${array})`);
+  }
   if (opts.classes !== undefined) {
     for (const [name, split] of [['train', dataset.train], ['val', dataset.val], ['test', dataset.test]] as const) {
       if (split) checkLabels(split.y, opts.classes, `${spec} (${name})`);

@@ -111,7 +111,7 @@ export class Trainer {
   }
 
   /** One batch: every drawn rate's gradients summed, one update. Returns the per-rate losses. */
-  private async step(x: Split['x'], y: Split['y'], rates: number[], lr: number): Promise<{ losses: number[]; graphSeconds: number }> {
+  private async step(step: number, x: Split['x'], y: Split['y'], rates: number[], lr: number): Promise<{ losses: number[]; graphSeconds: number }> {
     const { plan } = this.opts;
     for (const g of this.grads.values()) g.fill(0);
     const distill = plan.distillation.enabled && rates.length > 1;
@@ -150,6 +150,14 @@ export class Trainer {
           else for (let i = 0; i < part.length; i++) acc[i] += part[i]!;
         }
       }
+    }
+    const bad = losses.findIndex((l) => !Number.isFinite(l));
+    if (bad >= 0) {
+      // no update: the weights, the folder and the last checkpoint stay as they were
+      throw userError(ErrorCodes.DIVERGED, `training diverged: the loss at rate ${rates[bad]} is ${losses[bad]} at step ${step + 1}`, {
+        expected: 'a finite loss', found: String(losses[bad]),
+        hint: `lower the learning rate (it was ${lr.toPrecision(3)}; --lr sets its peak), or check the data for extreme values; the folder keeps its weights, and --resume continues from the last checkpoint if the run saved one`,
+      });
     }
     applyUpdate(plan.optimizer, this.tensors.optimizer, this.tensors.params, this.grads, lr, this.opts.weightDecay);
     return { losses, graphSeconds };
@@ -208,7 +216,7 @@ export class Trainer {
         const batch = it.next();
         const rates = sampleRates(plan, new Rng(stepSeed(plan.seed, state.step)));
         const lr = learningRate(plan, epoch + inEpoch / stepsPerEpoch, stepsPerEpoch);
-        const result = await this.step(batch.x, batch.y, rates, lr);
+        const result = await this.step(state.step, batch.x, batch.y, rates, lr);
         // building a graph the first time a rate is drawn is setup, not step time
         const setup = this.runners.reduce((a, r) => a + r.setupSeconds, 0);
         const seconds = (performance.now() - t0) / 1000 - (setup - setupSeconds);

@@ -13,7 +13,7 @@ import { encodeModel } from '../compiler/onnx-codec.js';
 import { Tensor } from '../compiler/tensor.js';
 import { loadTarget } from '../compiler/train-target.js';
 import { withOutputs } from '../passes/calibrate-group-norm.js';
-import { materialize } from '../runtime/data.js';
+import { materialize, takeRows } from '../runtime/data.js';
 import { Rng } from '../compiler/rng.js';
 import * as ort from 'onnxruntime-node';
 import { readNpz, writeNpz } from '../runtime/npz.js';
@@ -317,6 +317,18 @@ describe('slicec finetune', () => {
     expect(JSON.parse(fs.readFileSync(path.join(ckpt, 'state.json'), 'utf8')).weightsFile).toBe(weights()[0]);
   }, 30_000);
 
+  it('a training set smaller than the statistics batch still recalibrates every rate', async () => {
+    const dir = path.join(tmp, 'few');
+    await compileTo(LENET, dir, ['--norm', 'keep']);
+    const all = readNpz(lenetData);
+    const rows = Int32Array.from({ length: 64 }, (_, i) => i);
+    const few = path.join(tmp, 'few.npz');
+    writeNpz(few, { x: takeRows(all.get('x')!, rows), y: takeRows(all.get('y')!, rows), x_test: all.get('x_test')!, y_test: all.get('y_test')! });
+    const r = await runCli(['finetune', dir, '--data', few, '--epochs', '1', '--batch-size', '32', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(logEntries(JSON.parse(r.stdout).log).find((e) => e.type === 'final')!.recalibrated).toBe(true);
+  }, 30_000);
+
   it('refuses bad input with stable codes', async () => {
     const dir = path.join(tmp, 'errors');
     await compileTo(SMALL, dir);
@@ -334,6 +346,21 @@ describe('slicec finetune', () => {
     expect(rate.stderr).toContain('compiled rates');
     const noOut = await runCli(['train', SMALL, '--data', smallData]);
     expect(noOut.code).toBe(2);
+    // one NaN in the examples is refused before any step; a diverging run writes nothing
+    const nanData = path.join(tmp, 'nan.npz');
+    const clean = readNpz(smallData);
+    const x = Float32Array.from(clean.get('x')!.data as Float32Array);
+    x[3 * 144 + 7] = Number.NaN;
+    writeNpz(nanData, { x: { dtype: 'float32', dims: clean.get('x')!.dims, data: x }, y: clean.get('y')! });
+    const nan = await runCli(['finetune', dir, '--data', nanData]);
+    expect(nan.code).toBe(1);
+    expect(nan.stderr).toMatch(/error SLC016: .*nan\.npz \(train, x\): example 3 holds NaN/);
+    const rateFile = path.join(dir, 'slices', 'rate-1.000.onnx');
+    const before = fs.readFileSync(rateFile);
+    const diverged = await runCli(['finetune', dir, '--data', smallData, '--lr', '1e9', '--epochs', '1']);
+    expect(diverged.code, diverged.stderr).toBe(1);
+    expect(diverged.stderr).toMatch(/error SLC018: training diverged: the loss at rate [\d.]+ is (NaN|Infinity|-Infinity) at step \d+[\s\S]*lower the learning rate/);
+    expect(fs.readFileSync(rateFile).equals(before)).toBe(true);
     // each command names itself and points to the other
     const plain = await runCli(['finetune', SMALL, '--data', smallData]);
     expect(plain.code).toBe(1);
