@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { ErrorCodes, userError } from '../compiler/diagnostics.js';
 import { forTransfer, type NdArray } from './ndarray.js';
 import type { Runner } from './scheduler.js';
 import { Session, type Device } from './session.js';
@@ -95,6 +96,14 @@ export class WorkerRunner implements Runner {
   }
 }
 
+/** onnxruntime refused a graph of the folder (cut short, edited, or not slicec's). */
+export function loadFailed(message: string): Error {
+  return userError(ErrorCodes.BAD_INPUT_FILE, 'onnxruntime cannot load a graph of the folder', {
+    expected: 'the graphs slicec wrote, as it wrote them', found: message.split('\n')[0]!,
+    hint: 'compile the model into the folder again (slicec model.onnx --groups N -o DIR), or restore the file named',
+  });
+}
+
 /** Start the workers; each has loaded its sessions when this resolves. */
 export async function startWorkers(options: PoolOptions): Promise<StartedPool> {
   const init: WorkerInit = { files: options.files, device: options.device, threads: options.threads, rateInput: options.rateInput };
@@ -117,7 +126,7 @@ function waitReady(worker: Worker): Promise<Extract<WorkerReply, { kind: 'ready'
     worker.once('message', (msg: WorkerReply) => {
       worker.off('error', onError);
       if (msg.kind === 'ready') resolve(msg);
-      else reject(new Error(`could not load the model: ${msg.kind === 'init-failed' ? msg.message : msg.kind}`));
+      else reject(msg.kind === 'init-failed' ? loadFailed(msg.message) : new Error(`worker answered ${msg.kind} before it was ready`));
     });
   });
 }
@@ -167,7 +176,7 @@ export class InlineRunner implements Runner {
     const failed = settled.find((s) => s.status === 'rejected');
     if (failed) {
       await Promise.all(settled.map((s) => (s.status === 'fulfilled' ? s.value.release() : null)));
-      throw new Error(`could not load the model: ${String((failed as PromiseRejectedResult).reason?.message ?? (failed as PromiseRejectedResult).reason)}`);
+      throw loadFailed(String((failed as PromiseRejectedResult).reason?.message ?? (failed as PromiseRejectedResult).reason));
     }
     const sessions = settled.map((s) => (s as PromiseFulfilledResult<Session>).value);
     return { runners: [new InlineRunner(sessions, rateTarget(options), options.rateInput)], device: sessions[0]!.device, fallback: sessions[0]!.fallback };

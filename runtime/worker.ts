@@ -30,14 +30,17 @@ if (!port) throw new Error('runtime/worker.ts runs only as a worker thread');
 const init = workerData as WorkerInit;
 
 async function start(): Promise<void> {
-  let sessions: Session[];
-  try {
-    // Cached: a manifest may name one file for two rates; it is loaded once.
-    sessions = await Promise.all(init.files.map((f) => cachedSession(f, { device: init.device, threads: init.threads })));
-  } catch (e) {
-    port!.postMessage({ kind: 'init-failed', message: e instanceof Error ? e.message : String(e) } satisfies WorkerReply);
+  // Cached: a manifest may name one file for two rates; it is loaded once. Every load settles
+  // before a failure is reported: the pool then ends this thread, and ending it while onnxruntime
+  // still builds another session aborts the whole process.
+  const settled = await Promise.allSettled(init.files.map((f) => cachedSession(f, { device: init.device, threads: init.threads })));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) {
+    await releaseCachedSessions();
+    port!.postMessage({ kind: 'init-failed', message: failed.reason instanceof Error ? failed.reason.message : String(failed.reason) } satisfies WorkerReply);
     return;
   }
+  const sessions: Session[] = settled.map((s) => (s as PromiseFulfilledResult<Session>).value);
   const first = sessions[0]!;
   port!.postMessage({ kind: 'ready', device: first.device, fallback: first.fallback } satisfies WorkerReply);
   port!.on('message', async (msg: WorkerRequest) => {

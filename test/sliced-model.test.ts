@@ -169,6 +169,19 @@ describe('SlicedModel', () => {
     }
   });
 
+  it('a graph onnxruntime cannot load is a user error, with workers or without, and the process lives on', async () => {
+    const broken = path.join(tmp, 'broken.sliced');
+    fs.cpSync(dir, broken, { recursive: true });
+    const file = path.join(broken, 'slices', 'rate-0.500.onnx');
+    fs.writeFileSync(file, fs.readFileSync(file).subarray(0, 2000));
+    for (const workers of [2, 0]) {
+      const error = await SlicedModel.load(broken, { workers, profileRuns: 1 }).then(() => null, (e: unknown) => e);
+      expect(isUserError(error), `workers ${workers}: ${String(error)}`).toBe(true);
+      expect((error as Error).message).toContain('onnxruntime cannot load a graph of the folder');
+      expect(JSON.stringify((error as { toJSON(): unknown }).toJSON())).toContain('rate-0.500.onnx');
+    }
+  });
+
   it('close() finishes what is queued and then refuses', async () => {
     const m = await SlicedModel.load(dir, { workers: 1, profileRuns: 1 });
     const pending = Array.from({ length: 8 }, (_, i) => m.run({ input: image(1, i) }, { rate: 0.25 }));

@@ -227,17 +227,29 @@ function stats(): CacheStats {
 }
 
 async function main(): Promise<void> {
-  let runs: HeadRun[][];
+  // One session at a time: the caller ends this thread on a failure, and ending it while
+  // onnxruntime still builds another session aborts the whole process.
+  const runs: HeadRun[][] = [];
+  const opened: Session[] = [];
+  const open = async (model: string | Uint8Array): Promise<Session> => {
+    const session = await Session.create(model, { device: init.device, threads: 1 });
+    opened.push(session);
+    return session;
+  };
   try {
-    const opts = { device: init.device, threads: 1 };
-    runs = await Promise.all(init.rates.map((r, rateIndex) => Promise.all(r.heads.map(async (spec) => {
-      const saved = init.initial.find((h) => h.rateIndex === rateIndex && h.exit === spec.exit);
-      const state: HeadState = saved ?? { rateIndex, exit: spec.exit, params: spec.params, threshold: Infinity, enabled: false, agreement: Number.NaN, coverage: 0, overall: Number.NaN, heldBack: 0, steps: 0 };
-      // a restored head is measured again before it answers; its optimizer starts afresh (not checkpointed)
-      const state0 = { ...state, enabled: false, threshold: Infinity };
-      return { spec, train: await Session.create(spec.train.file, opts), forward: await Session.create(spec.forward.bytes, opts), state: state0, sinceEval: 0, slots: new Map(), t: 0 };
-    }))));
+    for (const [rateIndex, r] of init.rates.entries()) {
+      const heads: HeadRun[] = [];
+      for (const spec of r.heads) {
+        const saved = init.initial.find((h) => h.rateIndex === rateIndex && h.exit === spec.exit);
+        const state: HeadState = saved ?? { rateIndex, exit: spec.exit, params: spec.params, threshold: Infinity, enabled: false, agreement: Number.NaN, coverage: 0, overall: Number.NaN, heldBack: 0, steps: 0 };
+        // a restored head is measured again before it answers; its optimizer starts afresh (not checkpointed)
+        const state0 = { ...state, enabled: false, threshold: Infinity };
+        heads.push({ spec, train: await open(spec.train.file), forward: await open(spec.forward.bytes), state: state0, sinceEval: 0, slots: new Map(), t: 0 });
+      }
+      runs.push(heads);
+    }
   } catch (e) {
+    for (const s of opened) await s.release();
     port!.postMessage({ kind: 'init-failed', message: e instanceof Error ? e.message : String(e) } satisfies CacheWorkerReply);
     return;
   }

@@ -128,15 +128,28 @@ async function runExits(r: RateRun, spec: ExitWorkerInit['rates'][number], feeds
 }
 
 async function start(): Promise<void> {
-  let runs: RateRun[];
+  // One session at a time: the pool ends this thread on a failure, and ending it while onnxruntime
+  // still builds another session aborts the whole process.
+  const runs: RateRun[] = [];
+  const opened: Session[] = [];
+  const open = async (model: string | Uint8Array): Promise<Session> => {
+    const session = await Session.create(model, opts);
+    opened.push(session);
+    return session;
+  };
+  const opts = { device: init.device, threads: init.threads };
   try {
-    const opts = { device: init.device, threads: init.threads };
-    runs = await Promise.all(init.rates.map(async (spec, i) => ({
-      plain: await cachedSession(init.files[i]!, opts),
-      segments: await Promise.all(spec.segments.map((b) => Session.create(b, opts))),
-      heads: await Promise.all(spec.heads.map(async (h) => ({ session: await Session.create(h.bytes, opts), signature: h.signature, macs: h.macs, state: null }))),
-    })));
+    for (const [i, spec] of init.rates.entries()) {
+      const plain = await cachedSession(init.files[i]!, opts);
+      const segments: Session[] = [];
+      for (const b of spec.segments) segments.push(await open(b));
+      const heads: RateRun['heads'] = [];
+      for (const h of spec.heads) heads.push({ session: await open(h.bytes), signature: h.signature, macs: h.macs, state: null });
+      runs.push({ plain, segments, heads });
+    }
   } catch (e) {
+    await releaseCachedSessions();
+    for (const s of opened) await s.release();
     port!.postMessage({ kind: 'init-failed', message: e instanceof Error ? e.message : String(e) });
     return;
   }

@@ -10,7 +10,7 @@ import type { Worker } from 'node:worker_threads';
 import { ErrorCodes, userError } from '../../compiler/diagnostics.js';
 import type { ServedManifest } from '../manifest.js';
 import type { NdArray } from '../ndarray.js';
-import { spawnWorker, WorkerRunner } from '../pool.js';
+import { loadFailed, spawnWorker, WorkerRunner } from '../pool.js';
 import type { Runner } from '../scheduler.js';
 import type { Device } from '../session.js';
 import type { CacheSample } from './buffer.js';
@@ -104,7 +104,7 @@ function ready(worker: Worker, what: string): Promise<{ device?: Device; fallbac
     worker.once('message', (msg: { kind: string; message?: string; device?: Device; fallback?: string | null }) => {
       worker.off('error', onError);
       if (msg.kind === 'ready') resolve(msg);
-      else reject(new Error(`could not start the ${what}: ${msg.message ?? msg.kind}`));
+      else reject(msg.kind === 'init-failed' && msg.message ? loadFailed(`${what}: ${msg.message}`) : new Error(`could not start the ${what}: ${msg.message ?? msg.kind}`));
     });
   });
 }
