@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Manifest } from './artifacts.js';
+import { readCompiledManifest } from './compiled-folder.js';
 import { ErrorCodes, userError } from './diagnostics.js';
 import { readModel } from './onnx-codec.js';
 import { inferShapes } from './shape-inference.js';
@@ -38,7 +38,7 @@ export function resolveModelFile(target: string, rate: number | undefined): stri
         hint: 'compile the model first: slicec model.onnx --groups 8',
       });
     }
-    const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as Manifest;
+    const manifest = readCompiledManifest(target);
     const want = rate ?? 1;
     const entry = manifest.rates.find((r) => Math.abs(r.rate - want) < 1e-9);
     if (!entry) {

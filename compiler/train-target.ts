@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Manifest, ParameterRole, TensorSignature } from './artifacts.js';
+import { readCompiledManifest } from './compiled-folder.js';
 import { ErrorCodes, userError } from './diagnostics.js';
 import { tensorToArray } from './grad.js';
 import type { Model } from './ir.js';
@@ -99,7 +100,7 @@ export function loadTarget(location: string): TrainTarget {
       expected: 'a folder written by slicec compile (with manifest.json)', found: 'a folder without manifest.json', hint: 'compile the model first: slicec model.onnx --groups 8',
     });
   }
-  const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as Manifest;
+  const manifest = readCompiledManifest(location);
   const rates = [...manifest.rates].sort((a, b) => b.rate - a.rate).map((r) => ({ rate: r.rate, file: path.join(location, r.file), model: load(path.join(location, r.file)) }));
   const outputs = manifest.outputs.map((o) => o.name);
   const planFile = path.join(location, 'plan.json');

@@ -346,6 +346,15 @@ describe('slicec finetune', () => {
     expect(rate.stderr).toContain('compiled rates');
     const noOut = await runCli(['train', SMALL, '--data', smallData]);
     expect(noOut.code).toBe(2);
+    // a manifest that does not parse is a user error for every command that reads the folder
+    const garbled = path.join(tmp, 'garbled');
+    fs.cpSync(dir, garbled, { recursive: true });
+    fs.writeFileSync(path.join(garbled, 'manifest.json'), 'garbage');
+    for (const args of [['finetune', garbled, '--data', smallData], ['eval', garbled, '--data', smallData], ['grad', garbled, '--data', smallData, '--rate', '0.5']]) {
+      const r = await runCli(args);
+      expect(r.code, args[0]).toBe(1);
+      expect(r.stderr, args[0]).toMatch(/error SLC010: .*garbled is not a compiled slicec folder[\s\S]*manifest\.json does not parse/);
+    }
     // one NaN in the examples is refused before any step; a diverging run writes nothing
     const nanData = path.join(tmp, 'nan.npz');
     const clean = readNpz(smallData);
