@@ -40,6 +40,8 @@ export interface CheckpointState {
   history: EpochRecord[];
   /** A digest of the plan: resuming under another plan is refused. */
   plan: string;
+  /** What the run trains on (trainer.ts dataDigest): resuming on other data is refused. Absent in older checkpoints. */
+  data?: string;
   weightsFile: string;
 }
 

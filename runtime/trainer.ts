@@ -17,6 +17,7 @@
 // epoch, every `checkpointEvery` steps and on SIGINT; a resumed run replays the same batches and
 // rate draws: the data cursor and the step index are the whole random state.
 
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, userError } from '../compiler/diagnostics.js';
@@ -74,6 +75,25 @@ function stepSeed(seed: number, step: number): number {
 
 function planDigest(plan: Plan): string {
   return JSON.stringify(plan);
+}
+
+/**
+ * What the run trains on: the examples' count and shape, a hash of every label and of a strided
+ * sample of the inputs (at most 2^20 values), and the pixel table. Resuming on other data would
+ * replay a data cursor meant for these examples.
+ */
+export function dataDigest(train: Split): string {
+  const hash = createHash('sha256');
+  const bytes = (a: ArrayBufferView) => hash.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  hash.update(JSON.stringify({ x: [train.x.dtype, ...train.x.dims], y: [train.y.dtype, ...train.y.dims] }));
+  bytes(train.y.data as ArrayBufferView);
+  const x = train.x.data as ArrayLike<number> & ArrayBufferView;
+  const stride = Math.max(1, Math.ceil(x.length / (1 << 20)));
+  const sample = new Float64Array(Math.ceil(x.length / stride));
+  for (let i = 0, k = 0; i < x.length; i += stride, k++) sample[k] = Number(x[i]);
+  bytes(sample);
+  if (train.levels) bytes(train.levels);
+  return `${train.x.dims[0]} examples, sha256 ${hash.digest('hex').slice(0, 16)}`;
 }
 
 function softmax(z: Float32Array, width: number, temperature: number): Float32Array {
@@ -176,7 +196,7 @@ export class Trainer {
     const it0 = new BatchIterator(this.opts.train, { batchSize: plan.batchSize, seed: plan.seed, shuffle: this.opts.shuffle ?? true });
     const stepsPerEpoch = it0.batchesPerEpoch;
     let state: Omit<CheckpointState, 'format' | 'weightsFile'> = {
-      step: 0, cursor: it0.cursor, rng: { seed: plan.seed, step: 0 }, epochsDone: 0, history: [], plan: planDigest(plan),
+      step: 0, cursor: it0.cursor, rng: { seed: plan.seed, step: 0 }, epochsDone: 0, history: [], plan: planDigest(plan), data: dataDigest(this.opts.train),
     };
     const saved = this.opts.resume ? readState(checkpointDir) : null;
     if (this.opts.resume && !saved) {
@@ -188,8 +208,13 @@ export class Trainer {
           expected: 'the plan and flags of the stopped run', found: 'a different plan', hint: 'repeat the flags of the first run, or start without --resume',
         });
       }
+      if (saved.data !== undefined && saved.data !== state.data) {
+        throw userError(ErrorCodes.BAD_FLAG, `--resume: the checkpoint in ${checkpointDir} was made on other training data`, {
+          expected: `the stopped run's data (${saved.data})`, found: state.data!, hint: 'give the --data of the first run (and the same --val-split and --seed), or start without --resume',
+        });
+      }
       loadTensors(checkpointDir, saved, this.tensors);
-      state = { step: saved.step, cursor: saved.cursor, rng: saved.rng, epochsDone: saved.epochsDone, history: saved.history, plan: saved.plan };
+      state = { step: saved.step, cursor: saved.cursor, rng: saved.rng, epochsDone: saved.epochsDone, history: saved.history, plan: saved.plan, data: state.data };
     } else {
       // a fresh run: an older run's log and checkpoint must not be mistaken for this one's
       fs.rmSync(this.opts.logFile, { force: true });

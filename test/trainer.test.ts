@@ -315,6 +315,14 @@ describe('slicec finetune', () => {
     expect((await runCli(['finetune', dir, ...flags])).code).toBe(0);
     expect(weights()).toHaveLength(1);
     expect(JSON.parse(fs.readFileSync(path.join(ckpt, 'state.json'), 'utf8')).weightsFile).toBe(weights()[0]);
+    // the checkpoint knows its data: resuming on other examples is refused
+    const other = path.join(tmp, 'other.npz');
+    const all = readNpz(smallData);
+    const rows = Int32Array.from({ length: 256 }, (_, i) => i);
+    writeNpz(other, { x: takeRows(all.get('x')!, rows), y: takeRows(all.get('y')!, rows) });
+    const moved = await runCli(['finetune', dir, '--data', other, '--epochs', '1', '--batch-size', '64', '--resume']);
+    expect(moved.code).toBe(2);
+    expect(moved.stderr).toMatch(/--resume: the checkpoint .* was made on other training data[\s\S]*512 examples[\s\S]*256 examples/);
   }, 30_000);
 
   it('a training set smaller than the statistics batch still recalibrates every rate', async () => {
