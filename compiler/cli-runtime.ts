@@ -136,7 +136,13 @@ export function registerRuntimeCommands(program: Command): void {
         maxConcurrency: flags.maxConcurrency,
         timeoutMs: flags.timeoutMs,
       });
-      const address = await server.listen(flags.port, flags.host);
+      let address;
+      try {
+        address = await server.listen(flags.port, flags.host);
+      } catch (e) {
+        await model.close(); // the workers would keep the process alive
+        throw e;
+      }
       const where = flags.upstream ? `routing to ${flags.upstream}` : `${model.workers} worker(s) on ${model.device}, mode ${model.mode}`;
       const extras = [flags.sloMs ? `objective ${flags.sloMs} ms` : '', flags.minAccuracy !== undefined ? `accuracy floor ${flags.minAccuracy}` : '', flags.exits ? 'early exits' : '', flags.cascade ? 'cascade' : ''].filter((x) => x);
       write(`serving ${server.modelNames.join(', ')} at http://${address.address}:${address.port}/v2 (${[where, ...extras].join(', ')})\n`);

@@ -18,6 +18,9 @@ import { decodeInferRequest, encodeInferResponse, floatToHalf, halfToFloat } fro
 import { runFloat } from '../runtime/session.js';
 import { SlicedModel } from '../runtime/sliced-model.js';
 import { REPO_ROOT } from './helpers/models.js';
+import { ensureBuilt, runCli } from './helpers/cli.js';
+import { runShell } from './helpers/built-cli.js';
+import { isUserError } from '../compiler/diagnostics.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-server-'));
 const dir = path.join(tmp, 'resnet.sliced');
@@ -103,6 +106,22 @@ afterAll(async () => {
   agent.destroy();
   await server?.drain();
   fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('the listening address', () => {
+  it('a port in use is a user error, and serve exits instead of keeping its workers alive', async () => {
+    const port = new URL(base).port;
+    const error = await new V2Server(model).listen(Number(port)).then(() => null, (e: unknown) => e);
+    expect(isUserError(error)).toBe(true);
+    expect((error as Error).message).toMatch(/cannot listen on 127\.0\.0\.1:\d+: it is in use by another process/);
+    const run = await runCli(['serve', dir, '--port', port]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/error SLC007: cannot listen on .* in use[\s\S]*hint: +pick another --port/);
+    // the installed command ends (it hung with its worker threads alive)
+    ensureBuilt();
+    const bin = runShell(`timeout 60 $SLICEC serve ${dir} --port ${port} --workers 2`);
+    expect(bin.code, bin.stderr).toBe(2);
+  }, 90_000);
 });
 
 describe('v2 protocol', () => {

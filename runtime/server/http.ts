@@ -9,7 +9,7 @@
 import * as http from 'node:http';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { isUserError } from '../../compiler/diagnostics.js';
+import { ErrorCodes, isUserError, userError } from '../../compiler/diagnostics.js';
 import { rateModelName } from '../manifest.js';
 import { ShedError, type InferOptions, type SlicedModel } from '../sliced-model.js';
 import { ServerMetrics } from './metrics.js';
@@ -93,7 +93,13 @@ export class V2Server {
 
   listen(port: number, host = '127.0.0.1'): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
-      this.http.once('error', reject);
+      this.http.once('error', (e: NodeJS.ErrnoException) => {
+        // the address is the user's choice: taken, not ours to bind, or not an address of this host
+        const why = { EADDRINUSE: 'is in use by another process', EACCES: 'needs privileges slicec does not have', EADDRNOTAVAIL: 'is not an address of this host' }[e.code ?? ''];
+        reject(why ? userError(ErrorCodes.BAD_FLAG, `cannot listen on ${host}:${port}: it ${why}`, {
+          expected: 'a free port on an address of this host', found: `${host}:${port} (${e.code})`, hint: 'pick another --port (0: any free one) or --host',
+        }) : e);
+      });
       this.http.listen(port, host, () => {
         this.http.off('error', reject);
         resolve(this.http.address() as AddressInfo);
