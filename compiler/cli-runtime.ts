@@ -10,6 +10,14 @@ function badFlag(flag: string, expected: string, value: string): UserError {
   return userError(ErrorCodes.BAD_FLAG, `${flag} expects ${expected}, got "${value}"`, { expected, found: `"${value}"`, hint: 'see the command\'s --help' });
 }
 
+/** Model names go into URL paths and Triton folder names: letters, digits, `_`, `.` and `-`. */
+function modelName(flag: string): (value: string) => string {
+  return (value) => {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(value)) throw badFlag(flag, 'a name of letters, digits, _, . and - (starting with a letter or digit)', value);
+    return value;
+  };
+}
+
 function integer(flag: string, min: number): (value: string) => number {
   return (value) => {
     const n = Number(value.trim());
@@ -93,7 +101,7 @@ export function registerRuntimeCommands(program: Command): void {
     .option('--workers <n>', 'inference worker threads (default: cores ÷ threads)', integer('--workers', 1))
     .option('--threads <n>', 'intra-op threads per worker', integer('--threads', 1), 1)
     .option('--mode <mode>', 'per-rate: one session per rate graph; elastic: elastic.onnx only (one session; least memory when compiled with --elastic lean)', oneOf('--mode', ['per-rate', 'elastic'] as const), 'per-rate')
-    .option('--name <name>', 'model name (default: the source model file base name)')
+    .option('--name <name>', 'model name: letters, digits, _, . and - (default: the source model file base name)', modelName('--name'))
     .option('--shed', 'refuse (503) requests no rate can answer within the objective')
     .option('--max-batch <n>', 'dynamic batching: rows per batch (1: off)', integer('--max-batch', 1), 1)
     .option('--max-queue-delay-ms <ms>', 'dynamic batching: longest wait for a batch to fill', (v) => (v.trim() === '0' ? 0 : positive('--max-queue-delay-ms')(v)), 0)
@@ -184,7 +192,7 @@ export function registerRuntimeCommands(program: Command): void {
     .description('write a Triton model repository: <name>_rXXX/config.pbtxt and <name>_rXXX/1/model.onnx per rate')
     .argument('<dir>', 'compiled output folder')
     .argument('<repo>', 'Triton model repository folder (created if missing)')
-    .option('--name <name>', 'model name prefix (default: the source model file base name)')
+    .option('--name <name>', 'model name prefix: letters, digits, _, . and - (default: the source model file base name)', modelName('--name'))
     .option('--max-batch-size <n>', 'Triton max_batch_size (default 32; 0 when the model has no batch axis)', integer('--max-batch-size', 0))
     .option('--instances <n>', 'instance_group count', integer('--instances', 1), 1)
     .option('--kind <gpu|cpu>', 'instance_group kind', oneOf('--kind', ['gpu', 'cpu'] as const), 'gpu')

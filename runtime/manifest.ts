@@ -80,7 +80,8 @@ export function readServedManifest(dir: string): ServedManifest {
   for (const f of [...rates.map((r) => r.file), ...(elastic ? [elastic.file] : [])]) {
     if (!fs.existsSync(f)) throw unusable(root, `${path.relative(root, f)} is missing`);
   }
-  const sourceName = (m.source?.name ?? path.basename(root)).replace(/\.onnx$/i, '').replace(/\.sliced$/, '');
+  // a model name goes into URL paths and Triton folder names: other characters become _
+  const sourceName = (m.source?.name ?? path.basename(root)).replace(/\.onnx$/i, '').replace(/\.sliced$/, '').replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^[_.-]+/, '') || 'model';
   return {
     dir: root,
     sourceName,

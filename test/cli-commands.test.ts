@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
+import { readServedManifest } from '../runtime/manifest.js';
 import { REPO_ROOT } from './helpers/models.js';
 
 const STACK_LINE = /^\s+at .+/m;
@@ -24,6 +25,19 @@ describe('flags of the newer commands', () => {
     expect(optimizer.code).toBe(2);
     expect(optimizer.stderr).toContain('error SLC007: --optimizer expects sgd or adamw');
     expect(optimizer.stderr).not.toMatch(STACK_LINE);
+  });
+
+  it('model names are what URLs and Triton folders take: --name is checked, a file name is made one', async () => {
+    for (const args of [['serve', dir, '--name', 'a/b'], ['export', 'triton', dir, path.join(dir, 'repo'), '--name', 'my model']]) {
+      const r = await runCli(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/error SLC007: --name expects a name of letters, digits, _, \. and -/);
+    }
+    const odd = path.join(dir, 'my model (v2).onnx');
+    fs.copyFileSync(resnet, odd);
+    const out = path.join(dir, 'odd.sliced');
+    expect((await runCli([odd, '--groups', '2', '-o', out, '--quiet'])).code).toBe(0);
+    expect(readServedManifest(out).sourceName).toBe('my_model__v2_');
   });
 
   it('demo refuses an output folder that is not an earlier demo (SLC008), and leaves it as it was', async () => {
