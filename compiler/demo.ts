@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, userError } from './diagnostics.js';
+import { lockOutput } from './folder-lock.js';
 
 export const DEMO_MODEL = 'fashion-mnist-cnn.onnx';
 const MARKER = 'demo.json';
@@ -70,8 +71,17 @@ function prepare(out: string): void {
 
 export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const start = performance.now();
-  const model = path.join(packageRoot(), 'fixtures', DEMO_MODEL);
   const out = path.resolve(opts.out);
+  const unlock = lockOutput(out, 'demo');
+  try {
+    return await demoIn(out, start, opts);
+  } finally {
+    unlock();
+  }
+}
+
+async function demoIn(out: string, start: number, opts: DemoOptions): Promise<DemoSummary> {
+  const model = path.join(packageRoot(), 'fixtures', DEMO_MODEL);
   prepare(out);
   fs.writeFileSync(path.join(out, MARKER), `${JSON.stringify({ model: DEMO_MODEL, started: new Date().toISOString() }, null, 2)}\n`);
   const outDir = path.join(out, 'fashion-mnist-cnn.sliced');

@@ -5,6 +5,7 @@
 
 import * as path from 'node:path';
 import { ErrorCodes, userError } from './diagnostics.js';
+import { lockOutput } from './folder-lock.js';
 import { applyOverrides, validatePlan, type Plan, type PlanOverrides } from './plan.js';
 import { reemitCompiled, writeTrainedModel } from './reemit.js';
 import { loadTarget, rateSpecs, STATS_BATCH, type TrainTarget } from './train-target.js';
@@ -100,6 +101,15 @@ export async function loadData(spec: string, target: TrainTarget, plan: Plan, ca
 }
 
 export async function runTraining(location: string, opts: FinetuneOptions): Promise<FinetuneOutcome> {
+  const unlock = lockOutput(opts.out ?? location, opts.command ?? (opts.out ? 'train' : 'finetune'));
+  try {
+    return await runTrainingUnlocked(location, opts);
+  } finally {
+    unlock();
+  }
+}
+
+async function runTrainingUnlocked(location: string, opts: FinetuneOptions): Promise<FinetuneOutcome> {
   const target = loadTarget(location);
   if (opts.command === 'finetune' && target.kind === 'model') {
     throw userError(ErrorCodes.BAD_INPUT_FILE, `slicec finetune takes a folder written by slicec compile; ${location} is a plain model`, {

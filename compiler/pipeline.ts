@@ -5,6 +5,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { lockOutput } from './folder-lock.js';
 import { OutputStage, checkOutput, MANIFEST_FORMAT, type Manifest, type ManifestRate, type TensorSignature } from './artifacts.js';
 import { modelCost } from './cost.js';
 import { buildParameterMap, type RoleHints } from './parameter-map.js';
@@ -215,6 +216,17 @@ function rateFileName(rate: number, digits: number): string {
 }
 
 export async function compile(options: CompileOptions, hooks: PipelineHooks = {}): Promise<CompileResult> {
+  const { outDir } = validateOptions(options);
+  // a second run on the same output is refused first: its files are not this run's to judge
+  const unlock = lockOutput(outDir, 'compile');
+  try {
+    return await compileUnlocked(options, hooks);
+  } finally {
+    unlock();
+  }
+}
+
+async function compileUnlocked(options: CompileOptions, hooks: PipelineHooks): Promise<CompileResult> {
   const { groups, rates: requested, roundTo, outDir } = validateOptions(options);
   // everything the user gave is checked before any work
   checkOutput(outDir);

@@ -209,6 +209,27 @@ describe('calibration data', () => {
   });
 });
 
+describe('one run per output', () => {
+  it('a second run on an output another live run holds is refused (SLC008); a lock a dead run left is taken over', () => {
+    const out = path.join(tmp, 'locked.sliced');
+    const lock = `${out}.slicec-lock`;
+    // this test process stands for the other run: alive, and not the child's pid
+    fs.writeFileSync(lock, JSON.stringify({ pid: process.pid, host: os.hostname(), what: 'finetune', since: '2026-12-02T00:00:00Z' }));
+    for (const args of [[CFG, '--groups', '2', '-o', out], ['finetune', out, '--data', 'fashion-mnist']]) {
+      const r = runBuilt(args);
+      expectUserError(r, ErrorCodes.BAD_OUTPUT);
+      expect(r.stderr).toMatch(/is in use by another slicec run[\s\S]*slicec finetune, pid \d+/);
+    }
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.existsSync(lock)).toBe(true);
+    fs.writeFileSync(lock, JSON.stringify({ pid: 2 ** 22 + 12345, host: os.hostname(), what: 'compile', since: '2026-12-02T00:00:00Z' }));
+    const r = runBuilt([CFG, '--groups', '2', '-o', out, '--quiet']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.existsSync(path.join(out, 'manifest.json'))).toBe(true);
+    expect(fs.existsSync(lock)).toBe(false);
+  });
+});
+
 describe('usage', () => {
   it('slicec -v prints the version; compile without a model names the missing model', () => {
     const v = runBuilt(['-v']);
