@@ -373,7 +373,8 @@ function removeStaleStages(outDir: string): void {
   }
 }
 
-function processAlive(pid: number): boolean {
+/** Whether a process of this host still runs (EPERM: it does, as another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { processAlive } from './artifacts.js';
 import { ErrorCodes, userError } from './diagnostics.js';
 
 interface LockInfo {
@@ -17,15 +18,6 @@ interface LockInfo {
 
 const held = new Map<string, number>();
 let exitHook = false;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function readLock(file: string): LockInfo | null {
   try {
@@ -53,7 +45,7 @@ export function lockOutput(target: string, what: string): () => void {
       // where no file can be made beside the output (a read-only parent), runs go unlocked
       if (code !== 'EEXIST') return () => {};
       const other = readLock(file);
-      const live = other !== null && (other.host !== info.host || alive(other.pid));
+      const live = other !== null && (other.host !== info.host || processAlive(other.pid));
       if (live || attempt > 2) {
         throw userError(ErrorCodes.BAD_OUTPUT, `${target} is in use by another slicec run`, {
           expected: 'no other run writing it',
