@@ -176,7 +176,7 @@ export class Trainer {
       // no update: the weights, the folder and the last checkpoint stay as they were
       throw userError(ErrorCodes.DIVERGED, `training diverged: the loss at rate ${rates[bad]} is ${losses[bad]} at step ${step + 1}`, {
         expected: 'a finite loss', found: String(losses[bad]),
-        hint: `lower the learning rate (it was ${lr.toPrecision(3)}; --lr sets its peak), or check the data for extreme values; the folder keeps its weights, and --resume continues from the last checkpoint if the run saved one`,
+        hint: `start again with a lower learning rate (it was ${lr.toPrecision(3)} at this step; --lr sets the peak), or check the data for extreme values; the folder keeps its weights`,
       });
     }
     applyUpdate(plan.optimizer, this.tensors.optimizer, this.tensors.params, this.grads, lr, this.opts.weightDecay);
