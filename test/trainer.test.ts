@@ -376,7 +376,7 @@ describe('slicec finetune', () => {
     const before = fs.readFileSync(rateFile);
     const diverged = await runCli(['finetune', dir, '--data', smallData, '--lr', '1e9', '--epochs', '1']);
     expect(diverged.code, diverged.stderr).toBe(1);
-    expect(diverged.stderr).toMatch(/error SLC018: training diverged: the loss at rate [\d.]+ is (NaN|Infinity|-Infinity) at step \d+[\s\S]*lower the learning rate/);
+    expect(diverged.stderr).toMatch(/error SLC018: training diverged: the loss at rate [\d.]+ is (NaN|Infinity|-Infinity) at step \d+[\s\S]*start again with a lower learning rate/);
     expect(fs.readFileSync(rateFile).equals(before)).toBe(true);
     // each command names itself and points to the other
     const plain = await runCli(['finetune', SMALL, '--data', smallData]);
