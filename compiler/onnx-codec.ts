@@ -623,7 +623,11 @@ export function writeModel(model: Model, file: string, opts: WriteOptions = {}):
     for (const f of written) fs.rmSync(f, { force: true });
     const err = e as NodeJS.ErrnoException;
     if (err.code) {
-      throw userError(ErrorCodes.BAD_OUTPUT, `cannot write ${file}`, { expected: 'a writable location', found: `${err.code}: ${err.message}`, hint: 'check the path and permissions' });
+      const full = err.code === 'ENOSPC' || err.code === 'EDQUOT';
+      throw userError(ErrorCodes.BAD_OUTPUT, `cannot write ${file}`, {
+        expected: full ? 'room for the output on its file system' : 'a writable location', found: err.message.startsWith(err.code) ? err.message : `${err.code}: ${err.message}`,
+        hint: full ? 'free some space there, or write the output elsewhere with -o' : 'check the path and permissions',
+      });
     }
     throw e;
   }

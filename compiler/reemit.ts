@@ -2,10 +2,12 @@
 // the full weights (gather through the manifest's parameter map) and that rate's own BatchNorm
 // statistics, elastic.onnx the full weights and the full rate's statistics, and manifest.json
 // each rate's measured accuracy (`rates[i].accuracy`, what the serving policy reads) and a
-// `training` section describing the run. Each file is written atomically (temp + rename) and the
-// manifest last, so a reader never sees a manifest describing weights that are not there yet.
+// `training` section describing the run. Every graph is written beside its file first and renamed
+// into place only once all are written, the manifest last: a failed write (a full disk) leaves the
+// folder as it was, and a reader never sees a manifest describing weights that are not there yet.
 // A plain model (`slicec train -o`): the model itself with its initializers replaced.
 
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Manifest } from './artifacts.js';
 import type { Model } from './ir.js';
@@ -95,8 +97,29 @@ function refillPerRateStatistics(elastic: Model, manifest: Manifest, result: Tra
   }
 }
 
+/**
+ * Every graph is written beside its file first; only when all are there are they renamed into
+ * place, manifest last: a write that fails (a full disk) leaves the folder as it was, not half
+ * trained.
+ */
 export function reemitCompiled(target: TrainTarget, result: TrainerResult, record: TrainingRecord): string[] {
-  const manifest = structuredClone(target.manifest!);
+  const pending: [string, string][] = [];
+  const beside = (file: string): string => {
+    const tmp = `${file}.reemit-${process.pid}.tmp`;
+    pending.push([tmp, file]);
+    return tmp;
+  };
+  try {
+    const written = writeAllBeside(target, result, record, beside);
+    for (const [tmp, file] of pending) fs.renameSync(tmp, file);
+    return [...written, writeManifest(target.location, reemittedManifest(target, result, record))];
+  } finally {
+    for (const [tmp] of pending) fs.rmSync(tmp, { force: true });
+  }
+}
+
+function writeAllBeside(target: TrainTarget, result: TrainerResult, record: TrainingRecord, beside: (file: string) => string): string[] {
+  const manifest = target.manifest!;
   const dir = target.location;
   const widths = unionWidths(manifest);
   const byName = new Map(manifest.parameters.map((p) => [p.name, p]));
@@ -113,7 +136,7 @@ export function reemitCompiled(target: TrainTarget, result: TrainerResult, recor
       if (!full || !p) return undefined;
       return gather(full, keptPositions(p, keptAxisIndices(p, kept, widths)).positions);
     });
-    writeModel(model, file, { dropValueInfo: true, externalData: false });
+    writeModel(model, beside(file), { dropValueInfo: true, externalData: false });
     written.push(file);
   }
   const elasticFile = path.join(dir, manifest.elastic.file);
@@ -121,8 +144,13 @@ export function reemitCompiled(target: TrainTarget, result: TrainerResult, recor
   const widest = result.rateStats.get(target.rates[0]!.rate)!;
   setInitializers(elastic, (name) => result.params.get(name) ?? widest.get(name));
   refillPerRateStatistics(elastic, manifest, result);
-  writeModel(elastic, elasticFile, { dropValueInfo: true, externalData: false });
+  writeModel(elastic, beside(elasticFile), { dropValueInfo: true, externalData: false });
   written.push(elasticFile);
+  return written;
+}
+
+function reemittedManifest(target: TrainTarget, result: TrainerResult, record: TrainingRecord): Manifest {
+  const manifest = structuredClone(target.manifest!);
   recordAccuracy(manifest, result.final);
   manifest.training = {
     data: record.data,
@@ -134,6 +162,5 @@ export function reemitCompiled(target: TrainTarget, result: TrainerResult, recor
     final: result.final,
     recalibrated: record.plan.normalization.recalibrate.enabled && target.rates.some((r) => r.model.graph.nodes.some((n) => n.op === 'BatchNormalization')),
   };
-  written.push(writeManifest(dir, manifest));
-  return written;
+  return manifest;
 }

@@ -168,8 +168,21 @@ export function readNpz(file: string): Map<string, NdArray> {
 /** Writes a file atomically: a temporary sibling renamed into place. */
 export function writeFileAtomic(file: string, bytes: Uint8Array): void {
   const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-  fs.writeFileSync(tmp, bytes);
-  fs.renameSync(tmp, file);
+  try {
+    fs.writeFileSync(tmp, bytes);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EACCES' || code === 'EROFS' || code === 'EPERM') {
+      const full = code === 'ENOSPC' || code === 'EDQUOT';
+      throw userError(ErrorCodes.OUTPUT_NOT_WRITABLE, `cannot write ${file}`, {
+        expected: full ? 'room for it on its file system' : 'a writable folder', found: (e as Error).message,
+        hint: full ? 'free some space there and run again' : 'check the folder\'s permissions',
+      });
+    }
+    throw e;
+  }
 }
 
 export function writeNpy(file: string, array: NdArray): void {

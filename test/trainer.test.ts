@@ -325,6 +325,22 @@ describe('slicec finetune', () => {
     expect(moved.stderr).toMatch(/--resume: the checkpoint .* was made on other training data[\s\S]*512 examples[\s\S]*256 examples/);
   }, 30_000);
 
+  it('writing the trained weights back is all or nothing: a failure leaves every graph as it was', async () => {
+    const dir = path.join(tmp, 'all-or-nothing');
+    await compileTo(MLP, dir);
+    const files = fs.readdirSync(path.join(dir, 'slices')).map((f) => path.join(dir, 'slices', f));
+    const before = files.map((f) => fs.readFileSync(f));
+    // elastic.onnx, written after the rate files, cannot be read back
+    fs.rmSync(path.join(dir, 'elastic.onnx'));
+    fs.mkdirSync(path.join(dir, 'elastic.onnx'));
+    const r = await runCli(['finetune', dir, '--data', mlpData, '--epochs', '1', '--batch-size', '64']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/error SLC001: .*elastic\.onnx/);
+    files.forEach((f, i) => expect(fs.readFileSync(f).equals(before[i]!), f).toBe(true));
+    expect(fs.readdirSync(path.join(dir, 'slices')).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    expect((JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest).training).toBeUndefined();
+  }, 30_000);
+
   it('a training set smaller than the statistics batch still recalibrates every rate', async () => {
     const dir = path.join(tmp, 'few');
     await compileTo(LENET, dir, ['--norm', 'keep']);
