@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Manifest } from './artifacts.js';
-import { ErrorCodes, userError } from './diagnostics.js';
+import { ErrorCodes, userError, writeFailure } from './diagnostics.js';
 
 /** manifest.json of `dir`, checked to be a slicec manifest with rates, layers, inputs and outputs. */
 export function readCompiledManifest(dir: string): Manifest {
@@ -35,8 +35,13 @@ export function readCompiledManifest(dir: string): Manifest {
 /** Replaces `file` with `text` through a temporary file and a rename. */
 export function writeAtomic(file: string, text: string): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
+  try {
+    fs.writeFileSync(tmp, text);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw writeFailure(file, e) ?? e;
+  }
 }
 
 export function writeCompiledManifest(dir: string, manifest: Manifest): void {

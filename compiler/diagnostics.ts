@@ -99,3 +99,18 @@ export function formatInternalError(e: unknown): string {
     stack
   );
 }
+
+/**
+ * A file system error while writing `file` as the user error it is (a full disk, no permission,
+ * a read-only file system), or null for anything else, which stays an internal error.
+ */
+export function writeFailure(file: string, e: unknown): UserError | null {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (!code || !['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS'].includes(code)) return null;
+  const full = code === 'ENOSPC' || code === 'EDQUOT';
+  return userError(ErrorCodes.OUTPUT_NOT_WRITABLE, `cannot write ${file}`, {
+    expected: full ? 'room for it on its file system' : 'a writable folder',
+    found: (e as Error).message,
+    hint: full ? 'free some space there and run again' : "check the folder's permissions",
+  });
+}

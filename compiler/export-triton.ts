@@ -6,7 +6,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, userError } from './diagnostics.js';
+import { ErrorCodes, userError, writeFailure } from './diagnostics.js';
 import { rateModelName, readServedManifest, type ServedTensor } from '../runtime/manifest.js';
 import { v2Name } from '../runtime/ndarray.js';
 
@@ -52,9 +52,14 @@ export function exportTriton(dir: string, repo: string, options: TritonExportOpt
     // Staged beside the target, then swapped in: a failed export leaves the old model as it was.
     const stage = `${modelDir}.tmp-${process.pid}`;
     fs.rmSync(stage, { recursive: true, force: true });
-    fs.mkdirSync(path.join(stage, '1'), { recursive: true });
-    fs.copyFileSync(rate.file, path.join(stage, '1', 'model.onnx'));
-    fs.writeFileSync(path.join(stage, 'config.pbtxt'), config);
+    try {
+      fs.mkdirSync(path.join(stage, '1'), { recursive: true });
+      fs.copyFileSync(rate.file, path.join(stage, '1', 'model.onnx'));
+      fs.writeFileSync(path.join(stage, 'config.pbtxt'), config);
+    } catch (e) {
+      fs.rmSync(stage, { recursive: true, force: true });
+      throw writeFailure(modelDir, e) ?? e;
+    }
     fs.rmSync(modelDir, { recursive: true, force: true });
     fs.renameSync(stage, modelDir);
     models.push({ name: modelName, rate: rate.rate, dir: modelDir });

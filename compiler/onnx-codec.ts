@@ -37,7 +37,7 @@ import {
 } from 'onnx-buf';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, UserError, userError } from './diagnostics.js';
+import { ErrorCodes, UserError, userError, writeFailure } from './diagnostics.js';
 import { Graph, Model, Node, Value, type Attribute, type AttributeEntry, type Dim, type ValueType } from './ir.js';
 import { DataType, Tensor, dtypeBits, dtypeShortName, type ExternalOrigin, type TensorSource } from './tensor.js';
 
@@ -623,11 +623,7 @@ export function writeModel(model: Model, file: string, opts: WriteOptions = {}):
     for (const f of written) fs.rmSync(f, { force: true });
     const err = e as NodeJS.ErrnoException;
     if (err.code) {
-      const full = err.code === 'ENOSPC' || err.code === 'EDQUOT';
-      throw userError(ErrorCodes.BAD_OUTPUT, `cannot write ${file}`, {
-        expected: full ? 'room for the output on its file system' : 'a writable location', found: err.message.startsWith(err.code) ? err.message : `${err.code}: ${err.message}`,
-        hint: full ? 'free some space there, or write the output elsewhere with -o' : 'check the path and permissions',
-      });
+      throw writeFailure(file, err) ?? userError(ErrorCodes.BAD_OUTPUT, `cannot write ${file}`, { expected: 'a writable location', found: `${err.code}: ${err.message}`, hint: 'check the path and permissions' });
     }
     throw e;
   }

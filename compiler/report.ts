@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Manifest } from './artifacts.js';
 import { readCompiledManifest, writeCompiledManifest } from './compiled-folder.js';
+import { writeFailure } from './diagnostics.js';
 import {
   costChart, evalChart, layersChart, lossChart, renderSvg, versusChart,
   type Chart, type EvalRow, type LayerRow, type RateRow, type StepRow,
@@ -179,8 +180,14 @@ export async function writeReport(dir: string): Promise<string[]> {
   fs.rmSync(reportDir, { recursive: true, force: true });
   fs.mkdirSync(reportDir, { recursive: true });
   const files = ['report/index.html', ...charts.map((c) => `report/${c.name}.svg`)];
-  fs.writeFileSync(path.join(dir, files[0]!), page(manifest, training, svgs, charts));
-  for (const chart of charts) fs.writeFileSync(path.join(reportDir, `${chart.name}.svg`), svgs.get(chart.name)!);
+  let writing = path.join(dir, files[0]!);
+  try {
+    fs.writeFileSync(writing, page(manifest, training, svgs, charts));
+    for (const chart of charts) fs.writeFileSync((writing = path.join(reportDir, `${chart.name}.svg`)), svgs.get(chart.name)!);
+  } catch (e) {
+    fs.rmSync(reportDir, { recursive: true, force: true }); // no half report
+    throw writeFailure(writing, e) ?? e;
+  }
   writeCompiledManifest(dir, { ...manifest, report: { files } });
   return files.map((f) => path.join(dir, f));
 }

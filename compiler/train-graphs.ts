@@ -10,6 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Manifest } from './artifacts.js';
+import { writeAtomic } from './compiled-folder.js';
 import { ErrorCodes, userError } from './diagnostics.js';
 import { readModel, writeModel } from './onnx-codec.js';
 import { buildTrainStep, type TrainStepSignature } from './train-step.js';
@@ -45,9 +46,7 @@ export function readManifest(dir: string): Manifest {
 /** Write manifest.json through a temporary file and a rename, so a reader never sees half of it. */
 export function writeManifest(dir: string, manifest: unknown): void {
   const file = path.join(dir, 'manifest.json');
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, `${JSON.stringify(manifest, null, 2)}\n`);
-  fs.renameSync(tmp, file);
+  writeAtomic(file, `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
 export function emitTrainGraphs(dir: string, opts: { batch: number; loss: LossSpec; optimizer: OptimizerSpec; inputShapes?: Record<string, number[]> }): ManifestTrain {

@@ -12,7 +12,7 @@
 
 import * as fs from 'node:fs';
 import { unzipSync, zipSync, type Zippable } from 'fflate';
-import { ErrorCodes, userError } from '../compiler/diagnostics.js';
+import { ErrorCodes, userError, writeFailure } from '../compiler/diagnostics.js';
 import { bytesPerElement, sizeOf, viewBytes, type DType, type NdArray } from './ndarray.js';
 
 export type { NdArray };
@@ -173,15 +173,7 @@ export function writeFileAtomic(file: string, bytes: Uint8Array): void {
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EACCES' || code === 'EROFS' || code === 'EPERM') {
-      const full = code === 'ENOSPC' || code === 'EDQUOT';
-      throw userError(ErrorCodes.OUTPUT_NOT_WRITABLE, `cannot write ${file}`, {
-        expected: full ? 'room for it on its file system' : 'a writable folder', found: (e as Error).message,
-        hint: full ? 'free some space there and run again' : 'check the folder\'s permissions',
-      });
-    }
-    throw e;
+    throw writeFailure(file, e) ?? e;
   }
 }
 

@@ -6,8 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { isUserError } from '../compiler/diagnostics.js';
-import { decodeNpy, decodeNpz, encodeNpy, encodeNpz, readNpy, readNpz, writeNpz, type NdArray } from '../runtime/npz.js';
+import { ErrorCodes, isUserError, writeFailure } from '../compiler/diagnostics.js';
+import { decodeNpy, decodeNpz, encodeNpy, encodeNpz, readNpy, readNpz, writeFileAtomic, writeNpz, type NdArray } from '../runtime/npz.js';
 
 const DIR = path.join(import.meta.dirname, 'data', 'npz');
 const expected = JSON.parse(fs.readFileSync(path.join(DIR, 'expected.json'), 'utf8')) as Record<string, { dtype: string; shape: number[]; values: (number | string)[] }>;
@@ -160,5 +160,27 @@ describe('npz', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('writing', () => {
+  it('a write that fails leaves no temporary file; a full disk or a refused write is a user error (SLC011)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slicec-write-'));
+    try {
+      const target = path.join(dir, 'taken');
+      fs.mkdirSync(target); // the rename onto a folder fails
+      expect(() => writeFileAtomic(target, new Uint8Array(10))).toThrow();
+      expect(fs.readdirSync(dir)).toEqual(['taken']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    const errno = (code: string) => Object.assign(new Error(`${code}: something, write`), { code });
+    for (const [code, hint] of [['ENOSPC', /free some space/], ['EDQUOT', /free some space/], ['EACCES', /permissions/], ['EROFS', /permissions/]] as const) {
+      const e = writeFailure('/x/y.onnx', errno(code));
+      expect(e?.code).toBe(ErrorCodes.OUTPUT_NOT_WRITABLE);
+      expect(e?.format()).toMatch(hint);
+    }
+    expect(writeFailure('/x', errno('ENOENT'))).toBeNull();
+    expect(writeFailure('/x', new Error('not from the file system'))).toBeNull();
   });
 });
