@@ -5,7 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Manifest } from './artifacts.js';
-import { ErrorCodes, userError, writeFailure } from './diagnostics.js';
+import { ErrorCodes, userError } from './diagnostics.js';
+import { writeFileAtomic } from '../runtime/npz.js';
 
 /** manifest.json of `dir`, checked to be a slicec manifest with rates, layers, inputs and outputs. */
 export function readCompiledManifest(dir: string): Manifest {
@@ -32,16 +33,9 @@ export function readCompiledManifest(dir: string): Manifest {
   return manifest;
 }
 
-/** Replaces `file` with `text` through a temporary file and a rename. */
+/** Replaces `file` with `text` through a temporary file and a rename (npz.ts writeFileAtomic). */
 export function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  try {
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw writeFailure(file, e) ?? e;
-  }
+  writeFileAtomic(file, new TextEncoder().encode(text));
 }
 
 export function writeCompiledManifest(dir: string, manifest: Manifest): void {
