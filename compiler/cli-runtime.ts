@@ -3,6 +3,7 @@
 // then drains the requests in flight and exits 0. Bad flag values are user errors (exit 2).
 
 import type { Command } from 'commander';
+import * as os from 'node:os';
 import { ErrorCodes, userError, type UserError } from './diagnostics.js';
 import { exportTriton } from './export-triton.js';
 
@@ -128,6 +129,11 @@ export function registerRuntimeCommands(program: Command): void {
       }
       if (flags.exits && flags.upstream) throw userError(ErrorCodes.BAD_FLAG, '--exits runs the segments here, --upstream routes elsewhere', { expected: 'one of them', found: 'both', hint: 'drop one' });
       const exits = flags.exits ? { maxBufferBytes: flags.cacheBytes, trainerShare: flags.trainerShare, agreement: flags.agreement, probeShare: flags.probeShare } : undefined;
+      const cores = os.availableParallelism();
+      const busy = (flags.workers ?? Math.max(1, Math.floor(cores / (flags.threads ?? 1)))) * (flags.threads ?? 1);
+      if (!flags.upstream && busy > cores) {
+        process.stderr.write(`warning: ${flags.workers ?? 'the default'} worker(s) × ${flags.threads ?? 1} thread(s) = ${busy} threads on ${cores} cores: they will take turns, and every worker holds its own copy of the graphs\n`);
+      }
       const model = flags.upstream
         ? await connectUpstream(dir, { ...load, upstream: flags.upstream, name: flags.name, concurrency: flags.upstreamConcurrency })
         : await SlicedModel.load(dir, { ...load, device: flags.device, workers: flags.workers, threads: flags.threads, mode: flags.mode, exits });
