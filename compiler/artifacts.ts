@@ -316,11 +316,24 @@ function ourFiles(outDir: string): Set<string> | null {
 function ourFolders(outDir: string): string[] {
   try {
     const manifest = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8')) as { training?: unknown; exits?: unknown };
-    return [...(manifest.training ? ['training/'] : []), ...(manifest.exits ? ['exits/'] : [])];
+    return [...(manifest.training || stoppedFineTune(outDir) ? ['training/'] : []), ...(manifest.exits ? ['exits/'] : [])];
   } catch {
     return [];
   }
 }
+
+/** A fine-tune that was stopped before it finished leaves its checkpoint, and no manifest entry. */
+function stoppedFineTune(outDir: string): boolean {
+  try {
+    const state = JSON.parse(fs.readFileSync(path.join(outDir, 'training', 'checkpoint', 'state.json'), 'utf8')) as { format?: unknown };
+    return typeof state.format === 'string' && state.format.startsWith('slicec-checkpoint/');
+  } catch {
+    return false;
+  }
+}
+
+/** Temporary files slicec's writers name (temp + rename), left when a run was killed mid-write. */
+const OUR_TEMPORARY = /(\.tmp-\d+|\.\d+\.\d+\.tmp|\.reemit-\d+\.tmp|\.onnx\.tmp)$/;
 
 function checkReplaceable(outDir: string): void {
   const stat = fs.statSync(outDir);
@@ -336,7 +349,7 @@ function checkReplaceable(outDir: string): void {
   const folders = ourFolders(outDir);
   const foreign = (fs.readdirSync(outDir, { recursive: true, encoding: 'utf8' }) as string[])
     .map((f) => f.split(path.sep).join('/'))
-    .filter((f) => !ours.has(f) && !folders.some((d) => f.startsWith(d)) && !fs.statSync(path.join(outDir, f)).isDirectory())
+    .filter((f) => !ours.has(f) && !folders.some((d) => f.startsWith(d)) && !OUR_TEMPORARY.test(f) && !fs.statSync(path.join(outDir, f)).isDirectory())
     .sort();
   if (foreign.length > 0) {
     const shown = foreign.slice(0, 5).join(', ') + (foreign.length > 5 ? `, … (${foreign.length} in all)` : '');

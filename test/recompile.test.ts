@@ -34,6 +34,26 @@ describe('recompiling a fine-tuned output', () => {
     expect(fs.readFileSync(path.join(outDir, 'notes.txt'), 'utf8')).toBe('mine');
   });
 
+  it('replaces what a stopped fine-tune and a killed write left (a checkpoint, temporary files)', async () => {
+    const outDir = path.join(tmp, 'stopped');
+    const options = { model: MODEL, groups: 2, norm: 'keep' as const, codegen: false, outDir, log: () => {}, warn: () => {} };
+    await compile(options);
+    // a fine-tune stopped by Ctrl-C: its checkpoint, and no training section in the manifest yet
+    fs.mkdirSync(path.join(outDir, 'training', 'checkpoint'), { recursive: true });
+    fs.writeFileSync(path.join(outDir, 'training', 'checkpoint', 'state.json'), JSON.stringify({ format: 'slicec-checkpoint/1' }));
+    fs.writeFileSync(path.join(outDir, 'training', 'checkpoint', 'weights-5.npz'), '');
+    fs.writeFileSync(path.join(outDir, 'training', 'log.jsonl'), '{}\n');
+    for (const f of ['model.ts.tmp-4242', 'manifest.json.4242.1764000000000.tmp', 'slices/rate-1.000.onnx.reemit-4242.tmp']) fs.writeFileSync(path.join(outDir, f), '');
+    await compile(options);
+    expect(fs.existsSync(path.join(outDir, 'training'))).toBe(false);
+    expect(fs.readdirSync(outDir).filter((f) => f.includes('tmp'))).toEqual([]);
+    // a training/ folder that is not a slicec checkpoint stays the user's
+    fs.mkdirSync(path.join(outDir, 'training'));
+    fs.writeFileSync(path.join(outDir, 'training', 'notes.txt'), 'mine');
+    const error = await compile(options).catch((e: unknown) => e);
+    expect(isUserError(error) && error.code === 'SLC015').toBe(true);
+  });
+
   it('replaces exits/ with what the server added there (the heads checkpoint)', async () => {
     const outDir = path.join(tmp, 'exits');
     const options = { model: path.join(REPO_ROOT, 'fixtures', 'resnet-small.onnx'), groups: 2, norm: 'keep' as const, exits: 'auto' as const, codegen: false, outDir, log: () => {}, warn: () => {} };
