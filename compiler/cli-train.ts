@@ -167,7 +167,14 @@ export function registerTrainCommands(program: Command, io: TrainCliIO): void {
         throw userError(ErrorCodes.BAD_FLAG, `--device expects cpu or cuda, got "${opts.device}"`, { expected: 'cpu or cuda', found: opts.device });
       }
       const { evaluateTarget } = await import('./eval.js');
-      const out = await evaluateTarget(target, { data: opts.data, device: opts.device as 'cpu' | 'cuda' | undefined, resize: opts.resize });
+      const { progressReporter } = await import('./progress.js');
+      const progress = progressReporter(process.stderr, opts.json === true);
+      let out;
+      try {
+        out = await evaluateTarget(target, { data: opts.data, device: opts.device as 'cpu' | 'cuda' | undefined, resize: opts.resize, progress });
+      } finally {
+        progress?.stop();
+      }
       if (opts.json) {
         json(io, { rates: out.rows.map((r) => ({ rate: r.rate, accuracy: r.accuracy, macs: r.macs, parameters: r.parameters, latencyMs: r.latencyMs, loss: r.loss })), split: out.split, samples: out.samples });
         return;

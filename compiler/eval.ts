@@ -12,6 +12,7 @@
 // are often sorted by class); the others are left for measuring. Recorded as manifest.cascade.
 
 import { applyOverrides, type Plan } from './plan.js';
+import type { ProgressReporter } from './progress.js';
 import { modelCost } from './cost.js';
 import { encodeModel } from './onnx-codec.js';
 import { loadData } from './finetune.js';
@@ -45,6 +46,8 @@ export interface EvalOptions {
   /** Timed runs per rate for the latency (after 3 warm-up rounds; the rates take turns). */
   latencyRuns?: number;
   cacheDir?: string;
+  /** Bars for the examples evaluated per rate and the latency rounds (the CLI's, on a terminal). */
+  progress?: ProgressReporter | null;
   /** Image folders: resize every image (plan.json's data.resize, for this run). */
   resize?: NonNullable<Plan['data']['resize']>;
 }
@@ -63,7 +66,7 @@ export async function evaluateTarget(location: string, opts: EvalOptions): Promi
     const graph = buildForwardGraph(model, { lift: () => false, output: plan.loss.output });
     const runner = new RateRunner({ rate, positions: new Map(), build: () => ({ bytes: encodeModel(graph.model), signature: graph.signature }) }, { device: opts.device });
     try {
-      const row = await evaluateRate(runner, split, new Map(), new Map(), classification);
+      const row = await evaluateRate(runner, split, new Map(), new Map(), classification, (done, total) => opts.progress?.update({ step: `evaluate rate ${rate}`, done, total }));
       const entry = target.manifest?.rates.find((r) => r.rate === rate);
       const cost = entry ? { macs: entry.macs, parameters: entry.parameters } : modelCost(model);
       rows.push({ rate, accuracy: row.accuracy, loss: row.loss, macs: cost.macs, parameters: cost.parameters, latencyMs: NaN });
@@ -103,6 +106,7 @@ async function latencies(graphs: { bytes: Uint8Array; input: string }[], x: Retu
         await sessions[k]!.run({ [graphs[k]!.input]: x });
         if (i >= 3) times[k]!.push(performance.now() - t0);
       }
+      opts.progress?.update({ step: 'time batch-1 latency', done: i + 1, total: runs + 3 });
     }
     return times.map((t) => [...t].sort((a, b) => a - b)[Math.floor(t.length / 2)]!);
   } finally {

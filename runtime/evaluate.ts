@@ -15,7 +15,7 @@ import type { RateRunner } from './rate-graphs.js';
 
 export const EVAL_BATCH = 500;
 
-export async function evaluateRate(runner: RateRunner, split: Split, params: Map<string, Float32Array>, stats: Map<string, Float32Array>, classification: boolean): Promise<EvalRow> {
+export async function evaluateRate(runner: RateRunner, split: Split, params: Map<string, Float32Array>, stats: Map<string, Float32Array>, classification: boolean, onProgress?: (done: number, total: number) => void): Promise<EvalRow> {
   const g = (await runner.session('eval'))!;
   const n = split.x.dims[0]!;
   let correct = 0;
@@ -41,6 +41,7 @@ export async function evaluateRate(runner: RateRunner, split: Split, params: Map
         for (let c = 0; c < width; c++) lossSum += (z[i * width + c]! - t[i * width + c]!) ** 2 / width;
       }
     }
+    onProgress?.(start + count, n);
   }
   return { rate: runner.rate, accuracy: classification ? correct / n : null, loss: lossSum / n, samples: n };
 }
