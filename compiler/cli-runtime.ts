@@ -182,7 +182,15 @@ export function registerRuntimeCommands(program: Command): void {
     .option('--device <cpu|cuda>', 'where to run; cuda falls back to cpu with a warning', oneOf('--device', ['cpu', 'cuda'] as const), 'cpu')
     .action(async (dir: string, flags: { data: string; target?: number; share: number; device: 'cpu' | 'cuda' }) => {
       const { calibrateCascadeFolder } = await import('./eval.js');
-      const { cascade, fullAccuracy, manifestFile } = await calibrateCascadeFolder(dir, flags);
+      const { progressReporter } = await import('./progress.js');
+      const progress = progressReporter(process.stderr, false);
+      let calibrated;
+      try {
+        calibrated = await calibrateCascadeFolder(dir, { ...flags, progress });
+      } finally {
+        progress?.stop();
+      }
+      const { cascade, fullAccuracy, manifestFile } = calibrated;
       const pct = (x: number): string => `${(x * 100).toFixed(2)} %`;
       const widest = cascade.stages[cascade.stages.length - 1]!;
       write(`${cascade.samples} samples (${cascade.data.split} split, every ${(1 / cascade.data.share).toFixed(1)}th)\n`);

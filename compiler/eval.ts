@@ -122,6 +122,8 @@ export interface CascadeOptions {
   share?: number;
   device?: 'cpu' | 'cuda';
   cacheDir?: string;
+  /** A bar per rate over the calibration samples (the CLI's, on a terminal). */
+  progress?: ProgressReporter | null;
 }
 
 /** The calibration samples' indices: `count` spread evenly, ⌊k ÷ share⌋. */
@@ -130,7 +132,7 @@ export function calibrationPicks(count: number, share: number): Int32Array {
 }
 
 /** Per rate: confidence and correctness of every calibration sample (rates ascending). */
-async function rateStages(dir: string, manifest: Manifest, split: Split, picks: Int32Array, device: 'cpu' | 'cuda' | undefined): Promise<CascadeStage[]> {
+async function rateStages(dir: string, manifest: Manifest, split: Split, picks: Int32Array, device: 'cpu' | 'cuda' | undefined, progress?: ProgressReporter | null): Promise<CascadeStage[]> {
   const input = manifest.inputs[0]!.name;
   const rates = [...manifest.rates].sort((a, b) => a.rate - b.rate);
   const stages: CascadeStage[] = [];
@@ -151,6 +153,7 @@ async function rateStages(dir: string, manifest: Manifest, split: Split, picks: 
           conf[start + i] = top.value[i]!;
           correct[start + i] = top.index[i] === Number((y.data as BigInt64Array)[i]) ? 1 : 0;
         }
+        progress?.update({ step: `rate ${rate.rate}`, done: start + n, total: count });
       }
     } finally {
       await session.release();
@@ -169,7 +172,7 @@ export async function calibrateCascadeFolder(dir: string, opts: CascadeOptions):
   const data = await loadData(opts.data, target, target.plan, opts.cacheDir);
   const [split, name] = data.test ? [data.test, 'test'] : data.val ? [data.val, 'validation'] : [data.train, 'train'];
   const count = Math.max(1, Math.floor(split.x.dims[0]! * share));
-  const all = await rateStages(dir, target.manifest, split, calibrationPicks(count, share), opts.device);
+  const all = await rateStages(dir, target.manifest, split, calibrationPicks(count, share), opts.device, opts.progress);
   const widest = all[all.length - 1]!;
   const fullAccuracy = Array.from(widest.correct as Uint8Array).reduce((a, b) => a + b, 0) / count;
   const goal = opts.target ?? fullAccuracy;
