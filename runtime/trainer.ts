@@ -14,7 +14,7 @@
 // Rates keep their own BatchNorm running statistics (never shared: a narrow rate's channel
 // means differ from the full rate's), updated by their train graphs and re-estimated at the end
 // (evaluate.ts). Each epoch every compiled rate is evaluated. Checkpoints (checkpoint.ts) each
-// epoch, every `checkpointEvery` steps and on SIGINT; a resumed run replays the same batches and
+// epoch, every `checkpointEvery` steps and on SIGINT or SIGTERM; a resumed run replays the same batches and
 // rate draws: the data cursor and the step index are the whole random state.
 
 import { createHash } from 'node:crypto';
@@ -225,10 +225,12 @@ export class Trainer {
     const it = new BatchIterator(this.opts.train, { batchSize: plan.batchSize, shuffle: this.opts.shuffle ?? true, start: state.cursor });
     const total = stepsPerEpoch * plan.epochs;
     const progress = new TrainProgress(this.opts.progress ?? false, total, state.step);
+    // Ctrl-C, and the SIGTERM a scheduler or `docker stop` sends: finish the step, save, exit 130
     const onSigint = () => {
       this.interrupted = true;
     };
     process.once('SIGINT', onSigint);
+    process.once('SIGTERM', onSigint);
     const save = () => saveCheckpoint(checkpointDir, { ...state, cursor: it.cursor, rng: { seed: plan.seed, step: state.step } }, this.tensors);
     let stepSeconds = 0;
     let graphSeconds = 0;
@@ -269,6 +271,7 @@ export class Trainer {
       }
     } finally {
       process.removeListener('SIGINT', onSigint);
+      process.removeListener('SIGTERM', onSigint);
       progress.stop();
     }
     const recal = plan.normalization.recalibrate;

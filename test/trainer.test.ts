@@ -206,8 +206,8 @@ describe('slicec finetune', () => {
     }
   }, 60_000);
 
-  it('Ctrl-C saves a checkpoint and exits with 130', async () => {
-    const dir = path.join(tmp, 'sigint');
+  it.each(['SIGINT', 'SIGTERM'] as const)('%s (Ctrl-C, or a scheduler stopping the job) saves a checkpoint and exits with 130', async (signal) => {
+    const dir = path.join(tmp, `signal-${signal}`);
     await compileTo(SMALL, dir);
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test', 'helpers', 'cli-main.ts'), 'finetune', dir, '--data', smallData, '--epochs', '100', '--batch-size', '16', '--checkpoint-every', '1'], { cwd: REPO_ROOT });
     let stdout = '';
@@ -216,7 +216,7 @@ describe('slicec finetune', () => {
     const timer = setInterval(() => {
       if (fs.existsSync(state)) {
         clearInterval(timer);
-        child.kill('SIGINT');
+        child.kill(signal);
       }
     }, 5);
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
