@@ -45,12 +45,19 @@ export function lockOutput(target: string, what: string): () => void {
       // where no file can be made beside the output (a read-only parent), runs go unlocked
       if (code !== 'EEXIST') return () => {};
       const other = readLock(file);
-      const live = other !== null && (other.host !== info.host || processAlive(other.pid));
-      if (live || attempt > 2) {
+      if (other === null && attempt < 3) {
+        // another run may have made the file and not yet written it: look again shortly
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+        continue;
+      }
+      const live = other === null || other.host !== info.host || processAlive(other.pid);
+      if (live) {
         throw userError(ErrorCodes.BAD_OUTPUT, `${target} is in use by another slicec run`, {
           expected: 'no other run writing it',
-          found: other ? `slicec ${other.what}, pid ${other.pid} on ${other.host}, since ${other.since}` : `the lock ${file}`,
-          hint: 'wait for that run to end, or stop it; a lock left by a run that was killed is taken over on its own',
+          found: other ? `slicec ${other.what}, pid ${other.pid} on ${other.host}, since ${other.since}` : `the unreadable lock ${file}`,
+          hint: other
+            ? 'wait for that run to end, or stop it; a lock left by a run that was killed is taken over on its own'
+            : 'if no slicec run is writing it, delete that file',
         });
       }
       fs.rmSync(file, { force: true }); // left by a run that is gone
