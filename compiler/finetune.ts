@@ -11,7 +11,7 @@ import { reemitCompiled, writeTrainedModel } from './reemit.js';
 import { loadTarget, rateSpecs, STATS_BATCH, type TrainTarget } from './train-target.js';
 import { loadDataset, materialize, type Dataset, type Split } from '../runtime/data.js';
 import { withOutputs } from '../passes/calibrate-group-norm.js';
-import { channelStatistics } from '../passes/insert-batch-norm.js';
+import { identityOn } from '../passes/insert-batch-norm.js';
 import { runFloat } from '../runtime/session.js';
 import { encodeModel } from './onnx-codec.js';
 import { Trainer, type TrainerResult } from '../runtime/trainer.js';
@@ -43,14 +43,13 @@ export async function calibrateInsertedOnData(target: TrainTarget, train: Split)
   const observed = withOutputs(encodeModel(widest.model), sites.map((s) => s.input));
   const out = await runFloat(observed.bytes, { [target.input.name]: { dims: x.dims, data: x.data as Float32Array } }, observed.names);
   for (const site of sites) {
-    const { mean, variance } = channelStatistics(out[site.input]!);
-    const [scale, bias, mu, v] = [site.scale, site.bias, site.mean, site.variance].map((name) => target.full.get(name)!);
-    for (let c = 0; c < mean.length; c++) {
-      bias![c] = mean[c]! + (bias![c]! - mu![c]!);
-      scale![c] = Math.sqrt(variance[c]! + site.epsilon);
-    }
-    mu!.set(mean);
-    v!.set(variance);
+    const [scale, bias, mean, variance] = [site.scale, site.bias, site.mean, site.variance].map((name) => target.full.get(name)!);
+    // the absorbed layer bias, as compile left it: bias − mean
+    const values = identityOn(out[site.input]!, site.epsilon, Float64Array.from(bias!, (b, c) => b - mean![c]!));
+    scale!.set(values.scale);
+    bias!.set(values.bias);
+    mean!.set(values.mean);
+    variance!.set(values.variance);
   }
   return sites.length;
 }

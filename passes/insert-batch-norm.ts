@@ -194,8 +194,21 @@ export function insertBatchNorm(model: Model, analysis: ChannelAnalysis, partiti
   return result;
 }
 
+/**
+ * An inserted BatchNorm that is the identity on `x`, the values it reads: x's per-channel mean μ and
+ * variance σ², scale √(σ² + ε), bias μ + b (b: the layer bias it absorbed, 0 where none).
+ */
+export function identityOn(x: FloatTensor, epsilon: number, absorbedBias?: ArrayLike<number> | null): { mean: Float32Array; variance: Float32Array; scale: Float32Array; bias: Float32Array } {
+  const { mean, variance } = channelStatistics(x);
+  return {
+    mean, variance,
+    scale: Float32Array.from(variance, (v) => Math.sqrt(v + epsilon)),
+    bias: Float32Array.from(mean, (m, c) => m + (absorbedBias?.[c] ?? 0)),
+  };
+}
+
 /** Per-channel mean and biased variance of x over every axis but 1. */
-export function channelStatistics(x: FloatTensor): { mean: Float32Array; variance: Float32Array } {
+function channelStatistics(x: FloatTensor): { mean: Float32Array; variance: Float32Array } {
   const channels = x.dims[1]!;
   const outer = x.dims[0]!;
   const inner = x.data.length / (outer * channels);
@@ -249,13 +262,12 @@ export async function calibrateBatchNorm(
   const current = await run(observed.bytes, feeds, observed.names);
   const before = agreement(reference, pick(current));
   for (const site of inserted) {
-    const { mean, variance } = channelStatistics(current[site.input.name]!);
-    const scale = Float32Array.from(variance, (v) => Math.sqrt(v + site.epsilon));
+    const values = identityOn(current[site.input.name]!, site.epsilon, site.absorbedBias);
     const set = (value: Value, data: Float32Array) => model.graph.setConstant(value, Tensor.float32([data.length], data));
-    set(site.mean, mean);
-    set(site.variance, variance);
-    set(site.scale, scale);
-    set(site.bias, Float32Array.from(mean, (m, c) => m + (site.absorbedBias?.[c] ?? 0)));
+    set(site.mean, values.mean);
+    set(site.variance, values.variance);
+    set(site.scale, values.scale);
+    set(site.bias, values.bias);
   }
   const after = agreement(reference, pick(await run(encodeModel(model), feeds, outputNames)));
   const batch = Object.values(feeds)[0]?.dims[0] ?? 0;
