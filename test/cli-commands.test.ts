@@ -40,6 +40,23 @@ describe('flags of the newer commands', () => {
     expect(readServedManifest(out).sourceName).toBe('my_model__v2_');
   });
 
+  it('eval --resize reaches the image loader; a bad value is SLC007', async () => {
+    const { default: sharp } = await import('sharp');
+    const images = path.join(dir, 'images');
+    for (const [cls, side] of [['a', 8], ['b', 12]] as const) {
+      fs.mkdirSync(path.join(images, cls), { recursive: true });
+      await sharp(Buffer.alloc(side * side * 3, cls === 'a' ? 40 : 200), { raw: { width: side, height: side, channels: 3 } }).png().toFile(path.join(images, cls, '0.png'));
+    }
+    const cnn = path.join(REPO_ROOT, 'fixtures', 'fashion-mnist-cnn.onnx');
+    expect((await runCli(['eval', cnn, '--data', images, '--json'])).code).toBe(0); // resized to the model's 28×28
+    const other = await runCli(['eval', cnn, '--data', images, '--resize', '20x20:fill']);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/error SLC010: .*do not fit the model input[\s\S]*20×20 images/);
+    const bad = await runCli(['eval', cnn, '--data', images, '--resize', '20']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('error SLC007: --resize expects HxW');
+  });
+
   it('demo refuses an output folder that is not an earlier demo (SLC008), and leaves it as it was', async () => {
     const taken = path.join(dir, 'taken');
     fs.mkdirSync(taken);

@@ -119,8 +119,11 @@ describe('the listening address', () => {
     expect(run.stderr).toMatch(/error SLC007: cannot listen on .* in use[\s\S]*hint: +pick another --port/);
     // the installed command ends (it hung with its worker threads alive)
     ensureBuilt();
-    const bin = runShell(`timeout 60 $SLICEC serve ${dir} --port ${port} --workers 2`);
+    // more workers than cores: a warning first (each holds its own graphs), then the same error
+    const workers = os.availableParallelism() + 1;
+    const bin = runShell(`timeout 60 $SLICEC serve ${dir} --port ${port} --workers ${workers}`);
     expect(bin.code, bin.stderr).toBe(2);
+    expect(bin.stderr).toContain(`warning: ${workers} worker(s) × 1 thread(s) = ${workers} threads on ${os.availableParallelism()} cores`);
   }, 90_000);
 });
 
